@@ -155,6 +155,13 @@ class FeatureConfig(Config):
             )
         if self.win_length > self.n_fft:
             raise ConfigError(f"win_length ({self.win_length}) must be <= n_fft ({self.n_fft})")
+        # Checked here, in the driver, so a bad config fails before any task starts.
+        if not 1 <= self.n_mfcc <= self.n_mels:
+            raise ConfigError(f"need 1 <= n_mfcc <= n_mels, got n_mfcc={self.n_mfcc}, "
+                              f"n_mels={self.n_mels}")
+        if not 1 <= self.n_lfcc <= self.n_linear_filters:
+            raise ConfigError(f"need 1 <= n_lfcc <= n_linear_filters, got n_lfcc={self.n_lfcc}, "
+                              f"n_linear_filters={self.n_linear_filters}")
 
     @property
     def n_frames(self) -> int:

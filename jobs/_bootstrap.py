@@ -1,0 +1,13 @@
+"""Make ``import spoofray`` work when a job runs from a checkout without installation
+(``ray job submit --working-dir . -- python jobs/<job>.py`` puts only ``jobs/`` on sys.path)."""
+
+import logging
+import os
+import sys
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+logging.basicConfig(level=os.environ.get("SPOOFRAY_LOG_LEVEL", "INFO"),
+                    format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,1 @@
+"""Ray Data stages. The only spoofray package besides ``training`` that imports Ray."""
