@@ -100,3 +100,84 @@ def s3_bucket(s3_server) -> str:
     fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_server})
     fs.mkdir(name)
     return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory, s3_server):
+    """A real Ray head started with ``ray start --head`` on 127.0.0.1, for ``ray job submit``.
+
+    Started with ``--block`` in its own process group so that teardown stops exactly this
+    head (``ray stop`` would also stop every other Ray on the machine). Yields the
+    dashboard address for ``ray job submit --address``.
+    """
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    ray_cli = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")
+    ports = {name: _free_port() for name in ("gcs", "dashboard", "client", "agent")}
+    log = open(tmp_path_factory.mktemp("ray-head") / "head.log", "w")
+    proc = subprocess.Popen(
+        [ray_cli, "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+         "--dashboard-host=127.0.0.1", "--num-cpus=2", f"--port={ports['gcs']}",
+         f"--dashboard-port={ports['dashboard']}", f"--ray-client-server-port={ports['client']}",
+         f"--dashboard-agent-listen-port={ports['agent']}", "--include-dashboard=true",
+         "--disable-usage-stats"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=_head_env(),
+    )
+    address = f"http://127.0.0.1:{ports['dashboard']}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{address}/api/version", timeout=2)
+            break
+        except urllib.error.HTTPError:  # answering (token auth says 401): it is up
+            break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                log.close()
+                raise RuntimeError(f"ray head did not start; see {log.name}")
+            time.sleep(1)
+    yield address
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    log.close()
+
+
+def _head_env() -> dict[str, str]:
+    """The head's environment: this venv's ``python`` first on PATH, as on a cluster node
+    whose image has spoofray's dependencies installed."""
+    import sys
+
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def submit_job(address: str, entrypoint: list[str], *, timeout: float = 600):
+    """``ray job submit --working-dir <repo>`` to ``address``; returns the CompletedProcess."""
+    import shutil
+    import subprocess
+    import sys
+
+    ray_cli = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_ADDRESS": address}
+    return subprocess.run(
+        [ray_cli, "job", "submit", "--address", address, "--working-dir", str(REPO_ROOT),
+         "--", *entrypoint],
+        capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO_ROOT,
+    )
+
+
+def strip_ansi(text: str) -> str:
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
