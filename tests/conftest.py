@@ -34,6 +34,7 @@ def ray_session(s3_server):
 
     if not ray.is_initialized():
         ray.init(
+            address="local",  # never join a `ray start` cluster another test left running
             num_cpus=2,
             include_dashboard=False,
             configure_logging=False,

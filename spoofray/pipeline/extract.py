@@ -171,8 +171,15 @@ def check_accounting(items: Sequence[sources.AudioItem], summary: pd.DataFrame) 
         )
 
 
-def extract_features(cfg: ExtractConfig) -> dict[str, Any]:
+def extract_features(cfg: ExtractConfig,
+                     items: Sequence[sources.AudioItem] | None = None) -> dict[str, Any]:
     """Run the extraction on the current Ray (start one with ``runtime.init_ray``).
+
+    Parameters
+    ----------
+    items : sequence of AudioItem, optional
+        Extract exactly these instead of listing ``cfg.input`` (which then only names the
+        source in the manifest).
 
     Returns
     -------
@@ -182,7 +189,9 @@ def extract_features(cfg: ExtractConfig) -> dict[str, Any]:
     import ray
 
     started = time.perf_counter()
-    items = sources.resolve_inputs(cfg.input, audio_root=cfg.audio_root)
+    if items is None:
+        items = sources.resolve_inputs(cfg.input, audio_root=cfg.audio_root)
+    items = list(items)
     if cfg.limit is not None:
         items = items[: cfg.limit]
     listed_s = time.perf_counter() - started

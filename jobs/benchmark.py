@@ -1,0 +1,69 @@
+"""Benchmarks, run by hand; paste the printed table into docs/benchmarks.md.
+
+  python jobs/benchmark.py extract [--files 200]   pipeline (1 and 2 workers) vs a librosa loop
+
+Uses the devcorpus (../shared/data/devcorpus) when present, else a generated archive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+import _bootstrap  # noqa: F401  (sys.path + logging)
+
+DEVCORPUS = os.path.join(_bootstrap.REPO_ROOT, "..", "shared", "data", "devcorpus")
+
+
+def _input_files(n: int, tmp: str) -> list[str]:
+    """``n`` audio paths, a shuffled mix of corpora (devcorpus, else a generated archive)."""
+    import pandas as pd
+
+    if os.path.exists(os.path.join(DEVCORPUS, "manifest.csv")):
+        root = os.path.abspath(DEVCORPUS)
+        rows = pd.read_csv(os.path.join(root, "manifest.csv"))
+    else:
+        from spoofray.synth import make_demo_archive
+
+        archive = make_demo_archive(os.path.join(tmp, "archive"), seed=0, broken=False)
+        root = str(archive.root)
+        rows = pd.read_csv(archive.manifest_path)
+    rows = rows.sample(frac=1.0, random_state=0).head(n)  # a mix of corpora, not one folder
+    return [os.path.join(root, p) for p in rows["path"]]
+
+
+def extract(args: argparse.Namespace) -> None:
+    from spoofray.benchmark import extract_benchmark, machine_info, markdown_table
+    from spoofray.config import FeatureConfig
+    from spoofray.pipeline.runtime import init_ray
+
+    init_ray(num_cpus=2)
+    with tempfile.TemporaryDirectory(prefix="spoofray-bench-") as tmp:
+        paths = _input_files(args.files, tmp)
+        rows = extract_benchmark(paths, FeatureConfig())
+    print(json.dumps({"machine": machine_info(), "rows": rows}, indent=2))
+    print(markdown_table(rows, ["method", "cores", "files", "audio_s", "wall_s",
+                                "audio_x_realtime_per_core", "files_per_s"]))
+    base = rows[0]["audio_x_realtime_per_core"]
+    one, two = rows[1], rows[2]
+    print(f"speed-up per core vs librosa loop (1 worker): {one['audio_x_realtime_per_core'] / base:.2f}x")
+    print(f"2 workers vs 1 worker (wall): {one['wall_s'] / two['wall_s']:.2f}x")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    e = sub.add_parser("extract", help="feature extraction throughput")
+    e.add_argument("--files", type=int, default=200, help="files to use (default: %(default)s)")
+    e.set_defaults(func=extract)
+    args = p.parse_args(argv)
+    args.func(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
