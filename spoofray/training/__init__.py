@@ -1,0 +1,2 @@
+"""Ray Tune and Ray Train drivers. Importing this package imports no Ray; the submodules
+do, when their functions run."""
