@@ -50,7 +50,7 @@ class ExtractConfig(Config):
     features: FeatureConfig = dataclasses.field(default_factory=FeatureConfig)
     #: Files handed to one task; one features part and at most one errors part per task.
     files_per_task: int = 16
-    #: Most tasks at once (None: as many as there are CPUs).
+    #: Most tasks at once (None: Ray Data decides from the free CPUs).
     concurrency: int | None = None
     num_cpus_per_task: float = 1.0
     overwrite: bool = False
@@ -206,7 +206,7 @@ def extract_features(cfg: ExtractConfig,
         batch_size=cfg.files_per_task,
         batch_format="pandas",
         num_cpus=cfg.num_cpus_per_task,
-        concurrency=cfg.concurrency or _default_concurrency(),
+        compute=ray.data.TaskPoolStrategy(size=cfg.concurrency) if cfg.concurrency else None,
     )
     summary = ds.to_pandas()
     pipeline_s = time.perf_counter() - started - listed_s
@@ -219,12 +219,6 @@ def extract_features(cfg: ExtractConfig,
         json.dumps(manifest, indent=2, default=_json_default).encode(),
     )
     return manifest
-
-
-def _default_concurrency() -> int:
-    import ray
-
-    return max(1, int(ray.available_resources().get("CPU", 1)))
 
 
 def _json_default(value: Any) -> Any:
