@@ -1,0 +1,536 @@
+"""Making bundles: gather members from tune/train outputs, calibrate on dev, write, publish.
+
+:func:`assemble_bundle` is what ``jobs/bundle.py assemble`` runs:
+
+1. find member sidecars (tune output ``model/member.json``, train output ``<name>.json``);
+2. write a bundle into a local staging folder (members copied, sha256 of every file);
+3. with ``dev_features``: load the staged bundle (full verification), score its members on
+   the dev windows, fit the fusion (logistic regression on log-odds, or mean) and put the
+   threshold at the FILE-level dev EER (file score = mean of its fused window scores, as
+   the scorer computes it); without: mean fusion, and the sklearn member's own threshold
+   or 0.5 — ``threshold_method`` says which;
+4. copy the staged folder to ``output`` (local or ``s3://``, ``bundle.json`` last) and/or
+   the local registry ``$SPOOFRAY_HOME/bundles/<name>/<version>/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import logging
+import os
+import shutil
+import tempfile
+import types
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+import spoofray
+from spoofray import dataset, storage
+from spoofray.config import Config, FeatureConfig, register
+from spoofray.errors import BundleIntegrityError, ConfigError, MetricError, OutputExistsError
+from spoofray.models.bundle import (
+    _MEMBER_NAME, BUNDLE_JSON, FORMAT_NAME, FORMAT_VERSION, MEMBER_KINDS, MEMBERS_DIR, Bundle,
+    _check_compatible, _ordered_kinds, check_member_sidecar, member_inputs, member_kinds,
+    sha256_bytes, spoofray_home, utc_now,
+)
+from spoofray.models.fusion import Fusion, fit_logistic_fusion, mean_fusion, threshold_at_eer
+
+log = logging.getLogger(__name__)
+
+FUSION_CHOICES = ("auto", "mean", "logistic")
+
+
+# --- members as their producers left them --------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class MemberSource:
+    """A member outside any bundle: its sidecar JSON and the model file beside it."""
+
+    sidecar_uri: str
+    model_uri: str
+    sidecar: Mapping[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.sidecar["name"])
+
+    @property
+    def kind(self) -> str:
+        return str(self.sidecar["kind"])
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return member_inputs(self.sidecar, where=self.sidecar_uri)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return member_kinds(self.kind, self.inputs, where=self.sidecar_uri)
+
+    @property
+    def feature_config(self) -> FeatureConfig:
+        return FeatureConfig.from_dict(self.sidecar["feature_config"])
+
+    @classmethod
+    def from_sidecar(cls, uri: str) -> MemberSource:
+        """Read and check a sidecar; its model is ``sidecar['file']`` in the same folder."""
+        try:
+            sidecar = json.loads(storage.read_bytes(uri))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read member sidecar {uri}: {exc}") from exc
+        check_member_sidecar(sidecar, where=uri)
+        parent = uri.rsplit("/", 1)[0] if storage.is_remote(uri) else os.path.dirname(
+            os.path.abspath(uri))
+        model_uri = storage.join(parent, sidecar["file"])
+        fs, path = storage.filesystem(model_uri)
+        if not fs.exists(path):
+            raise ConfigError(f"member sidecar {uri} names model file {sidecar['file']!r}, but "
+                              f"{model_uri} does not exist; keep the sidecar next to its model")
+        return cls(sidecar_uri=uri, model_uri=model_uri, sidecar=types.MappingProxyType(sidecar))
+
+
+def find_member_sidecars(uri: str) -> list[str]:
+    """Member sidecars at ``uri``: the file itself, or every sidecar below a folder.
+
+    A sidecar is a ``.json`` file with a ``kind`` of :data:`MEMBER_KINDS` and a ``file``.
+    """
+    fs, path = storage.filesystem(uri)
+    if not fs.exists(path):
+        raise ConfigError(f"member source {uri} does not exist")
+    if fs.isfile(path):
+        return [uri]
+    found = []
+    for p in sorted(fs.find(path)):
+        base = p.rsplit("/", 1)[-1]
+        if not base.endswith(".json") or base in (BUNDLE_JSON, dataset.MANIFEST_NAME):
+            continue
+        if fs.size(p) > 1 << 20:
+            continue  # sidecars are small; a large JSON is something else
+        try:
+            doc = json.loads(fs.cat_file(p))
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and doc.get("kind") in MEMBER_KINDS and "file" in doc:
+            found.append(storage.to_uri(fs, p))
+    if not found:
+        raise ConfigError(f"no member sidecar (JSON with 'kind' sklearn/keras and 'file') under "
+                          f"{uri}; point at a tune/train output folder or a member .json")
+    return found
+
+
+# --- writing and publishing ----------------------------------------------------------------
+
+
+def write_bundle(out_dir: str, *, name: str, version: str, members: Sequence[MemberSource],
+                 fusion: Fusion, threshold: float, threshold_method: str,
+                 threshold_details: Mapping[str, Any] | None = None,
+                 dev_metrics: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Write a bundle into an empty local folder; return its ``bundle.json``.
+
+    Member files are copied into ``members/<name>/``; member weights are the fusion's
+    (mean rule) or 1.0; ``bundle.json`` is written last.
+    """
+    names = [m.name for m in members]
+    if not members or len(set(names)) != len(names):
+        raise ConfigError(f"a bundle needs members with unique names, got {names}; rename "
+                          "a member in its sidecar")
+    base = members[0].feature_config
+    needed = _ordered_kinds([k for m in members for k in m.kinds])
+    cfg = dataclasses.replace(base, kinds=needed, store_float16=False)
+    for m in members[1:]:
+        try:
+            _check_compatible(cfg, m.feature_config, (), what=f"member {m.name}",
+                              bundle=f"being assembled from {members[0].sidecar_uri}")
+        except BundleIntegrityError as exc:
+            raise ConfigError(f"{exc} (all members of a bundle must read features of one "
+                              "config; retrain one of them on the other's dataset)") from exc
+    if os.path.exists(out_dir) and os.listdir(out_dir):
+        raise ConfigError(f"bundle folder {out_dir} is not empty")
+    weights = dict(zip(fusion.members, fusion.weights)) if fusion.rule == "mean" else {}
+    files: dict[str, str] = {}
+    entries = []
+    for m in members:
+        rel_dir = f"{MEMBERS_DIR}/{m.name}"
+        os.makedirs(os.path.join(out_dir, rel_dir), exist_ok=True)
+        model_rel = f"{rel_dir}/{m.sidecar['file']}"
+        sidecar_rel = f"{rel_dir}/{m.sidecar_uri.rsplit('/', 1)[-1]}"
+        if sidecar_rel == model_rel:
+            raise ConfigError(f"member {m.name}: sidecar and model have the same file name")
+        for src, rel in ((m.model_uri, model_rel), (m.sidecar_uri, sidecar_rel)):
+            data = storage.read_bytes(src)
+            with open(os.path.join(out_dir, rel), "wb") as fh:
+                fh.write(data)
+            files[rel] = sha256_bytes(data)
+        entries.append({
+            "name": m.name, "kind": m.kind, "file": model_rel, "sidecar": sidecar_rel,
+            "inputs": list(m.inputs), "kinds": list(m.kinds),
+            "weight": float(weights.get(m.name, 1.0)),
+            "feature_config_hash": m.sidecar["feature_config_hash"],
+            "threshold": m.sidecar.get("threshold"),
+            "threshold_method": m.sidecar.get("threshold_method"),
+            "metrics": m.sidecar.get("oof_metrics", m.sidecar.get("dev_metrics")),
+            "source": m.sidecar_uri,
+        })
+    manifest = {
+        "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+        "name": name, "version": version, "created_at": utc_now(),
+        "spoofray_version": spoofray.__version__,
+        "feature_config": cfg.to_dict(), "feature_config_hash": cfg.config_hash(),
+        "needed_kinds": list(needed),
+        "members": entries,
+        "fusion": fusion.to_dict(),
+        "threshold": float(threshold), "threshold_method": threshold_method,
+        "threshold_details": dict(threshold_details or {}),
+        "training_data_fingerprint": {m.name: m.sidecar.get("training_data_fingerprint")
+                                      for m in members},
+        "dev_metrics": dict(dev_metrics) if dev_metrics is not None else None,
+        "files": files,
+    }
+    write_manifest(out_dir, manifest)
+    return manifest
+
+
+def write_manifest(out_dir: str, manifest: Mapping[str, Any]) -> None:
+    storage.write_bytes_atomic(os.path.join(out_dir, BUNDLE_JSON),
+                               json.dumps(manifest, indent=2).encode())
+
+
+def publish(local_dir: str, dest: str, *, overwrite: bool = False) -> str:
+    """Copy a finished local bundle folder to ``dest`` (local or ``s3://``), bundle.json last.
+
+    A reader that finds ``bundle.json`` therefore finds every file it lists.
+    """
+    if storage.exists_nonempty(dest):
+        if not overwrite:
+            raise OutputExistsError(f"bundle destination {dest} already exists; choose another "
+                                    "--version/--output or pass --overwrite")
+        storage.remove(dest)
+    with open(os.path.join(local_dir, BUNDLE_JSON), "rb") as fh:
+        manifest_bytes = fh.read()
+    for rel in json.loads(manifest_bytes)["files"]:
+        with open(os.path.join(local_dir, rel), "rb") as fh:
+            storage.write_bytes_atomic(storage.join(dest, rel), fh.read())
+    storage.write_bytes_atomic(storage.join(dest, BUNDLE_JSON), manifest_bytes)
+    return dest
+
+
+# --- local registry -------------------------------------------------------------------------
+
+
+def registry_root() -> str:
+    return os.path.join(spoofray_home(), "bundles")
+
+
+def registry_path(name: str, version: str) -> str:
+    for part in (name, version):
+        if not _MEMBER_NAME.match(part):
+            raise ConfigError(f"bundle name/version {part!r} must be 1-64 letters, digits, "
+                              "'_', '-' or '.'")
+    return os.path.join(registry_root(), name, version)
+
+
+def list_registry() -> list[dict[str, Any]]:
+    """Bundles in the local registry, oldest first: name, version, created_at, uri."""
+    out = []
+    root = registry_root()
+    if not os.path.isdir(root):
+        return out
+    for name in sorted(os.listdir(root)):
+        for version in sorted(os.listdir(os.path.join(root, name))):
+            path = os.path.join(root, name, version)
+            try:
+                with open(os.path.join(path, BUNDLE_JSON), "rb") as fh:
+                    created = json.loads(fh.read()).get("created_at", "")
+            except (OSError, ValueError):
+                continue
+            out.append({"name": name, "version": version, "created_at": created, "uri": path})
+    return sorted(out, key=lambda b: (b["created_at"], b["name"], b["version"]))
+
+
+def latest_bundle() -> str | None:
+    """URI of the newest bundle in the local registry, or None when it is empty."""
+    entries = list_registry()
+    return entries[-1]["uri"] if entries else None
+
+
+def new_version() -> str:
+    """A sortable default version: UTC time plus a short random suffix."""
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
+
+
+# --- dev calibration ------------------------------------------------------------------------
+
+
+def _dev_parts(root: str) -> list[str]:
+    fs, path = storage.filesystem(storage.join(root, dataset.FEATURES_DIR))
+    if not fs.exists(path):
+        raise ConfigError(f"{root} is not a feature dataset (no {dataset.FEATURES_DIR}/ folder); "
+                          "make one with jobs/extract_features.py")
+    return [storage.to_uri(fs, p) for p in sorted(fs.ls(path, detail=False))
+            if p.endswith(".parquet")]
+
+
+def score_dev_windows(bundle: Bundle, dev_features: str) -> tuple[dict[str, np.ndarray],
+                                                                    np.ndarray, np.ndarray]:
+    """Every member's score on every labelled window of a feature dataset.
+
+    Returns
+    -------
+    member_scores : dict of name -> ndarray, shape (n_windows,)
+    labels : ndarray of int, shape (n_windows,)
+        1 = spoof.
+    uris : ndarray of str, shape (n_windows,)
+        The file each window came from.
+    """
+    import pyarrow.parquet as pq
+
+    bundle.check_dataset(dev_features)
+    columns = ["uri", "label", *bundle.needed_kinds]
+    scores: dict[str, list[np.ndarray]] = {m: [] for m in bundle.member_names}
+    labels, uris = [], []
+    for part in _dev_parts(dev_features):
+        fs, path = storage.filesystem(part)
+        table = pq.read_table(path, filesystem=fs, columns=columns)
+        label = np.asarray(table.column("label").to_pylist(), dtype=object)
+        keep = np.flatnonzero((label == "spoof") | (label == "bonafide"))
+        if len(keep) == 0:
+            continue
+        table = table.take(keep)
+        feats = {k: dataset.tensor_column(table, k) for k in bundle.needed_kinds}
+        for name, s in bundle.member_scores(feats).items():
+            scores[name].append(s)
+        labels.append((label[keep] == "spoof").astype(np.int64))
+        uris.append(np.asarray(table.column("uri").to_pylist(), dtype=object))
+    if not labels:
+        raise MetricError(f"dev dataset {dev_features} has no labelled windows")
+    return ({m: np.concatenate(v) for m, v in scores.items()}, np.concatenate(labels),
+            np.concatenate(uris))
+
+
+def file_level(window_scores: np.ndarray, labels: np.ndarray, uris: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-file mean of window scores (the scorer's ``spoof_score``) and the file labels."""
+    _, inverse = np.unique(uris.astype(str), return_inverse=True)
+    counts = np.bincount(inverse)
+    file_scores = np.bincount(inverse, weights=window_scores) / counts
+    file_labels = np.zeros(len(counts), np.int64)
+    file_labels[inverse] = labels
+    return file_scores, file_labels
+
+
+def calibrate_on_dev(bundle: Bundle, dev_features: str, *, rule: str,
+                     weights: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """Fit the fusion and choose the threshold on a dev feature dataset.
+
+    Returns
+    -------
+    dict
+        ``fusion`` (:class:`Fusion`), ``threshold``, ``threshold_details`` and
+        ``dev_metrics`` (file-level metrics of the fused score and of each member).
+    """
+    from spoofray import metrics
+
+    member_scores, labels, uris = score_dev_windows(bundle, dev_features)
+    if rule == "logistic":
+        fusion = fit_logistic_fusion(member_scores, labels)
+    else:
+        fusion = mean_fusion(bundle.member_names,
+                             [float((weights or {}).get(m, 1.0)) for m in bundle.member_names])
+    file_scores, file_labels = file_level(fusion.apply(member_scores).astype(np.float64),
+                                          labels, uris)
+    threshold, eer = threshold_at_eer(file_labels, file_scores)
+    threshold = float(np.clip(threshold, 0.0, 1.0))
+    per_member = {}
+    for name, s in member_scores.items():
+        fs, fl = file_level(s.astype(np.float64), labels, uris)
+        per_member[name] = {k: v for k, v in metrics.evaluate(fl, fs).items()
+                            if k in ("eer", "eer_threshold", "auc")}
+    manifest = dataset.read_manifest(dev_features) if storage.exists_nonempty(
+        storage.join(dev_features, dataset.MANIFEST_NAME)) else {}
+    dev = {
+        "level": "file", "dataset": dev_features,
+        "dataset_fingerprint": manifest.get("inputs_fingerprint"),
+        "n_windows": int(len(labels)), "n_files": int(len(file_labels)),
+        "fused": metrics.evaluate(file_labels, file_scores, threshold=threshold),
+        "members": per_member,
+    }
+    details = {"level": "file", "file_score": "mean of window scores", "dev_eer": eer,
+               "dataset": dev_features, "n_files": int(len(file_labels))}
+    return {"fusion": fusion, "threshold": threshold, "threshold_details": details,
+            "dev_metrics": dev}
+
+
+# --- assembly ------------------------------------------------------------------------------
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class AssembleConfig(Config):
+    """What :func:`assemble_bundle` gathers and where it puts the bundle."""
+
+    #: Tune/train output folders or member sidecar JSON files (local or s3://).
+    members: tuple[str, ...] = ()
+    name: str = "spoofray"
+    #: Default: UTC time, e.g. 20250101-120000-ab12.
+    version: str | None = None
+    #: Bundle folder (local or s3://); default: the local registry.
+    output: str | None = None
+    #: Also copy into the local registry when ``output`` is given.
+    publish: bool = False
+    #: Held-out feature dataset to fit the fusion and threshold on.
+    dev_features: str | None = None
+    #: auto: logistic with dev features and >1 member, else mean.
+    fusion: str = "auto"
+    #: Mean-fusion weights by member name (default 1.0 each).
+    weights: dict[str, float] = dataclasses.field(default_factory=dict)
+    #: A fixed decision threshold (overrides any chosen one).
+    threshold: float | None = None
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.members:
+            raise ConfigError("assemble needs at least one member (tune/train output or sidecar)")
+        if self.fusion not in FUSION_CHOICES:
+            raise ConfigError(f"fusion {self.fusion!r} unknown; choose one of {list(FUSION_CHOICES)}")
+        if self.fusion == "logistic" and not self.dev_features:
+            raise ConfigError("logistic fusion is fitted on dev scores; give --dev-features")
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError(f"threshold must be in [0, 1], got {self.threshold}")
+
+
+def _default_threshold(members: Sequence[MemberSource]) -> tuple[float, str, dict[str, Any]]:
+    for m in members:
+        t = m.sidecar.get("threshold")
+        if m.kind == "sklearn" and isinstance(t, (int, float)) and np.isfinite(t):
+            t = min(max(float(t), 0.0), 1.0)  # an EER point can sit just past the scores
+            details = {"member": m.name, "member_threshold_method": m.sidecar.get(
+                "threshold_method")}
+            if len(members) > 1:
+                details["note"] = ("chosen for this member alone; the fused score was not "
+                                   "calibrated (assemble with --dev-features to do so)")
+            return float(t), "ml_member_threshold", details
+    return 0.5, "default_0.5", {"note": "no dev data and no member threshold; assemble with "
+                                        "--dev-features to choose one at the dev EER"}
+
+
+def assemble_bundle(cfg: AssembleConfig) -> dict[str, Any]:
+    """Make a bundle from trained members (see the module docstring).
+
+    Returns
+    -------
+    dict
+        ``uri`` (where it was written), ``registry_uri`` (or None), ``manifest``.
+    """
+    uris = [u for src in cfg.members for u in find_member_sidecars(src)]
+    members = [MemberSource.from_sidecar(u) for u in uris]
+    names = [m.name for m in members]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        listing = "; ".join(f"{m.name}: {m.sidecar_uri}" for m in members if m.name in dupes)
+        raise ConfigError(f"more than one member named {dupes} ({listing}); pass the sidecar "
+                          "JSON of the one you want instead of its folder")
+    unknown = sorted(set(cfg.weights) - set(names))
+    if unknown:
+        raise ConfigError(f"weights given for unknown members {unknown}; members are {names}")
+    version = cfg.version or new_version()
+    dest = cfg.output or registry_path(cfg.name, version)
+    for target in {dest, registry_path(cfg.name, version) if cfg.publish else dest}:
+        if storage.exists_nonempty(target) and not cfg.overwrite:
+            raise OutputExistsError(f"bundle destination {target} already exists; choose "
+                                    "another --version/--output or pass --overwrite")
+    rule = cfg.fusion if cfg.fusion != "auto" else (
+        "logistic" if cfg.dev_features and len(members) > 1 else "mean")
+    fusion = mean_fusion(names, [float(cfg.weights.get(n, 1.0)) for n in names])
+    threshold, method, details = _default_threshold(members)
+    staging = tempfile.mkdtemp(prefix="spoofray-bundle-")
+    try:
+        manifest = write_bundle(staging, name=cfg.name, version=version, members=members,
+                                fusion=fusion, threshold=threshold, threshold_method=method,
+                                threshold_details=details)
+        if cfg.dev_features:
+            calib = calibrate_on_dev(Bundle.load(staging), cfg.dev_features, rule=rule,
+                                     weights=cfg.weights)
+            manifest.update(fusion=calib["fusion"].to_dict(), threshold=calib["threshold"],
+                            threshold_method="dev_eer_file_level",
+                            threshold_details=calib["threshold_details"],
+                            dev_metrics=calib["dev_metrics"])
+            if calib["fusion"].rule == "logistic":
+                for entry, w in zip(manifest["members"], calib["fusion"].weights):
+                    entry["weight"] = w
+        if cfg.threshold is not None:
+            manifest.update(threshold=float(cfg.threshold), threshold_method="user",
+                            threshold_details={"previous": {
+                                "threshold": manifest["threshold"],
+                                "method": manifest["threshold_method"]}})
+        write_manifest(staging, manifest)
+        Bundle.load(staging)  # the finished bundle must load as any reader will load it
+        publish(staging, dest, overwrite=cfg.overwrite)
+        registry_uri = None
+        if cfg.publish or cfg.output is None:
+            registry_uri = registry_path(cfg.name, version)
+            if registry_uri != dest:
+                publish(staging, registry_uri, overwrite=cfg.overwrite)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("bundle %s %s written to %s", cfg.name, version, dest)
+    return {"uri": dest, "registry_uri": registry_uri, "manifest": manifest}
+
+
+# --- a demo bundle for smoke tests ------------------------------------------------------------
+
+
+def build_demo_bundle(work_dir: str, *, seed: int = 0, output: str | None = None) -> str:
+    """Train a tiny sklearn member on a synthetic demo archive and bundle it (smoke tests).
+
+    **Demonstrates the plumbing only**: the audio is synthetic (see :mod:`spoofray.synth`).
+
+    Parameters
+    ----------
+    work_dir : str
+        Scratch folder for the demo archive and the member (local).
+    output : str, optional
+        Bundle folder; default ``<work_dir>/bundle``.
+
+    Returns
+    -------
+    str
+        The bundle's URI.
+    """
+    from spoofray.config import AudioConfig
+    from spoofray.featurize import featurize_file
+    from spoofray.models import ml
+    from spoofray.synth import make_demo_archive
+
+    cfg = FeatureConfig(audio=AudioConfig(window_s=2.0, hop_s=2.0), kinds=("logmel",),
+                        n_mels=32)
+    archive = make_demo_archive(os.path.join(work_dir, "train_audio"), seed=seed + 1000,
+                                n_bonafide=8, n_spoof=8, broken=False, duration_range_s=(1.0, 4.0))
+    feats, labels = [], []
+    for it in archive.items:
+        r = featurize_file({"uri": os.path.join(archive.root, it.path)}, cfg)
+        if r.status == "ok":
+            feats.append(r.features["logmel"])
+            labels += [int(it.label == "spoof")] * r.n_windows
+    inputs = ["logmel_pooled"]
+    X = ml.design_matrix({"logmel": np.concatenate(feats)}, inputs)
+    model = ml.make_ensemble({"weight_svc": 0, "weight_knn": 0, "weight_hgb": 0,
+                              "rf__n_estimators": 20, "inputs": tuple(inputs),
+                              "random_state": seed}).fit(X, np.array(labels))
+    member_dir = os.path.join(work_dir, "member", "model")
+    os.makedirs(member_dir, exist_ok=True)
+    ml.save_ensemble(model, os.path.join(member_dir, "ensemble.skops"))
+    sidecar = {"name": "ml", "kind": "sklearn", "file": "ensemble.skops", "inputs": inputs,
+               "feature_config": cfg.to_dict(), "feature_config_hash": cfg.config_hash(),
+               "threshold": 0.5, "threshold_method": "fixed 0.5 (demo)",
+               "training_data_fingerprint": f"synthetic demo archive seed {seed + 1000}"}
+    with open(os.path.join(member_dir, "member.json"), "w") as fh:
+        json.dump(sidecar, fh, indent=2)
+    made = assemble_bundle(AssembleConfig(
+        members=(member_dir,), name="demo", version=f"seed{seed}",
+        output=output or os.path.join(work_dir, "bundle"), overwrite=True))
+    return made["uri"]

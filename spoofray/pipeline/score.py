@@ -1,0 +1,443 @@
+"""Ray Data streaming scorer: an audio archive → one report row per file, published atomically.
+
+Stages::
+
+    list (driver) → from_items → featurize_batch (CPU tasks: read, decode, resample,
+    window, the bundle's feature kinds) → BundleScorer (actor pool; bundle loaded once
+    per actor; batched inference; per-file aggregation) → report parts (driver)
+
+Rows are per FILE all the way: a featurized row carries the file's stacked window
+tensors (``(n_windows, *shape)`` float32 as raw bytes, the shape being fixed by the
+bundle's feature config), so aggregation needs no shuffle. Bad files are error rows from
+the first stage on and flow through untouched.
+
+Output (``<output>/run_id=<id>/``, written under ``<output>/_tmp_run_id=<id>/`` and then
+published; ``_SUCCESS`` last)::
+
+    report/part-00000.parquet ...   the report (columns: :func:`report_columns`)
+    summary.json                    counts, spoof rate, score quantiles, hours, throughput
+    plots/*.png                     score histogram, spoof rate per folder, top suspicious
+    _SUCCESS
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import logging
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from spoofray import reports, sources, storage
+from spoofray.config import Config, FeatureConfig, register
+from spoofray.errors import ConfigError, OutputExistsError, SpoofrayError
+from spoofray.featurize import FileFeatures, featurize_file
+from spoofray.models.assemble import latest_bundle, registry_root
+from spoofray.models.bundle import Bundle, load_payload
+from spoofray.reports import PLOTS_DIR, REPORT_DIR, SUCCESS_MARKER, SUMMARY_NAME
+
+log = logging.getLogger(__name__)
+
+#: Report rows buffered on the driver before a part file is written.
+ROWS_PER_PART = 200_000
+MAX_BLOCKS = 4096
+
+ITEM_KEYS = ("uri", "label", "attack", "speaker", "group", "size_bytes")
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class ScoreConfig(Config):
+    """What :func:`score_archive` reads, with which bundle, and where the report goes."""
+
+    input: str = ""
+    output: str = ""
+    #: Bundle folder (local or s3://); None: the newest bundle in the local registry.
+    bundle: str | None = None
+    #: Audio root for an ASVspoof protocol input (default: the protocol's folder).
+    audio_root: str | None = None
+    #: Decision threshold overriding the bundle's.
+    threshold: float | None = None
+    #: Default: UTC time plus a random suffix.
+    run_id: str | None = None
+    #: Files per featurize task (long recordings make tasks long; keep it small).
+    files_per_task: int = 4
+    #: Most featurize tasks at once (None: Ray decides from free CPUs).
+    featurize_concurrency: int | None = None
+    #: Memory each featurize task reserves (MiB): a long recording is decoded whole.
+    featurize_memory_mb: int = 1024
+    #: Files per scoring batch handed to an actor (their windows are scored together).
+    batch_size: int = 16
+    #: Scoring actors: a fixed pool size.
+    concurrency: int = 1
+    num_gpus: float = 0.0
+    num_cpus_per_actor: float = 1.0
+    #: Only the first N listed files (smoke tests, quick looks).
+    limit: int | None = None
+    plots: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.input or not self.output:
+            raise ConfigError("ScoreConfig needs both input and output")
+        for name in ("files_per_task", "batch_size", "concurrency", "featurize_memory_mb"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError(f"threshold must be in [0, 1], got {self.threshold}")
+        if self.run_id is not None and not _safe_run_id(self.run_id):
+            raise ConfigError(f"run_id {self.run_id!r} may hold only letters, digits, '-', '_', '.'")
+
+
+def _safe_run_id(run_id: str) -> bool:
+    return bool(run_id) and all(c.isalnum() or c in "-_." for c in run_id)
+
+
+def new_run_id() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
+
+
+# --- stage 1: featurize (CPU tasks) ----------------------------------------------------------
+
+
+def files_schema(kinds: Sequence[str]) -> pa.Schema:
+    """Schema of featurized per-file rows: metadata, window times, raw tensor bytes."""
+    return pa.schema([
+        ("uri", pa.string()), ("label", pa.string()), ("attack", pa.string()),
+        ("speaker", pa.string()), ("group", pa.string()), ("size_bytes", pa.int64()),
+        ("status", pa.string()), ("error_type", pa.string()), ("error_message", pa.string()),
+        ("duration_s", pa.float64()), ("sample_rate", pa.int64()), ("channels", pa.int64()),
+        ("n_windows", pa.int64()), ("start_s", pa.list_(pa.float64())),
+        ("end_s", pa.list_(pa.float64())),
+        *[(f"tensor_{k}", pa.large_binary()) for k in kinds],
+    ])
+
+
+def _clean_item(raw: dict[str, Any]) -> dict[str, Any]:
+    item = {k: raw.get(k) for k in ITEM_KEYS}
+    if item["size_bytes"] is not None:
+        item["size_bytes"] = int(item["size_bytes"])
+    return item
+
+
+def featurize_batch(batch: pa.Table, *, features: dict[str, Any], kinds: list[str]) -> pa.Table:
+    """Ray Data batch function: listed files → one featurized row per file (never raises
+    for a per-file problem)."""
+    cfg = FeatureConfig.from_dict(features)
+    shapes = cfg.feature_shapes()
+    rows = []
+    for raw in batch.to_pylist():
+        item = _clean_item(raw)
+        try:
+            r = featurize_file(item, cfg, kinds=tuple(kinds))
+        except Exception as exc:  # a decoder bug on one file must not fail an archive run
+            r = FileFeatures(item=item, status="error", error_type=type(exc).__name__,
+                             error_message=f"{item['uri']}: unexpected {type(exc).__name__} "
+                             f"while featurizing: {exc}")
+        row = {**item, "status": r.status, "error_type": r.error_type,
+               "error_message": r.error_message, "duration_s": r.duration_s,
+               "sample_rate": r.sample_rate, "channels": r.channels, "n_windows": r.n_windows,
+               "start_s": None, "end_s": None}
+        if r.status == "ok":
+            row["start_s"] = np.asarray(r.start_s, np.float64).tolist()
+            row["end_s"] = np.asarray(r.end_s, np.float64).tolist()
+            for k in kinds:
+                arr = np.ascontiguousarray(r.features[k], dtype=np.float32)
+                if arr.shape != (r.n_windows, *shapes[k]):
+                    raise SpoofrayError(f"{item['uri']}: feature {k} has shape {arr.shape}, "
+                                        f"expected {(r.n_windows, *shapes[k])}")
+                row[f"tensor_{k}"] = arr.tobytes()
+        rows.append(row)
+    return pa.Table.from_pylist(rows, schema=files_schema(kinds))
+
+
+# --- stage 2: score (actor pool) -------------------------------------------------------------
+
+
+def report_columns(member_names: Sequence[str]) -> pa.Schema:
+    """The report schema (DESIGN.md "Report") for a bundle with these members.
+
+    ``label`` is the PREDICTED label; ``true_label``/``true_attack`` carry what the input
+    listing knew (None when unlabelled).
+    """
+    return pa.schema([
+        ("uri", pa.string()), ("size_bytes", pa.int64()), ("duration_s", pa.float64()),
+        ("sample_rate", pa.int64()), ("channels", pa.int64()), ("n_windows", pa.int64()),
+        ("spoof_score", pa.float64()), ("label", pa.string()), ("threshold", pa.float64()),
+        *[(f"score_{m}", pa.float64()) for m in member_names],
+        ("max_window_score", pa.float64()), ("top_window_start_s", pa.float64()),
+        ("top_window_end_s", pa.float64()),
+        ("status", pa.string()), ("error_type", pa.string()), ("error_message", pa.string()),
+        ("model_name", pa.string()), ("model_version", pa.string()), ("run_id", pa.string()),
+        ("scored_at", pa.timestamp("us", tz="UTC")),
+        ("true_label", pa.string()), ("true_attack", pa.string()),
+    ])
+
+
+def aggregate_file(window: dict[str, np.ndarray], start_s: np.ndarray, end_s: np.ndarray,
+                   threshold: float) -> dict[str, Any]:
+    """Per-file scores from window scores.
+
+    Parameters
+    ----------
+    window : dict of str -> ndarray, shape (n_windows,)
+        ``spoof_score`` and ``score_<member>`` as :meth:`Bundle.score_windows` returns.
+    start_s, end_s : ndarray, shape (n_windows,)
+
+    Returns
+    -------
+    dict
+        ``spoof_score`` (mean window score), ``label`` (spoof iff >= threshold),
+        member means, ``max_window_score`` and the most suspicious window's start/end.
+    """
+    fused = np.asarray(window["spoof_score"], dtype=np.float64)
+    top = int(np.argmax(fused))
+    score = float(fused.mean())
+    out = {k: float(np.mean(v)) for k, v in window.items()}
+    out.update(spoof_score=score, label="spoof" if score >= threshold else "bonafide",
+               max_window_score=float(fused[top]), top_window_start_s=float(start_s[top]),
+               top_window_end_s=float(end_s[top]))
+    return out
+
+
+class BundleScorer:
+    """Ray Data callable class: featurized file rows → report rows.
+
+    The bundle arrives as a payload in the object store (so actors on any node get it, even
+    when the driver read it from a local folder) and is verified and loaded once per actor.
+    """
+
+    def __init__(self, payload: list, *, bundle_uri: str, threshold: float | None,
+                 run_id: str) -> None:
+        import ray
+
+        # A node-local cache in the temp dir: actors need model files on disk, and workers
+        # must not depend on the driver's SPOOFRAY_HOME.
+        cache = os.path.join(tempfile.gettempdir(), f"spoofray-bundles-{os.getuid()}")
+        bundle = load_payload(ray.get(payload[0]), shown_as=bundle_uri, cache_dir=cache)
+        self.bundle = bundle if threshold is None else bundle.with_threshold(threshold)
+        self.run_id = run_id
+        self.schema = report_columns(self.bundle.member_names)
+
+    def _tensors(self, batch: pa.Table, i: int, n: int) -> dict[str, np.ndarray]:
+        shapes = self.bundle.feature_config.feature_shapes()
+        out = {}
+        for k in self.bundle.needed_kinds:
+            buf = batch.column(f"tensor_{k}")[i].as_buffer()
+            out[k] = np.frombuffer(buf, dtype=np.float32).reshape((n, *shapes[k]))
+        return out
+
+    def _score(self, feats: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray] | Exception]:
+        """Window scores of several files in one model call (one call per file on failure)."""
+        counts = [len(f[self.bundle.needed_kinds[0]]) for f in feats]
+        try:
+            joined = {k: np.concatenate([f[k] for f in feats]) for k in self.bundle.needed_kinds}
+            scores = self.bundle.score_windows(joined)
+            bounds = np.cumsum([0, *counts])
+            return [{k: v[a:b] for k, v in scores.items()} for a, b in zip(bounds, bounds[1:])]
+        except Exception:  # find which file fails instead of failing the batch
+            results: list[dict[str, np.ndarray] | Exception] = []
+            for f in feats:
+                try:
+                    results.append(self.bundle.score_windows(f))
+                except Exception as exc:  # noqa: BLE001 - becomes that file's error row
+                    results.append(exc)
+            return results
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        meta = batch.drop_columns([c for c in batch.column_names if c.startswith("tensor_")])
+        rows = meta.to_pylist()
+        for r in rows:
+            if r["status"] == "ok" and not r["n_windows"]:
+                r.update(status="error", error_type="InvalidAudioError",
+                         error_message=f"{r['uri']}: no windows to score")
+        ok = [i for i, r in enumerate(rows) if r["status"] == "ok"]
+        feats = [self._tensors(batch, i, rows[i]["n_windows"]) for i in ok]
+        scored = dict(zip(ok, self._score(feats))) if ok else {}
+        now = _dt.datetime.now(_dt.timezone.utc)
+        b = self.bundle
+        out = []
+        for i, r in enumerate(rows):
+            row = {"uri": r["uri"], "size_bytes": r["size_bytes"], "duration_s": r["duration_s"],
+                   "sample_rate": r["sample_rate"], "channels": r["channels"],
+                   "n_windows": r["n_windows"], "threshold": b.threshold,
+                   "status": r["status"], "error_type": r["error_type"],
+                   "error_message": r["error_message"], "model_name": b.name,
+                   "model_version": b.version, "run_id": self.run_id, "scored_at": now,
+                   "true_label": r["label"], "true_attack": r["attack"]}
+            result = scored.get(i)
+            if isinstance(result, Exception):
+                row.update(status="error", error_type=type(result).__name__,
+                           error_message=f"{r['uri']}: scoring failed: {result}")
+            elif result is not None:
+                agg = aggregate_file(result, np.asarray(r["start_s"]), np.asarray(r["end_s"]),
+                                     b.threshold)
+                if not np.isfinite(agg["spoof_score"]):
+                    row.update(status="error", error_type="ScoringError",
+                               error_message=f"{r['uri']}: the model gave a non-finite score")
+                else:
+                    row.update(agg)
+            out.append(row)
+        return pa.Table.from_pylist(out, schema=self.schema)
+
+
+# --- driver ---------------------------------------------------------------------------------
+
+
+def resolve_bundle(uri: str | None) -> tuple[str, bool]:
+    """The bundle to use and whether it came from the local registry."""
+    if uri:
+        return uri, False
+    newest = latest_bundle()
+    if newest is None:
+        raise ConfigError(
+            f"no --bundle given and the local bundle registry {registry_root()} is empty. "
+            "Make a bundle with `python jobs/bundle.py assemble --member <tune or train "
+            "output> ...` (it publishes to the registry), or pass --bundle <folder or s3://>")
+    return newest, True
+
+
+def check_accounting(listed: Sequence[str], reported: Iterable[str]) -> None:
+    """Every listed URI exactly once in the report; raise :class:`SpoofrayError` otherwise."""
+    reported = list(reported)
+    seen: set[str] = set()
+    dupes = {u for u in reported if u in seen or seen.add(u)}
+    missing = sorted(set(listed) - seen)
+    extra = sorted(seen - set(listed))
+    if dupes or missing or extra or len(reported) != len(listed):
+        raise SpoofrayError(
+            f"report accounting failed: {len(listed)} files listed, {len(reported)} report "
+            f"rows; {len(missing)} missing (e.g. {missing[:3]}), {len(dupes)} duplicated "
+            f"(e.g. {sorted(dupes)[:3]}), {len(extra)} unexpected (e.g. {extra[:3]}). "
+            "Nothing was published")
+
+
+def _write_table(uri: str, table: pa.Table) -> None:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    storage.write_bytes_atomic(uri, sink.getvalue().to_pybytes())
+
+
+def publish_run(tmp: str, final: str) -> None:
+    """Move a finished run folder into place; ``_SUCCESS`` appears last.
+
+    Local: one rename of the folder (``_SUCCESS`` already inside). S3 has no rename:
+    copy every object, then write ``_SUCCESS``, then delete the temporary prefix.
+    """
+    if not storage.is_remote(tmp):
+        storage.write_bytes_atomic(storage.join(tmp, SUCCESS_MARKER), b"")
+        os.rename(storage.filesystem(tmp)[1], storage.filesystem(final)[1])
+        return
+    fs, tmp_path = storage.filesystem(tmp)
+    _, final_path = storage.filesystem(final)
+    fs.invalidate_cache(tmp_path)
+    for src in sorted(fs.find(tmp_path)):
+        fs.copy(src, final_path + src[len(tmp_path):])
+    with fs.open(f"{final_path}/{SUCCESS_MARKER}", "wb") as fh:
+        fh.write(b"")
+    fs.rm(tmp_path, recursive=True)
+
+
+def score_archive(cfg: ScoreConfig) -> dict[str, Any]:
+    """Score an archive on the current Ray (start one with ``runtime.init_ray``).
+
+    Returns
+    -------
+    dict
+        The run summary (also written as ``summary.json``), with ``run_uri``.
+
+    Raises
+    ------
+    SpoofrayError
+        Accounting mismatch (nothing is published then), bad config, bundle refused.
+    """
+    import ray
+
+    started = time.perf_counter()
+    started_at = _dt.datetime.now(_dt.timezone.utc)
+    bundle_uri, from_registry = resolve_bundle(cfg.bundle)
+    if from_registry:
+        log.warning("no --bundle given: using the newest bundle in the local registry, %s",
+                    bundle_uri)
+    bundle = Bundle.load(bundle_uri)  # refuse a bad bundle before any work
+    threshold = bundle.threshold if cfg.threshold is None else cfg.threshold
+
+    items = sources.resolve_inputs(cfg.input, audio_root=cfg.audio_root)
+    if cfg.limit is not None:
+        items = items[: cfg.limit]
+    run_id = cfg.run_id or new_run_id()
+    final = storage.join(cfg.output, f"run_id={run_id}")
+    tmp = storage.join(cfg.output, f"_tmp_run_id={run_id}")
+    if storage.exists_nonempty(final):
+        raise OutputExistsError(f"{final} already exists; choose another --run-id")
+    storage.remove(tmp)  # leftovers of a crashed run with the same id
+    log.info("scoring %d files from %s with bundle %s %s into %s", len(items), cfg.input,
+             bundle.name, bundle.version, final)
+
+    kinds = list(bundle.needed_kinds)
+    # Blocks bound task granularity; beyond a few thousand, block bookkeeping costs more
+    # than the balance it buys.
+    n_blocks = max(1, min(-(-len(items) // cfg.files_per_task), MAX_BLOCKS))
+    ds = ray.data.from_items([it.to_dict() for it in items], override_num_blocks=n_blocks)
+    ds = ds.map_batches(
+        featurize_batch, fn_kwargs={"features": bundle.feature_config.to_dict(), "kinds": kinds},
+        batch_size=cfg.files_per_task, batch_format="pyarrow", num_cpus=1,
+        # Its own memory request also keeps Ray from fusing these CPU tasks into the
+        # scoring actors, which would serialise featurizing behind the actor pool.
+        memory=cfg.featurize_memory_mb * 1024 * 1024,
+        compute=ray.data.TaskPoolStrategy(size=cfg.featurize_concurrency)
+        if cfg.featurize_concurrency else None)
+    ds = ds.map_batches(
+        BundleScorer,
+        fn_constructor_kwargs={"payload": [ray.put(bundle.payload())], "bundle_uri": bundle_uri,
+                               "threshold": cfg.threshold, "run_id": run_id},
+        batch_size=cfg.batch_size, batch_format="pyarrow", zero_copy_batch=True,
+        num_cpus=cfg.num_cpus_per_actor, num_gpus=cfg.num_gpus or None,
+        compute=ray.data.ActorPoolStrategy(size=cfg.concurrency))
+
+    try:
+        tables, buffered, n_parts, uris = [], 0, 0, []
+        for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            tables.append(block)
+            buffered += block.num_rows
+            uris.extend(block.column("uri").to_pylist())
+            if buffered >= ROWS_PER_PART:
+                _write_table(storage.join(tmp, REPORT_DIR, f"part-{n_parts:05d}.parquet"),
+                             pa.concat_tables(tables))
+                tables, buffered, n_parts = [], 0, n_parts + 1
+        if tables or n_parts == 0:
+            schema = report_columns(bundle.member_names)
+            _write_table(storage.join(tmp, REPORT_DIR, f"part-{n_parts:05d}.parquet"),
+                         pa.concat_tables(tables) if tables else schema.empty_table())
+        check_accounting([it.uri for it in items], uris)
+        wall_s = time.perf_counter() - started
+        report = reports.read_report(tmp)
+        summary = reports.summarize_report(
+            report, wall_s=wall_s, input_uri=cfg.input, run_id=run_id,
+            started_at=started_at.isoformat(timespec="seconds"),
+            bundle={"uri": bundle_uri, "name": bundle.name, "version": bundle.version,
+                    "from_registry": from_registry, "threshold": threshold,
+                    "threshold_method": "user" if cfg.threshold is not None
+                    else bundle.threshold_method})
+        summary.update(run_uri=final, score_config=cfg.to_dict(),
+                       finished_at=_dt.datetime.now(_dt.timezone.utc).isoformat(
+                           timespec="seconds"))
+        storage.write_bytes_atomic(storage.join(tmp, SUMMARY_NAME),
+                                   json.dumps(summary, indent=2).encode())
+        if cfg.plots:
+            for name, png in reports.report_plots(report, threshold=threshold,
+                                                  input_uri=cfg.input).items():
+                storage.write_bytes_atomic(storage.join(tmp, PLOTS_DIR, name), png)
+        publish_run(tmp, final)
+    except BaseException:
+        storage.remove(tmp)
+        raise
+    return summary

@@ -1,0 +1,348 @@
+"""Scoring reports on disk, their summary and plots, and evaluation against known labels.
+
+No Ray here: a report is Parquet that pandas, pyarrow and DuckDB read as-is. A scoring
+run folder (see :mod:`spoofray.pipeline.score`) is::
+
+    <output>/run_id=<id>/report/part-*.parquet   one row per input file
+    <output>/run_id=<id>/summary.json
+    <output>/run_id=<id>/plots/*.png
+    <output>/run_id=<id>/_SUCCESS                written last
+
+:func:`evaluate_report` joins a report with labels and writes the metric table
+(``metrics.parquet``/``metrics.json``) and ROC/DET plots (``roc.png``, ``det.png``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import os
+import posixpath
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from spoofray import storage
+from spoofray.config import Config, register
+from spoofray.errors import ConfigError, MetricError
+
+REPORT_DIR = "report"
+SUMMARY_NAME = "summary.json"
+PLOTS_DIR = "plots"
+SUCCESS_MARKER = "_SUCCESS"
+QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+#: How many files the "most suspicious" plot and summary list show.
+TOP_N = 20
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def report_folder(uri: str) -> str:
+    """The ``report/`` folder of a run folder (or ``uri`` itself if it already is one)."""
+    base = uri.rstrip("/")
+    return base if posixpath.basename(base) == REPORT_DIR else storage.join(base, REPORT_DIR)
+
+
+def read_report(uri: str) -> pd.DataFrame:
+    """A report as a DataFrame: a ``run_id=`` folder, its ``report/`` folder or one Parquet file.
+
+    A run folder without ``_SUCCESS`` is refused: it is incomplete.
+    """
+    fs, path = storage.filesystem(uri)
+    fs.invalidate_cache(path)
+    if fs.isfile(path):
+        return pd.read_parquet(path, filesystem=fs)
+    folder = report_folder(uri)
+    run = folder[: -len(REPORT_DIR)].rstrip("/")
+    _, folder_path = storage.filesystem(folder)
+    if not fs.exists(folder_path):
+        raise FileNotFoundError(f"{uri}: no {REPORT_DIR}/ folder; expected a scoring run folder "
+                                "<output>/run_id=<id>/ written by jobs/score_archive.py")
+    if not posixpath.basename(run).startswith("_tmp") and not fs.exists(
+            storage.filesystem(storage.join(run, SUCCESS_MARKER))[1]):
+        raise FileNotFoundError(f"{run} has no {SUCCESS_MARKER}: the run did not finish; "
+                                "score the archive again")
+    parts = sorted(p for p in fs.ls(folder_path, detail=False) if p.endswith(".parquet"))
+    if not parts:
+        raise FileNotFoundError(f"no report parts under {folder}")
+    return pd.concat([pd.read_parquet(p, filesystem=fs) for p in parts], ignore_index=True)
+
+
+# --- summary -----------------------------------------------------------------------------
+
+
+def _num(x: Any) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def summarize_report(report: pd.DataFrame, *, wall_s: float, input_uri: str, run_id: str,
+                     started_at: str, bundle: Mapping[str, Any]) -> dict[str, Any]:
+    """The run summary: counts, spoof rate, score quantiles, audio hours, throughput."""
+    ok = report[report["status"] == "ok"]
+    bad = report[report["status"] != "ok"]
+    scores = ok["spoof_score"].to_numpy(dtype=np.float64)
+    audio_s = float(ok["duration_s"].sum())
+    n_spoof = int((ok["label"] == "spoof").sum())
+    top = ok.nlargest(min(TOP_N, len(ok)), "spoof_score")
+    return {
+        "run_id": run_id, "input": input_uri, "started_at": started_at,
+        "bundle": dict(bundle),
+        "counts": {
+            "files": int(len(report)), "ok": int(len(ok)), "error": int(len(bad)),
+            "spoof": n_spoof, "bonafide": int(len(ok) - n_spoof),
+            "errors_by_type": {str(k): int(v) for k, v in
+                               bad["error_type"].value_counts().items()},
+        },
+        "spoof_rate": n_spoof / len(ok) if len(ok) else None,
+        "score_quantiles": ({f"p{round(q * 100):02d}": float(np.quantile(scores, q))
+                             for q in QUANTILES} if len(scores) else {}),
+        "score_mean": float(scores.mean()) if len(scores) else None,
+        "audio_hours": audio_s / 3600.0,
+        "input_bytes": int(report["size_bytes"].fillna(0).sum()),
+        "wall_s": wall_s,
+        "throughput": {
+            "files_per_s": len(report) / wall_s if wall_s > 0 else None,
+            "audio_s_per_wall_s": audio_s / wall_s if wall_s > 0 else None,
+        },
+        "most_suspicious": [{"uri": r.uri, "spoof_score": float(r.spoof_score),
+                             "top_window_start_s": _num(r.top_window_start_s)}
+                            for r in top.itertuples()],
+    }
+
+
+def top_folders(uris: Sequence[str], input_uri: str | None = None) -> list[str]:
+    """The first folder of each URI below the common root ("." for files at the root)."""
+    if not len(uris):
+        return []
+    root = os.path.commonpath(list(uris)) if len(uris) > 1 else posixpath.dirname(uris[0])
+    if "://" in root:  # commonpath folds "s3://" into "s3:/"
+        root = root.replace(":/", "://", 1)
+    if any(u == root for u in uris):
+        root = posixpath.dirname(root)
+    out = []
+    for u in uris:
+        rel = u[len(root):].lstrip("/")
+        out.append(rel.split("/", 1)[0] if "/" in rel else ".")
+    return out
+
+
+def _figure_png(fig: Any) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # workers and CI have no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def report_plots(report: pd.DataFrame, *, threshold: float, input_uri: str | None = None
+                 ) -> dict[str, bytes]:
+    """PNG plots of a report: ``score_histogram.png``, ``spoof_rate_by_folder.png``,
+    ``most_suspicious.png``."""
+    plt = _pyplot()
+    ok = report[report["status"] == "ok"]
+    out: dict[str, bytes] = {}
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    bins = np.linspace(0.0, 1.0, 41)
+    known = ok["true_label"].isin(["bonafide", "spoof"]) if "true_label" in ok else None
+    if known is not None and known.any():
+        for lab, color in (("bonafide", "tab:green"), ("spoof", "tab:red")):
+            ax.hist(ok.loc[ok["true_label"] == lab, "spoof_score"], bins=bins, alpha=0.6,
+                    color=color, label=f"known {lab}")
+        if (~known).any():
+            ax.hist(ok.loc[~known, "spoof_score"], bins=bins, alpha=0.5, color="tab:gray",
+                    label="unlabelled")
+    else:
+        ax.hist(ok["spoof_score"], bins=bins, color="tab:blue", label="files")
+    ax.axvline(threshold, color="k", linestyle="--", label="threshold")
+    ax.legend()
+    ax.set(xlabel="spoof score (file mean)", ylabel="files",
+           title=f"Spoof scores of {len(ok)} files (threshold {threshold:.3f})")
+    out["score_histogram.png"] = _figure_png(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if len(ok):
+        folders = pd.Series(top_folders(ok["uri"].tolist(), input_uri), index=ok.index)
+        rate = (ok["label"] == "spoof").groupby(folders).mean().sort_values(ascending=False)
+        rate = rate.head(30)
+        ax.barh(rate.index[::-1], rate.to_numpy()[::-1], color="tab:red")
+    ax.set(xlabel="fraction called spoof", xlim=(0, 1), title="Spoof rate per top-level folder")
+    out["spoof_rate_by_folder.png"] = _figure_png(fig)
+
+    top = ok.nlargest(min(TOP_N, len(ok)), "spoof_score")
+    fig, ax = plt.subplots(figsize=(8, max(3.0, 0.3 * len(top) + 1)))
+    names = [posixpath.basename(u)[:40] for u in top["uri"]]
+    ax.barh(names[::-1], top["spoof_score"].to_numpy()[::-1], color="tab:orange")
+    ax.axvline(threshold, color="k", linestyle="--")
+    ax.set(xlabel="spoof score", xlim=(0, 1), title=f"{len(top)} most suspicious files")
+    out["most_suspicious.png"] = _figure_png(fig)
+    return out
+
+
+# --- evaluation -----------------------------------------------------------------------------
+
+METRIC_COLUMNS = ("scope", "attack", "n_bonafide", "n_spoof", "eer", "eer_threshold", "auc",
+                  "threshold", "accuracy", "precision", "recall", "f1", "false_alarm_rate",
+                  "tn", "fp", "fn", "tp")
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig(Config):
+    """What :func:`evaluate_report` joins and where it writes."""
+
+    #: A run folder ``<output>/run_id=<id>/``, its ``report/`` folder or a Parquet file.
+    report: str = ""
+    output: str = ""
+    #: Labels: manifest, ASVspoof protocol or labelled folder (default: the report's own
+    #: ``true_label``/``true_attack``, i.e. what the scored listing carried).
+    labels: str | None = None
+    audio_root: str | None = None
+    #: Operating point of the threshold metrics (default: the report's threshold).
+    threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.report or not self.output:
+            raise ConfigError("EvaluateConfig needs both report and output")
+
+
+def join_labels(report: pd.DataFrame, labels: str | None = None, *,
+                audio_root: str | None = None) -> pd.DataFrame:
+    """The report with ``true_label``/``true_attack`` from ``labels`` (or as carried)."""
+    out = report.copy()
+    if labels is None:
+        if "true_label" not in out:
+            raise ConfigError("the report carries no true_label column; give --labels")
+        return out
+    from spoofray import sources
+
+    items = sources.resolve_inputs(labels, audio_root=audio_root)
+    table = pd.DataFrame([{"uri": it.uri, "true_label": it.label, "true_attack": it.attack}
+                          for it in items])
+    out = out.drop(columns=[c for c in ("true_label", "true_attack") if c in out])
+    return out.merge(table, on="uri", how="left")
+
+
+def _row(scope: str, attack: str | None, m: Mapping[str, Any]) -> dict[str, Any]:
+    row = {"scope": scope, "attack": attack}
+    row.update({k: m[k] for k in METRIC_COLUMNS if k in m})
+    row.update(m["confusion"])
+    return row
+
+
+def metric_table(joined: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """The metric table: one ``overall`` row and one ``attack`` row per known attack.
+
+    Attack rows score that attack's spoofs against every bona fide file. Error rows and
+    unlabelled files are left out (counted by :func:`evaluate_report`).
+    """
+    from spoofray import metrics
+
+    usable = joined[(joined["status"] == "ok") & joined["true_label"].isin(["bonafide", "spoof"])]
+    labels = (usable["true_label"] == "spoof").to_numpy()
+    scores = usable["spoof_score"].to_numpy(dtype=np.float64)
+    if labels.all() or not labels.any():
+        raise MetricError(f"evaluation needs scored files of both classes; got "
+                          f"{int(labels.sum())} spoof and {int((~labels).sum())} bonafide")
+    rows = [_row("overall", None, metrics.evaluate(labels, scores, threshold=threshold))]
+    attacks = usable["true_attack"].fillna("").astype(str).to_numpy()
+    for attack in sorted(set(attacks[labels]) - {""}):
+        keep = ~labels | (attacks == attack)
+        rows.append(_row("attack", attack, metrics.evaluate(labels[keep], scores[keep],
+                                                            threshold=threshold)))
+    table = pd.DataFrame(rows)
+    return table[[c for c in METRIC_COLUMNS if c in table]]
+
+
+def evaluation_plots(joined: pd.DataFrame) -> dict[str, bytes]:
+    """``roc.png`` and ``det.png`` (overall and per attack)."""
+    from statistics import NormalDist
+
+    from spoofray import metrics
+
+    probit = np.vectorize(NormalDist().inv_cdf)  # DET axes are normal deviates
+
+    plt = _pyplot()
+    usable = joined[(joined["status"] == "ok") & joined["true_label"].isin(["bonafide", "spoof"])]
+    labels = (usable["true_label"] == "spoof").to_numpy()
+    scores = usable["spoof_score"].to_numpy(dtype=np.float64)
+    attacks = usable["true_attack"].fillna("").astype(str).to_numpy()
+    curves = [("overall", np.ones(len(labels), bool))]
+    curves += [(a, ~labels | (attacks == a)) for a in sorted(set(attacks[labels]) - {""})][:8]
+    fig_roc, ax_roc = plt.subplots(figsize=(5.5, 5))
+    fig_det, ax_det = plt.subplots(figsize=(5.5, 5))
+    lo, hi = 5e-4, 0.995
+    clip = lambda p: np.clip(p, lo, hi)  # noqa: E731 - the probit of 0 or 1 is infinite
+    for name, keep in curves:
+        frr, far, _ = metrics.compute_det_curve(labels[keep], scores[keep])
+        eer, _ = metrics.compute_eer(labels[keep], scores[keep])
+        ax_roc.plot(frr, 1 - far, label=f"{name} (AUC {metrics.roc_auc(labels[keep], scores[keep]):.3f})",
+                    lw=2 if name == "overall" else 1)
+        ax_det.plot(probit(clip(frr)), probit(clip(far)), label=f"{name} (EER {eer:.3f})",
+                    lw=2 if name == "overall" else 1)
+    ax_roc.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax_roc.set(xlabel="false alarm rate (bona fide called spoof)",
+               ylabel="detection rate (spoof called spoof)", title="ROC")
+    ax_roc.legend(fontsize=7)
+    ticks = np.array([0.001, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95])
+    ax_det.set_xticks(probit(ticks), [f"{t:g}" for t in ticks])
+    ax_det.set_yticks(probit(ticks), [f"{t:g}" for t in ticks])
+    ax_det.set(xlabel="false alarm rate", ylabel="miss rate (spoof called bona fide)",
+               title="DET", xlim=probit([lo, hi]), ylim=probit([lo, hi]))
+    ax_det.legend(fontsize=7)
+    return {"roc.png": _figure_png(fig_roc), "det.png": _figure_png(fig_det)}
+
+
+def evaluate_report(cfg: EvaluateConfig) -> dict[str, Any]:
+    """Join a report with labels, write the metric table and plots into ``cfg.output``.
+
+    Returns
+    -------
+    dict
+        What ``metrics.json`` holds: ``counts``, ``threshold`` and ``metrics`` (the rows).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    report = read_report(cfg.report)
+    joined = join_labels(report, cfg.labels, audio_root=cfg.audio_root)
+    if cfg.threshold is not None:
+        threshold = float(cfg.threshold)
+    else:
+        known = joined["threshold"].dropna().unique()
+        if len(known) != 1:
+            raise ConfigError(f"the report holds {len(known)} distinct thresholds; pass one")
+        threshold = float(known[0])
+    table = metric_table(joined, threshold)
+    labelled = joined["true_label"].isin(["bonafide", "spoof"])
+    counts = {"files": int(len(joined)), "labelled": int(labelled.sum()),
+              "unlabelled": int((~labelled).sum()),
+              "error_rows_left_out": int((labelled & (joined["status"] != "ok")).sum())}
+    result = {"report": cfg.report, "labels": cfg.labels or "carried by the report",
+              "threshold": threshold, "counts": counts,
+              "metrics": json.loads(table.to_json(orient="records"))}
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), sink)
+    storage.write_bytes_atomic(storage.join(cfg.output, "metrics.parquet"),
+                               sink.getvalue().to_pybytes())
+    storage.write_bytes_atomic(storage.join(cfg.output, "metrics.json"),
+                               json.dumps(result, indent=2).encode())
+    for name, png in evaluation_plots(joined).items():
+        storage.write_bytes_atomic(storage.join(cfg.output, name), png)
+    return result

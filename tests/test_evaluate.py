@@ -1,0 +1,76 @@
+"""Evaluation of a scored archive: the metric table and plots, against labels.
+
+The archive is scored for real (local Ray); the expected numbers come from
+:mod:`spoofray.metrics` applied to the report joined with the manifest by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from spoofray import metrics
+from spoofray.errors import MetricError
+from spoofray.pipeline.score import ScoreConfig, score_archive
+from spoofray.reports import EvaluateConfig, evaluate_report, metric_table
+from spoofray.synth import make_demo_archive
+from tests.test_score import make_audio_bundle
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_scored_archive_gives_the_metric_table(ray_session, tmp_path):
+    archive = make_demo_archive(tmp_path / "archive", seed=5, n_bonafide=6, n_spoof=8,
+                                duration_range_s=(1.0, 3.0))
+    bundle = make_audio_bundle(tmp_path)
+    summary = score_archive(ScoreConfig(input=archive.manifest_path, output=str(tmp_path / "r"),
+                                        bundle=bundle, run_id="ev", files_per_task=4,
+                                        batch_size=8, plots=False))
+    run = summary["run_uri"]
+
+    result = evaluate_report(EvaluateConfig(report=run, output=str(tmp_path / "eval")))
+    with_manifest = evaluate_report(EvaluateConfig(report=run, output=str(tmp_path / "eval2"),
+                                                   labels=archive.manifest_path))
+
+    # Independent computation: the report joined with the manifest by hand.
+    report = pd.read_parquet(os.path.join(run, "report"))
+    truth = {os.path.join(archive.root, it.path): it for it in archive.items}
+    ok = report[report["status"] == "ok"]
+    labels = np.array([truth[u].label == "spoof" for u in ok["uri"]])
+    scores = ok["spoof_score"].to_numpy()
+    threshold = float(report["threshold"].iloc[0])
+    expected = metrics.evaluate(labels, scores, threshold=threshold)
+
+    table = pd.read_parquet(tmp_path / "eval" / "metrics.parquet")
+    overall = table[table["scope"] == "overall"].iloc[0]
+    for key in ("eer", "auc", "accuracy", "precision", "recall", "f1", "eer_threshold"):
+        assert overall[key] == pytest.approx(expected[key]), key
+    assert {k: int(overall[k]) for k in ("tn", "fp", "fn", "tp")} == expected["confusion"]
+    assert (overall["n_bonafide"], overall["n_spoof"]) == (6, 8)
+
+    attacks = table[table["scope"] == "attack"].set_index("attack")
+    assert set(attacks.index) == {it.attack for it in archive.good_items if it.label == "spoof"}
+    for attack, row in attacks.iterrows():
+        keep = ~labels | np.array([truth[u].attack == attack for u in ok["uri"]])
+        eer, _ = metrics.compute_eer(labels[keep], scores[keep])
+        assert row["eer"] == pytest.approx(eer) and row["n_bonafide"] == 6
+
+    assert result["counts"] == {"files": len(archive.items), "labelled": len(archive.items),
+                                "unlabelled": 0, "error_rows_left_out": len(archive.broken)}
+    assert with_manifest["metrics"] == result["metrics"]
+    with open(tmp_path / "eval" / "metrics.json") as fh:
+        assert json.load(fh)["metrics"][0]["eer"] == pytest.approx(expected["eer"])
+    for name in ("roc.png", "det.png"):
+        with open(tmp_path / "eval" / name, "rb") as fh:
+            assert fh.read(8) == PNG
+
+
+def test_metric_table_needs_both_classes():
+    joined = pd.DataFrame({"uri": ["a", "b"], "status": ["ok", "ok"], "spoof_score": [0.2, 0.9],
+                           "true_label": ["spoof", "spoof"], "true_attack": ["x", "y"]})
+    with pytest.raises(MetricError, match="both classes"):
+        metric_table(joined, 0.5)
