@@ -346,8 +346,15 @@ def publish_run(tmp: str, final: str) -> None:
     fs.rm(tmp_path, recursive=True)
 
 
-def score_archive(cfg: ScoreConfig) -> dict[str, Any]:
+def score_archive(cfg: ScoreConfig,
+                  items: Sequence[sources.AudioItem] | None = None) -> dict[str, Any]:
     """Score an archive on the current Ray (start one with ``runtime.init_ray``).
+
+    Parameters
+    ----------
+    items : sequence of AudioItem, optional
+        Score exactly these instead of listing ``cfg.input`` (the nightly audit scores only
+        what is new); ``cfg.input`` then only names the archive in the summary and plots.
 
     Returns
     -------
@@ -370,7 +377,9 @@ def score_archive(cfg: ScoreConfig) -> dict[str, Any]:
     bundle = Bundle.load(bundle_uri)  # refuse a bad bundle before any work
     threshold = bundle.threshold if cfg.threshold is None else cfg.threshold
 
-    items = sources.resolve_inputs(cfg.input, audio_root=cfg.audio_root)
+    if items is None:
+        items = sources.resolve_inputs(cfg.input, audio_root=cfg.audio_root)
+    items = list(items)
     if cfg.limit is not None:
         items = items[: cfg.limit]
     run_id = cfg.run_id or new_run_id()
