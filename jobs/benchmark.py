@@ -1,6 +1,7 @@
 """Benchmarks, run by hand; paste the printed table into docs/benchmarks.md.
 
   python jobs/benchmark.py extract [--files 200]   pipeline (1 and 2 workers) vs a librosa loop
+  python jobs/benchmark.py score [--files 100]     ML-only vs fused bundle; peak RSS at 1x and 10x
 
 Uses the devcorpus (../shared/data/devcorpus) when present, else a generated archive.
 """
@@ -53,6 +54,39 @@ def extract(args: argparse.Namespace) -> None:
     print(f"2 workers vs 1 worker (wall): {one['wall_s'] / two['wall_s']:.2f}x")
 
 
+def score(args: argparse.Namespace) -> None:
+    from spoofray.benchmark import machine_info, markdown_table, score_run, throughput_bundles
+    from spoofray.config import FeatureConfig
+    from spoofray.pipeline.runtime import init_ray
+    from spoofray.sources import AudioItem
+
+    init_ray(num_cpus=2)
+    cores = 2
+    with tempfile.TemporaryDirectory(prefix="spoofray-bench-") as tmp:
+        paths = _input_files(args.files, tmp)
+        items = [AudioItem(uri=p) for p in paths]
+        # 10x larger archive: the same files listed ten times under distinct URIs would need
+        # copies; symlinks keep it cheap and still make every URI distinct.
+        big = []
+        for rep in range(10):
+            folder = os.path.join(tmp, f"copy{rep}")
+            os.makedirs(folder)
+            for i, p in enumerate(paths):
+                link = os.path.join(folder, f"{i:05d}{os.path.splitext(p)[1]}")
+                os.symlink(p, link)
+                big.append(AudioItem(uri=link))
+        bundles = throughput_bundles(os.path.join(tmp, "work"), FeatureConfig())
+        rows = []
+        for name, bundle in bundles.items():
+            score_run(items[:4], bundle, cores=cores)  # warm-up: worker start and imports
+            rows.append({"bundle": name, "archive": "1x", **score_run(items, bundle, cores=cores)})
+        rows.append({"bundle": "fused ml+cnn", "archive": "10x",
+                     **score_run(big, bundles["fused ml+cnn"], cores=cores)})
+    print(json.dumps({"machine": machine_info(), "rows": rows}, indent=2))
+    print(markdown_table(rows, ["bundle", "archive", "files", "audio_s", "wall_s", "cores",
+                                "audio_x_realtime_per_core", "peak_ray_rss_gib"]))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -60,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     e = sub.add_parser("extract", help="feature extraction throughput")
     e.add_argument("--files", type=int, default=200, help="files to use (default: %(default)s)")
     e.set_defaults(func=extract)
+    s = sub.add_parser("score", help="archive scoring throughput and peak memory")
+    s.add_argument("--files", type=int, default=100, help="files in the 1x archive")
+    s.set_defaults(func=score)
     args = p.parse_args(argv)
     args.func(args)
     return 0

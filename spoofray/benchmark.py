@@ -141,3 +141,97 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> st
 
 def with_kinds(cfg: FeatureConfig, kinds: Sequence[str]) -> FeatureConfig:
     return dataclasses.replace(cfg, kinds=tuple(kinds))
+
+
+# --- scoring ---------------------------------------------------------------------------------
+
+
+def throughput_bundles(work: str, cfg: FeatureConfig, *, seed: int = 0) -> dict[str, str]:
+    """An ML-only bundle (ensemble on ``stats``) and a fused one (+ a CNN on ``logmel``).
+
+    Weights are fitted on random features: scoring cost does not depend on what a model
+    learned, only on its architecture and inputs, so throughput is measured honestly without
+    spending the benchmark's time on training.
+    """
+    import json
+
+    from spoofray.models import dl, ml
+    from spoofray.models.assemble import AssembleConfig, assemble_bundle
+
+    rng = np.random.default_rng(seed)
+    n = 256
+    y = np.arange(n) % 2
+    stats = rng.normal(size=(n, cfg.feature_shapes()["stats"][0])).astype(np.float32) + y[:, None]
+    model = ml.make_ensemble({"inputs": ("stats",), "random_state": seed}).fit(stats, y)
+    ml_dir = os.path.join(work, "ml")
+    os.makedirs(os.path.join(ml_dir, "model"), exist_ok=True)
+    ml.save_ensemble(model, os.path.join(ml_dir, "model", "ensemble.skops"))
+    with open(os.path.join(ml_dir, "model", "member.json"), "w") as fh:
+        json.dump({"name": "ml", "kind": "sklearn", "file": "ensemble.skops", "inputs": ["stats"],
+                   "feature_config": cfg.to_dict(), "feature_config_hash": cfg.config_hash(),
+                   "threshold": 0.5, "threshold_method": "fixed (benchmark)",
+                   "training_data_fingerprint": "random-benchmark-data"}, fh)
+
+    cnn_cfg = dl.CNNConfig(normalization="instance")
+    cnn = dl.build_member(cnn_cfg, cfg)
+    sidecar = dl.sidecar_dict("cnn", cnn_cfg, cfg, training_data_fingerprint="random-init")
+    cnn_json = dl.save_member(cnn, os.path.join(work, "dl"), sidecar)[1]
+
+    bundles = {}
+    for name, members in (("ml-only", (ml_dir,)), ("fused ml+cnn", (ml_dir, cnn_json))):
+        out = os.path.join(work, "bundles", name.replace(" ", "_").replace("+", "_"))
+        assemble_bundle(AssembleConfig(members=members, name="bench", version="1",
+                                       output=out, overwrite=True))
+        bundles[name] = out
+    return bundles
+
+
+class RaySampler:
+    """Samples the summed RSS of every Ray process on this machine in a background thread."""
+
+    def __init__(self, interval_s: float = 0.5) -> None:
+        import threading
+
+        self.interval_s = interval_s
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def ray_rss() -> int:
+        import psutil
+
+        total = 0
+        for proc in psutil.process_iter(["cmdline", "memory_info", "pid"]):
+            cmd = " ".join(proc.info["cmdline"] or [])
+            if "ray" in cmd or proc.info["pid"] == os.getpid():
+                mem = proc.info["memory_info"]
+                total += mem.rss if mem else 0
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.peak_bytes = max(self.peak_bytes, self.ray_rss())
+
+    def __enter__(self) -> "RaySampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def score_run(items: Sequence[Any], bundle: str, *, cores: int) -> dict[str, Any]:
+    """Score ``items`` once with ``bundle``; wall time, audio seconds and peak Ray RSS."""
+    from spoofray.pipeline.score import ScoreConfig, score_archive
+
+    with tempfile.TemporaryDirectory(prefix="spoofray-bench-") as tmp, RaySampler() as sampler:
+        started = time.perf_counter()
+        summary = score_archive(ScoreConfig(input="benchmark files", output=tmp, bundle=bundle,
+                                            plots=False, concurrency=1), items=items)
+        wall = time.perf_counter() - started
+    audio_s = summary.get("audio_hours", 0.0) * 3600
+    return {"wall_s": wall, "audio_s": audio_s, "files": len(items), "cores": cores,
+            "audio_x_realtime_per_core": audio_s / wall / cores,
+            "peak_ray_rss_gib": sampler.peak_bytes / 1024**3}
