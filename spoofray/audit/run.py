@@ -1,0 +1,336 @@
+"""One nightly audit: recover, list, select, score, commit, compare, alert, publish.
+
+:func:`run_audit` is what ``jobs/nightly_audit.py`` calls. The order of writes is the
+commit protocol of :mod:`spoofray.audit.ledger`::
+
+    1. finish runs an earlier, interrupted audit left (a plan whose report was committed:
+       apply it to the ledger; a plan without a committed report: drop it)
+    2. list the archive, fingerprint every file, select the work
+    3. write the plan                                   (fault point "after-plan")
+    4. score exactly the planned files into <output>/date=D/run_id=R/  (atomic, _SUCCESS last)
+                                                        (fault point "after-commit")
+    5. replace the ledger (one atomic write)
+    6. drift, alerts, page, spoken summary under <output>/_audit/date=D/run_id=R/
+    7. drop the plan
+
+Fault injection (tests, fire drills): with ``SPOOFRAY_AUDIT_FAULT=after-plan`` or
+``after-commit`` in its environment the process kills itself with SIGKILL at that point,
+exactly as an OOM killer or a node loss would. The next run must then finish the work with
+no duplicate and no gap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import logging
+import os
+import signal
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from spoofray import storage
+from spoofray.audit import alerts as _alerts
+from spoofray.audit import drift as _drift
+from spoofray.audit import ledger as _ledger
+from spoofray.audit import page as _page
+from spoofray.config import Config, register
+from spoofray.errors import ConfigError, SpoofrayError
+from spoofray.reports import PLOTS_DIR
+
+log = logging.getLogger(__name__)
+
+FAULT_ENV = "SPOOFRAY_AUDIT_FAULT"
+FAULT_POINTS = ("after-plan", "after-commit")
+#: Report columns the ledger and the drift need.
+REPORT_COLUMNS = ("uri", "status", "error_type", "spoof_score", "label", "scored_at", "run_id",
+                  "threshold")
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class AuditConfig(Config):
+    """What a nightly audit reads, how it decides what to score, and where it writes."""
+
+    #: Folder or s3:// prefix (or manifest/protocol) of the archive.
+    input: str = ""
+    #: Audit output root: date= report partitions and the _audit/ state folder.
+    output: str = ""
+    #: Bundle folder (local or s3://); None: the newest bundle in the local registry.
+    bundle: str | None = None
+    audio_root: str | None = None
+    #: Alert rules YAML (local or s3://); None: no rules, exit code 0 unless it crashes.
+    rules: str | None = None
+    #: Partition date YYYY-MM-DD (default: today, UTC).
+    date: str | None = None
+    run_id: str | None = None
+    #: Score every listed file, changed or not.
+    rescore: bool = False
+    #: Unchanged files last scored by another bundle: "rescore-all" or "new-only".
+    on_new_bundle: str = "rescore-all"
+    #: Score files whose last result was an error again.
+    retry_errors: bool = True
+    #: How many earlier runs form the drift reference.
+    reference_runs: int = 7
+    psi_bins: int = 10
+    #: Fewer scored files than this (now or before) in a group: no PSI/KS for it.
+    drift_min_files: int = 10
+    spoken_summary: bool = True
+    espeak_binary: str = "espeak-ng"
+    # Scoring knobs, passed to ScoreConfig unchanged.
+    threshold: float | None = None
+    files_per_task: int = 4
+    featurize_concurrency: int | None = None
+    batch_size: int = 16
+    concurrency: int = 1
+    num_gpus: float = 0.0
+    num_cpus_per_actor: float = 1.0
+    plots: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.input or not self.output:
+            raise ConfigError("AuditConfig needs both input and output")
+        if self.on_new_bundle not in _ledger.ON_NEW_BUNDLE:
+            raise ConfigError(f"on_new_bundle must be one of {list(_ledger.ON_NEW_BUNDLE)}, "
+                              f"got {self.on_new_bundle!r}")
+        if self.date is not None:
+            try:
+                _dt.date.fromisoformat(self.date)
+            except ValueError:
+                raise ConfigError(f"date must be YYYY-MM-DD, got {self.date!r}") from None
+        for name in ("reference_runs", "psi_bins", "drift_min_files"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+def _fault_point(name: str) -> None:
+    if os.environ.get(FAULT_ENV) == name:
+        log.warning("%s=%s: killing this process now (fault injection)", FAULT_ENV, name)
+        logging.shutdown()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _bundle_identity(uri: str) -> tuple[str, str]:
+    """Name and version from ``bundle.json`` (full verification happens when scoring)."""
+    from spoofray.models.bundle import BUNDLE_JSON
+
+    try:
+        meta = json.loads(storage.read_bytes(storage.join(uri, BUNDLE_JSON)))
+        return str(meta["name"]), str(meta["version"])
+    except FileNotFoundError:
+        raise ConfigError(f"no {BUNDLE_JSON} in {uri}: not a model bundle. Make one with "
+                          "`python jobs/bundle.py assemble ...`") from None
+    except (ValueError, KeyError) as exc:
+        raise ConfigError(f"{uri}/{BUNDLE_JSON} is unreadable or lacks name/version: "
+                          f"{exc}") from None
+
+
+def _score_subset(cfg: AuditConfig, *, items: list, run_id: str, date: str,
+                  bundle_uri: str) -> dict[str, Any]:
+    from spoofray.pipeline.score import ScoreConfig, score_archive
+
+    score_cfg = ScoreConfig(
+        input=cfg.input, output=_ledger.partition_uri(cfg.output, date), bundle=bundle_uri,
+        audio_root=cfg.audio_root, threshold=cfg.threshold, run_id=run_id,
+        files_per_task=cfg.files_per_task, featurize_concurrency=cfg.featurize_concurrency,
+        batch_size=cfg.batch_size, concurrency=cfg.concurrency, num_gpus=cfg.num_gpus,
+        num_cpus_per_actor=cfg.num_cpus_per_actor, plots=cfg.plots)
+    return score_archive(score_cfg, items=items)
+
+
+def _write_json(uri: str, data: Any) -> None:
+    storage.write_bytes_atomic(uri, json.dumps(data, indent=2, default=str).encode())
+
+
+# --- the steps ----------------------------------------------------------------------------------
+
+
+def _reference(cfg: AuditConfig, run_id: str | None, date: str
+               ) -> tuple[list[dict[str, Any]], list[pd.DataFrame]]:
+    """Up to ``reference_runs`` committed runs before this one, and their reports."""
+    runs = _ledger.committed_runs(cfg.output)
+    ids = [r["run_id"] for r in runs]
+    if run_id in ids:
+        runs = runs[: ids.index(run_id)]
+    else:
+        runs = [r for r in runs if r["date"] <= date]
+    chosen = runs[-cfg.reference_runs:]
+    frames = [_ledger.read_report_columns(r["uri"], REPORT_COLUMNS) for r in chosen]
+    return chosen, frames
+
+
+def _report_plots(run_folder: str | None) -> dict[str, bytes]:
+    out = {}
+    if run_folder is None:
+        return out
+    for name in _page.report_plot_names():
+        try:
+            out[name] = storage.read_bytes(storage.join(run_folder, PLOTS_DIR, name))
+        except FileNotFoundError:
+            continue
+    return out
+
+
+def finish_run(cfg: AuditConfig, rules: tuple, *, run_id: str, date: str,
+               current: pd.DataFrame, counts: dict[str, int], bundle: dict[str, Any],
+               run_folder: str | None, recovered: bool = False) -> dict[str, Any]:
+    """Drift, alerts, page and spoken summary of one run; returns its audit record."""
+    ref_runs, ref_frames = _reference(cfg, run_id if run_folder else None, date)
+    ref_ids = [r["run_id"] for r in ref_runs]
+    reference = (pd.concat(ref_frames, ignore_index=True) if ref_frames
+                 else pd.DataFrame(columns=list(REPORT_COLUMNS)))
+    drift = _drift.drift_table(current, reference, root=cfg.input, bins=cfg.psi_bins,
+                               min_files=cfg.drift_min_files)
+    fired = _alerts.evaluate_rules(rules, drift)
+    trend = _drift.run_rates([*ref_frames, current])
+    trend["run_id"] = ref_ids + [run_id]
+    trend["date"] = [r["date"] for r in ref_runs] + [date]
+    where = _ledger.audit_run_uri(cfg.output, date, run_id)
+    thresholds = current["threshold"].dropna().unique() if len(current) else []
+    audit = {
+        "run_id": run_id, "date": date, "input": cfg.input, "output": cfg.output,
+        "run_uri": run_folder, "bundle": bundle, "counts": counts, "n_scored": int(len(current)),
+        "recovered": recovered, "reference_runs": ref_ids,
+        "drift": json.loads(drift.to_json(orient="records")), "alerts": fired,
+        "page": storage.join(where, "index.html"), "spoken_summary": None,
+        "spoken_summary_note": None, "ledger": _ledger.ledger_uri(cfg.output),
+        "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if cfg.spoken_summary:
+        wav, note = _page.speak(_page.summary_text(audit, drift), binary=cfg.espeak_binary)
+        if wav is not None:
+            audit["spoken_summary"] = storage.join(where, "summary.wav")
+            storage.write_bytes_atomic(audit["spoken_summary"], wav)
+        else:
+            log.warning("%s", note)
+            audit["spoken_summary_note"] = note
+    else:
+        audit["spoken_summary_note"] = "spoken summary not requested"
+    plots = _page.audit_plots(current, reference, drift, trend,
+                              threshold=float(thresholds[0]) if len(thresholds) == 1 else None)
+    page = _page.render_page(audit, drift, plots, _report_plots(run_folder),
+                             _page.suspicious_table(current) if len(current) else None)
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pandas(drift, preserve_index=False), sink)
+    storage.write_bytes_atomic(storage.join(where, "drift.parquet"), sink.getvalue().to_pybytes())
+    storage.write_bytes_atomic(audit["page"], page.encode("utf-8"))
+    _write_json(storage.join(where, "alerts.json"),
+                {"run_id": run_id, "date": date, **fired})
+    _write_json(storage.join(where, "audit.json"), audit)
+    log.info("audit %s: %d scored, %d alert(s); page %s", run_id, len(current),
+             len(fired["fired"]), audit["page"])
+    return audit
+
+
+def _commit(cfg: AuditConfig, rules: tuple, plan: pd.DataFrame, counts: dict[str, int], *,
+            recovered: bool) -> dict[str, Any]:
+    """Apply a committed run's report to the ledger, then audit it and drop its plan."""
+    run_id, date = str(plan["run_id"].iloc[0]), str(plan["date"].iloc[0])
+    folder = _ledger.run_uri(cfg.output, date, run_id)
+    report = _ledger.read_report_columns(folder, REPORT_COLUMNS)
+    ledger = _ledger.apply_report(_ledger.read_ledger(cfg.output), plan, report)
+    _ledger.write_ledger(cfg.output, ledger)
+    bundle = {"uri": str(plan["bundle_uri"].iloc[0]), "name": str(plan["bundle_name"].iloc[0]),
+              "version": str(plan["bundle_version"].iloc[0])}
+    audit = finish_run(cfg, rules, run_id=run_id, date=date, current=report,
+                       counts=counts, bundle=bundle, run_folder=folder,
+                       recovered=recovered)
+    _ledger.drop_plan(cfg.output, run_id)
+    return audit
+
+
+def recover(cfg: AuditConfig, rules: tuple) -> list[dict[str, Any]]:
+    """Finish or undo what interrupted audits left; returns the audits finished here."""
+    finished = []
+    for uri in _ledger.open_plans(cfg.output):
+        plan, counts = _ledger.read_plan(uri)
+        if not len(plan):
+            storage.remove(uri)
+            continue
+        run_id, date = str(plan["run_id"].iloc[0]), str(plan["date"].iloc[0])
+        if _ledger.is_committed(_ledger.run_uri(cfg.output, date, run_id)):
+            log.warning("run %s was committed but its ledger update did not happen (the "
+                        "process was interrupted); applying its report now", run_id)
+            finished.append(_commit(cfg, rules, plan, counts, recovered=True))
+        else:
+            log.warning("run %s was interrupted before its report was committed; its %d "
+                        "files will be scored again", run_id, len(plan))
+            _ledger.drop_uncommitted(cfg.output, date, run_id)
+            storage.remove(uri)
+    return finished
+
+
+def run_audit(cfg: AuditConfig) -> dict[str, Any]:
+    """Run one nightly audit on the current Ray (start one with ``runtime.init_ray``).
+
+    Returns
+    -------
+    dict
+        ``runs`` (the audit record of each run finished by this call: a recovered one
+        first, then this night's), ``alerts_fired`` (count over those runs) and
+        ``exit_code`` (:data:`~spoofray.audit.alerts.EXIT_ALERTS` when any alert fired,
+        else :data:`~spoofray.audit.alerts.EXIT_OK`).
+
+    Raises
+    ------
+    ConfigError
+        Bad rules file, date, policy or bundle (before any scoring).
+    SpoofrayError
+        A report that does not account for its plan (the ledger is left unchanged).
+    """
+    from spoofray import sources
+    from spoofray.pipeline.score import new_run_id, resolve_bundle
+
+    rules = _alerts.load_rules(cfg.rules)
+    date = cfg.date or _dt.datetime.now(_dt.timezone.utc).date().isoformat()
+    bundle_uri, _ = resolve_bundle(cfg.bundle)
+    bundle_name, bundle_version = _bundle_identity(bundle_uri)
+    finished = recover(cfg, rules)
+
+    items = sources.resolve_inputs(cfg.input, audio_root=cfg.audio_root)
+    prints = _ledger.fingerprints(items, root=cfg.input)
+    selection = _ledger.select_work(
+        items, prints, _ledger.read_ledger(cfg.output), bundle_name=bundle_name,
+        bundle_version=bundle_version, rescore=cfg.rescore, on_new_bundle=cfg.on_new_bundle,
+        retry_errors=cfg.retry_errors, just_finished=[a["run_id"] for a in finished])
+    run_id = cfg.run_id or new_run_id()
+    log.info("audit %s of %s: %s", run_id, cfg.input, selection.counts)
+    bundle = {"uri": bundle_uri, "name": bundle_name, "version": bundle_version}
+    if not len(selection.todo) and finished:
+        log.info("nothing left to score after finishing the interrupted run(s)")
+    elif not len(selection.todo):
+        empty = pd.DataFrame({c: pd.Series(dtype=object) for c in REPORT_COLUMNS})
+        empty["spoof_score"] = empty["spoof_score"].astype(float)
+        finished.append(finish_run(cfg, rules, run_id=run_id, date=date, current=empty,
+                                   counts=selection.counts, bundle=bundle, run_folder=None))
+    else:
+        plan = _ledger.write_plan(cfg.output, selection.todo, run_id=run_id, date=date,
+                                  bundle_uri=bundle_uri, bundle_name=bundle_name,
+                                  bundle_version=bundle_version, counts=selection.counts)
+        _fault_point("after-plan")
+        _score_subset(cfg, items=_ledger.plan_items(plan), run_id=run_id, date=date,
+                      bundle_uri=bundle_uri)
+        _fault_point("after-commit")
+        finished.append(_commit(cfg, rules, plan, selection.counts, recovered=False))
+    n_fired = sum(len(a["alerts"]["fired"]) for a in finished)
+    return {"runs": finished, "alerts_fired": n_fired,
+            "exit_code": _alerts.EXIT_ALERTS if n_fired else _alerts.EXIT_OK}
+
+
+def read_audit_reports(output: str) -> pd.DataFrame:
+    """Every committed report row under an audit output root, with a ``date`` column.
+
+    The same as ``duckdb: read_parquet('<output>/date=*/run_id=*/report/*.parquet',
+    hive_partitioning=true)``.
+    """
+    from spoofray.reports import read_report
+
+    frames = [read_report(r["uri"]).assign(date=r["date"])
+              for r in _ledger.committed_runs(output)]
+    if not frames:
+        raise SpoofrayError(f"no committed audit runs under {output}")
+    return pd.concat(frames, ignore_index=True)
