@@ -20,7 +20,11 @@ DEVCORPUS = REPO_ROOT.parent / "shared" / "data" / "devcorpus"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "0")
+# Ray Train V2: the default in Ray 2.60 (V1 is deprecated); Tune trainables report with
+# ray.tune.report, which V2 requires.
+os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+# A loaded 2-core CI box can take over a minute to start a raylet; Ray's default wait is 60 s.
+os.environ.setdefault("RAY_raylet_start_wait_time_s", "240")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,559 @@
+"""Data augmentation: feature-level (training loop), audio-level, and copy-synthesis.
+
+Three families, all pure numpy (plus librosa/pyworld/scipy kernels) except the two
+I/O helpers at the end:
+
+* Feature batches (used in the training loop): SpecAugment-style frequency/time masking,
+  mixup and time-axis cutmix over a batch of windows of every feature kind at once.
+* Audio (used when generating training audio): time-stretch, pitch-shift, additive noise
+  at a set SNR, band-limiting, synthetic room reverberation, codec round-trips (ffmpeg).
+* Copy-synthesis: a bona fide clip analysed and resynthesised through a classical vocoder
+  (Griffin-Lim on a mel spectrogram, WORLD) gives a "spoof" with the source's words,
+  speaker and channel, so a detector must learn the vocoder's traces rather than content.
+  :func:`make_copysyn_corpus` turns your own bona fide audio into a labelled corpus.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import os
+import shutil
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from spoofray.config import Config, register
+from spoofray.errors import ConfigError, SpoofrayError
+
+# --- feature batches ---------------------------------------------------------------------
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class FeatureAugmentConfig(Config):
+    """Feature-batch augmentation of the training loop (all off with :meth:`off`).
+
+    Widths are fractions of the axis; each mask's width is drawn uniformly from
+    ``[0, width]``. A batch gets mixup with probability ``mixup_prob``, else cutmix with
+    probability ``cutmix_prob`` (mixing ratio from Beta(alpha, alpha)).
+    """
+
+    spec_prob: float = 0.5
+    freq_masks: int = 2
+    freq_width: float = 0.15
+    time_masks: int = 2
+    time_width: float = 0.1
+    mixup_prob: float = 0.2
+    cutmix_prob: float = 0.2
+    alpha: float = 0.4
+
+    def __post_init__(self) -> None:
+        for name in ("spec_prob", "freq_width", "time_width", "mixup_prob", "cutmix_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"FeatureAugmentConfig.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.alpha <= 0:
+            raise ConfigError(f"FeatureAugmentConfig.alpha must be positive, got {self.alpha}")
+
+    @classmethod
+    def off(cls) -> "FeatureAugmentConfig":
+        return cls(spec_prob=0.0, mixup_prob=0.0, cutmix_prob=0.0)
+
+
+def spec_augment(x: np.ndarray, rng: np.random.Generator, *, freq_masks: int = 2,
+                 freq_width: float = 0.15, time_masks: int = 2, time_width: float = 0.1
+                 ) -> np.ndarray:
+    """SpecAugment masking (Park et al. 2019) of a batch of (rows, frames) features.
+
+    Masked cells take the example's own mean, not zero: these are raw features (the
+    model normalises inside), where zero may be far outside the data range.
+
+    Parameters
+    ----------
+    x : ndarray, shape (n, rows, frames)
+
+    Returns
+    -------
+    ndarray, shape (n, rows, frames)
+        A masked copy.
+    """
+    x = np.array(x, dtype=np.float32, copy=True)
+    n, rows, frames = x.shape
+    fill = x.mean(axis=(1, 2))
+    for i in range(n):
+        for axis_len, count, width, along_rows in ((rows, freq_masks, freq_width, True),
+                                                   (frames, time_masks, time_width, False)):
+            for _ in range(count):
+                w = int(rng.integers(0, int(width * axis_len) + 1))
+                if w == 0:
+                    continue
+                start = int(rng.integers(0, axis_len - w + 1))
+                if along_rows:
+                    x[i, start:start + w, :] = fill[i]
+                else:
+                    x[i, :, start:start + w] = fill[i]
+    return x
+
+
+def mixup(batch: Mapping[str, np.ndarray], y: np.ndarray, rng: np.random.Generator,
+          alpha: float = 0.4) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Mixup (Zhang et al. 2018): every kind mixed with one shared permutation and ratio.
+
+    Parameters
+    ----------
+    batch : mapping kind -> ndarray, shape (n, ...)
+    y : ndarray, shape (n,)
+        Targets in [0, 1].
+
+    Returns
+    -------
+    batch, y : the mixed features and soft targets, shapes unchanged
+    """
+    n = len(y)
+    perm = rng.permutation(n)
+    lam = rng.beta(alpha, alpha, size=n).astype(np.float32)
+    lam = np.maximum(lam, 1.0 - lam)  # keep each example dominant, as is usual
+    out = {}
+    for kind, x in batch.items():
+        shape = (n,) + (1,) * (x.ndim - 1)
+        out[kind] = (lam.reshape(shape) * x + (1.0 - lam).reshape(shape) * x[perm]).astype(np.float32)
+    return out, (lam * y + (1.0 - lam) * y[perm]).astype(np.float32)
+
+
+def cutmix(batch: Mapping[str, np.ndarray], y: np.ndarray, rng: np.random.Generator,
+           alpha: float = 0.4) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """CutMix along time: a frame span of each example replaced by another example's.
+
+    Every (rows, frames) kind gets the same span (all kinds share the frame axis);
+    1-D kinds (``stats``) are mixed linearly with the same ratio. Targets mix by the
+    fraction of frames kept.
+
+    Parameters
+    ----------
+    batch : mapping kind -> ndarray, shape (n, rows, frames) or (n, dims)
+    y : ndarray, shape (n,)
+    """
+    n = len(y)
+    frames = next((x.shape[2] for x in batch.values() if x.ndim == 3), None)
+    if frames is None:
+        return mixup(batch, y, rng, alpha)
+    perm = rng.permutation(n)
+    cut = np.round((1.0 - rng.beta(alpha, alpha, size=n)) * frames).astype(int)
+    cut = np.minimum(cut, frames // 2)  # at most half: the example keeps its own label mostly
+    start = np.array([rng.integers(0, frames - c + 1) for c in cut])
+    keep = (1.0 - cut / frames).astype(np.float32)
+    out = {}
+    for kind, x in batch.items():
+        x2 = np.array(x, dtype=np.float32, copy=True)
+        if x.ndim == 3:
+            for i in range(n):
+                x2[i, :, start[i]:start[i] + cut[i]] = x[perm[i], :, start[i]:start[i] + cut[i]]
+        else:
+            shape = (n,) + (1,) * (x.ndim - 1)
+            x2 = keep.reshape(shape) * x + (1.0 - keep).reshape(shape) * x[perm]
+        out[kind] = x2.astype(np.float32)
+    return out, (keep * y + (1.0 - keep) * y[perm]).astype(np.float32)
+
+
+def augment_batch(batch: Mapping[str, np.ndarray], y: np.ndarray, rng: np.random.Generator,
+                  cfg: FeatureAugmentConfig) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Apply the configured feature augmentations to one training batch.
+
+    Parameters
+    ----------
+    batch : mapping kind -> ndarray, shape (n, *feature_shape)
+    y : ndarray, shape (n,)
+        0/1 targets (1 = spoof).
+
+    Returns
+    -------
+    batch, y : augmented features and (possibly soft) float32 targets
+    """
+    out = {k: np.asarray(v, np.float32) for k, v in batch.items()}
+    y = np.asarray(y, np.float32)
+    if cfg.spec_prob and rng.random() < cfg.spec_prob:
+        out = {k: spec_augment(v, rng, freq_masks=cfg.freq_masks, freq_width=cfg.freq_width,
+                               time_masks=cfg.time_masks, time_width=cfg.time_width)
+               if v.ndim == 3 else v for k, v in out.items()}
+    draw = rng.random()
+    if draw < cfg.mixup_prob:
+        out, y = mixup(out, y, rng, cfg.alpha)
+    elif draw < cfg.mixup_prob + cfg.cutmix_prob:
+        out, y = cutmix(out, y, rng, cfg.alpha)
+    return out, y
+
+
+# --- audio -------------------------------------------------------------------------------
+
+
+class CodecUnavailableError(SpoofrayError, RuntimeError):
+    """The ffmpeg binary (or the requested encoder) is not available."""
+
+
+def _as_float(y: np.ndarray) -> np.ndarray:
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim != 1:
+        raise ValueError(f"expected mono audio of shape (n,), got shape {y.shape}")
+    return y
+
+
+def fit_length(y: np.ndarray, n: int) -> np.ndarray:
+    """Trim or zero-pad ``y`` to ``n`` samples."""
+    return y[:n] if len(y) >= n else np.pad(y, (0, n - len(y)))
+
+
+def time_stretch(y: np.ndarray, rate: float) -> np.ndarray:
+    """Tempo change by ``rate`` (>1 faster) without pitch change; (n,) → (~n / rate,)."""
+    import librosa
+
+    return librosa.effects.time_stretch(_as_float(y), rate=rate).astype(np.float32)
+
+
+def pitch_shift(y: np.ndarray, sr: int, n_steps: float) -> np.ndarray:
+    """Pitch change by ``n_steps`` semitones, same length. (n,) → (n,)."""
+    import librosa
+
+    return librosa.effects.pitch_shift(_as_float(y), sr=sr, n_steps=n_steps).astype(np.float32)
+
+
+def add_noise(y: np.ndarray, snr_db: float, rng: np.random.Generator,
+              noise: np.ndarray | None = None) -> np.ndarray:
+    """Add ``noise`` (white Gaussian by default) scaled to ``snr_db`` relative to ``y``.
+
+    SNR = 10 log10(mean(y²) / mean(noise²)) over the whole clip. (n,) → (n,).
+    """
+    y = _as_float(y)
+    if noise is None:
+        noise = rng.standard_normal(len(y))
+    else:
+        noise = np.resize(_as_float(noise), len(y))  # tiles a short noise clip
+    p_signal = float(np.mean(y.astype(np.float64) ** 2))
+    p_noise = float(np.mean(noise.astype(np.float64) ** 2))
+    if p_signal == 0.0 or p_noise == 0.0:
+        raise ValueError("add_noise needs a non-silent signal and noise")
+    scale = np.sqrt(p_signal / (p_noise * 10.0 ** (snr_db / 10.0)))
+    return (y + scale * noise).astype(np.float32)
+
+
+def band_limit(y: np.ndarray, sr: int, high_hz: float | None = 3400.0,
+               low_hz: float | None = 300.0, order: int = 10) -> np.ndarray:
+    """Zero-phase Butterworth band-pass (telephone band by default). (n,) → (n,).
+
+    ``low_hz=None`` gives a low-pass, ``high_hz=None`` a high-pass.
+    """
+    from scipy import signal
+
+    y = _as_float(y)
+    nyq = sr / 2.0
+    if high_hz is not None and not 0 < high_hz < nyq:
+        raise ValueError(f"high_hz must be in (0, {nyq}), got {high_hz}")
+    if low_hz is not None and not 0 < low_hz < (high_hz or nyq):
+        raise ValueError(f"low_hz must be in (0, high_hz), got {low_hz}")
+    if high_hz and low_hz:
+        sos = signal.butter(order, [low_hz, high_hz], btype="bandpass", fs=sr, output="sos")
+    elif high_hz:
+        sos = signal.butter(order, high_hz, btype="lowpass", fs=sr, output="sos")
+    elif low_hz:
+        sos = signal.butter(order, low_hz, btype="highpass", fs=sr, output="sos")
+    else:
+        return y.copy()
+    return signal.sosfiltfilt(sos, y).astype(np.float32)
+
+
+def synthetic_rir(sr: int, rt60: float, rng: np.random.Generator,
+                  direct_ratio_db: float = 3.0) -> np.ndarray:
+    """A room impulse response: a direct path plus exponentially decaying noise.
+
+    The tail decays 60 dB in ``rt60`` seconds; ``direct_ratio_db`` is the energy of
+    the direct path over the tail. Returns shape (round(rt60 * sr),), unit energy.
+    """
+    n = max(2, int(round(rt60 * sr)))
+    t = np.arange(n) / sr
+    tail = rng.standard_normal(n) * np.exp(-3.0 * np.log(10.0) * t / rt60)  # -60 dB at rt60
+    tail[0] = 0.0
+    tail *= np.sqrt(10.0 ** (-direct_ratio_db / 10.0) / np.sum(tail**2))
+    h = tail
+    h[0] = 1.0
+    return (h / np.sqrt(np.sum(h**2))).astype(np.float32)
+
+
+def reverberate(y: np.ndarray, sr: int, rt60: float, rng: np.random.Generator,
+                direct_ratio_db: float = 3.0) -> np.ndarray:
+    """Convolve with :func:`synthetic_rir`, keep length and RMS. (n,) → (n,)."""
+    from scipy import signal
+
+    y = _as_float(y)
+    wet = signal.fftconvolve(y, synthetic_rir(sr, rt60, rng, direct_ratio_db))[: len(y)]
+    rms_in, rms_out = np.sqrt(np.mean(y**2)), np.sqrt(np.mean(wet**2))
+    return (wet * (rms_in / rms_out if rms_out > 0 else 1.0)).astype(np.float32)
+
+
+#: Codec name -> (ffmpeg encoder, container format).
+CODECS = {
+    "mp3": ("libmp3lame", "mp3"),
+    "opus": ("libopus", "ogg"),
+    "vorbis": ("libvorbis", "ogg"),
+    "aac": ("aac", "adts"),
+    "gsm": ("libgsm", "gsm"),
+    "mulaw": ("pcm_mulaw", "wav"),
+    "alaw": ("pcm_alaw", "wav"),
+}
+
+
+def codec_roundtrip(y: np.ndarray, sr: int, codec: str = "mp3", bitrate: str | None = "32k",
+                    codec_sr: int | None = None, timeout_s: float = 60.0) -> np.ndarray:
+    """Encode with ffmpeg and decode back at ``sr``; same length as the input. (n,) → (n,).
+
+    Parameters
+    ----------
+    codec : one of :data:`CODECS`
+    bitrate : str, optional
+        ffmpeg bit rate (lossy codecs), e.g. ``"16k"``.
+    codec_sr : int, optional
+        Rate the codec runs at (8000 for telephone codecs); default ``sr``.
+
+    Raises
+    ------
+    CodecUnavailableError
+        ffmpeg is not on PATH, or it lacks the encoder.
+    """
+    import soundfile as sf
+
+    if codec not in CODECS:
+        raise ConfigError(f"unknown codec {codec!r}; choose from {sorted(CODECS)}")
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise CodecUnavailableError(
+            "codec augmentation needs the ffmpeg binary on PATH (e.g. apt-get install ffmpeg); "
+            "leave codecs out of the augmentation to run without it"
+        )
+    y = _as_float(y)
+    encoder, fmt = CODECS[codec]
+    wav = io.BytesIO()
+    sf.write(wav, y, sr, format="WAV", subtype="FLOAT")
+    enc_cmd = [ffmpeg, "-nostdin", "-loglevel", "error", "-f", "wav", "-i", "pipe:0",
+               "-ac", "1", "-ar", str(codec_sr or sr), "-c:a", encoder]
+    if bitrate and not encoder.startswith("pcm_") and encoder != "libgsm":
+        enc_cmd += ["-b:a", bitrate]
+    enc_cmd += ["-f", fmt, "pipe:1"]
+    dec_cmd = [ffmpeg, "-nostdin", "-loglevel", "error", "-i", "pipe:0", "-ac", "1",
+               "-ar", str(sr), "-f", "wav", "-c:a", "pcm_f32le", "pipe:1"]
+    encoded = _run_ffmpeg(enc_cmd, wav.getvalue(), codec, timeout_s)
+    decoded = _run_ffmpeg(dec_cmd, encoded, codec, timeout_s)
+    out, _ = sf.read(io.BytesIO(decoded), dtype="float32")
+    # Encoders add a short priming delay; length is kept, alignment is approximate.
+    return fit_length(out.reshape(len(out), -1)[:, 0], len(y))
+
+
+def _run_ffmpeg(cmd: list[str], data: bytes, codec: str, timeout_s: float) -> bytes:
+    proc = subprocess.run(cmd, input=data, capture_output=True, timeout=timeout_s, check=False)
+    if proc.returncode != 0 or not proc.stdout:
+        msg = proc.stderr.decode(errors="replace").strip()[-400:]
+        if "Unknown encoder" in msg or "not found" in msg:
+            raise CodecUnavailableError(f"this ffmpeg has no encoder for {codec!r}: {msg}")
+        raise RuntimeError(f"ffmpeg {codec} round-trip failed (exit {proc.returncode}): {msg}")
+    return proc.stdout
+
+
+def apply_channel(y: np.ndarray, sr: int, spec: str, rng: np.random.Generator) -> np.ndarray:
+    """Apply one channel effect written as a string spec. (n,) → (n,).
+
+    ``none``, ``noise:<snr_db>``, ``band:<low_hz>-<high_hz>``, ``lowpass:<hz>``,
+    ``reverb:<rt60_s>``, ``codec:<name>[:<bitrate>]``.
+    """
+    kind, _, arg = spec.partition(":")
+    try:
+        if kind == "none":
+            return _as_float(y).copy()
+        if kind == "noise":
+            return add_noise(y, float(arg), rng)
+        if kind == "band":
+            low, high = (float(v) for v in arg.split("-"))
+            return band_limit(y, sr, high_hz=high, low_hz=low)
+        if kind == "lowpass":
+            return band_limit(y, sr, high_hz=float(arg), low_hz=None)
+        if kind == "reverb":
+            return reverberate(y, sr, float(arg), rng)
+        if kind == "codec":
+            name, _, bitrate = arg.partition(":")
+            return codec_roundtrip(y, sr, name, bitrate or "32k")
+    except ValueError as exc:
+        raise ConfigError(f"channel spec {spec!r}: {exc}") from exc
+    raise ConfigError(
+        f"unknown channel spec {spec!r}; use none, noise:<snr_db>, band:<low>-<high>, "
+        "lowpass:<hz>, reverb:<rt60_s> or codec:<name>[:<bitrate>]"
+    )
+
+
+# --- copy-synthesis ----------------------------------------------------------------------
+
+VOCODERS = ("griffin_lim", "world")
+
+
+def copysyn_griffin_lim(y: np.ndarray, sr: int, *, n_mels: int = 80, n_fft: int = 1024,
+                        hop_length: int = 256, n_iter: int = 32, seed: int = 0) -> np.ndarray:
+    """Mel spectrogram → Griffin-Lim resynthesis (the classic mel + GL vocoder).
+
+    Phase is discarded and the magnitude blurred by the mel filterbank, as in early
+    TTS systems. (n,) → (n,), peak matched to the input.
+    """
+    import librosa
+
+    y = _as_float(y)
+    mel = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=n_fft, hop_length=hop_length,
+                                         n_mels=n_mels, power=1.0)
+    stft_mag = librosa.feature.inverse.mel_to_stft(mel, sr=sr, n_fft=n_fft, power=1.0)
+    out = librosa.griffinlim(stft_mag, n_iter=n_iter, hop_length=hop_length, n_fft=n_fft,
+                             length=len(y), random_state=seed)
+    return _match_peak(out, y)
+
+
+def copysyn_world(y: np.ndarray, sr: int, *, frame_period_ms: float = 5.0,
+                  f0_method: str = "dio") -> np.ndarray:
+    """WORLD analysis (F0, spectral envelope, aperiodicity) and resynthesis.
+
+    ``f0_method``: ``"dio"`` (with StoneMask refinement; fast) or ``"harvest"``.
+    (n,) → (n,), peak matched to the input.
+    """
+    import pyworld
+
+    y = _as_float(y)
+    x = y.astype(np.float64)
+    if f0_method == "harvest":
+        f0, t = pyworld.harvest(x, sr, frame_period=frame_period_ms)
+    elif f0_method == "dio":
+        f0, t = pyworld.dio(x, sr, frame_period=frame_period_ms)
+        f0 = pyworld.stonemask(x, f0, t, sr)
+    else:
+        raise ConfigError(f"f0_method must be 'dio' or 'harvest', got {f0_method!r}")
+    sp = pyworld.cheaptrick(x, f0, t, sr)
+    ap = pyworld.d4c(x, f0, t, sr)
+    out = pyworld.synthesize(f0, sp, ap, sr, frame_period=frame_period_ms)
+    return _match_peak(fit_length(out.astype(np.float32), len(y)), y)
+
+
+def copy_synthesize(y: np.ndarray, sr: int, vocoder: str, **kwargs: Any) -> np.ndarray:
+    """Copy-synthesis of ``y`` through ``vocoder`` (one of :data:`VOCODERS`). (n,) → (n,)."""
+    if vocoder == "griffin_lim":
+        return copysyn_griffin_lim(y, sr, **kwargs)
+    if vocoder == "world":
+        return copysyn_world(y, sr, **kwargs)
+    raise ConfigError(f"unknown vocoder {vocoder!r}; choose from {list(VOCODERS)}")
+
+
+def _match_peak(out: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    out = np.nan_to_num(np.asarray(out, np.float32))
+    peak_out, peak_ref = float(np.max(np.abs(out))), float(np.max(np.abs(ref)))
+    if peak_out > 0:
+        out = out * (peak_ref / peak_out)
+    return out.astype(np.float32)
+
+
+# --- corpus driver -----------------------------------------------------------------------
+
+MANIFEST_COLUMNS = ("path", "label", "attack", "speaker", "group")
+
+
+def _items(items_or_manifest: str | os.PathLike | Iterable[Any]) -> list[dict[str, Any]]:
+    from spoofray import sources
+
+    if isinstance(items_or_manifest, (str, os.PathLike)):
+        raw: Iterable[Any] = sources.resolve_inputs(str(items_or_manifest))
+    else:
+        raw = items_or_manifest
+    out = []
+    for item in raw:
+        d = item.to_dict() if hasattr(item, "to_dict") else dict(item)
+        uri = d.get("uri") or d.get("path")
+        if not uri:
+            raise ConfigError(f"copy-synthesis item without 'uri'/'path': {d}")
+        out.append({"uri": str(uri), "label": d.get("label"), "speaker": d.get("speaker"),
+                    "group": d.get("group")})
+    return out
+
+
+def make_copysyn_corpus(items_or_manifest: str | os.PathLike | Iterable[Any], out_root: str, *,
+                        vocoders: Sequence[str] = VOCODERS, channels: Sequence[str] = ("none",),
+                        sample_rate: int = 16_000, include_bonafide: bool = True,
+                        max_items: int | None = None, seed: int = 0,
+                        vocoder_kwargs: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    """Turn bona fide clips into a labelled training corpus of copy-synthesised spoofs.
+
+    For every bona fide source clip (items labelled spoof are skipped; unlabelled ones
+    count as bona fide) and every channel spec (see :func:`apply_channel`), writes the
+    clip itself (label ``bonafide``, when ``include_bonafide``) and one copy-synthesis per
+    vocoder (label ``spoof``, attack ``copysyn:<vocoder>``) as 16-bit FLAC, plus
+    ``<out_root>/manifest.csv`` with columns ``path,label,attack,speaker,group`` (paths
+    relative to the manifest). Both classes get the same channel effects, so the
+    channel cannot give the label away.
+
+    Parameters
+    ----------
+    items_or_manifest : path/URI of anything :func:`spoofray.sources.resolve_inputs`
+        reads, or an iterable of ``AudioItem``/dicts with ``uri`` (or ``path``).
+    out_root : str
+        Output folder (local or ``s3://``).
+
+    Returns
+    -------
+    str
+        URI of the manifest.
+    """
+    import soundfile as sf
+
+    from spoofray import audio, storage
+    from spoofray.config import AudioConfig
+
+    for v in vocoders:
+        if v not in VOCODERS:
+            raise ConfigError(f"unknown vocoder {v!r}; choose from {list(VOCODERS)}")
+    if storage.exists_nonempty(storage.join(out_root, "manifest.csv")):
+        from spoofray.errors import OutputExistsError
+
+        raise OutputExistsError(f"{out_root} already holds a manifest.csv; choose a new folder")
+    rng = np.random.default_rng(seed)
+    audio_cfg = AudioConfig(sample_rate=sample_rate)
+    items = [it for it in _items(items_or_manifest) if it["label"] in (None, "bonafide")]
+    if max_items is not None:
+        items = items[:max_items]
+    if not items:
+        raise ConfigError("no bona fide items to copy-synthesise (all inputs are labelled spoof?)")
+    rows: list[dict[str, str]] = []
+    for idx, item in enumerate(items):
+        y = audio.load_path(item["uri"], audio_cfg).samples
+        stem = f"{idx:06d}_{os.path.splitext(os.path.basename(item['uri']))[0]}"
+        # Copies keep their source's group (the source recording when it has none): a
+        # copy-synthesised clip shares words, speaker and channel with its source, so a
+        # split that put the source in train and its copy in dev (or the reverse) would
+        # let a model score dev by recognising content it saw, not vocoder traces.
+        group = item["group"] or item["uri"]
+        versions: list[tuple[str, str, np.ndarray]] = []
+        if include_bonafide:
+            versions.append(("bonafide", "", y))
+        for v in vocoders:
+            kwargs = dict((vocoder_kwargs or {}).get(v, {}))
+            versions.append(("spoof", f"copysyn:{v}", copy_synthesize(y, sample_rate, v, **kwargs)))
+        for channel in channels:
+            for label, attack, clip in versions:
+                out = apply_channel(clip, sample_rate, channel, rng)
+                peak = float(np.max(np.abs(out)))
+                if peak > 0.999:  # 16-bit FLAC would clip
+                    out = out * (0.999 / peak)
+                tag = (attack.replace(":", "-") or "bonafide") + (
+                    "" if channel == "none" else "__" + channel.replace(":", "-"))
+                rel = f"{label}/{stem}__{tag}.flac"
+                buf = io.BytesIO()
+                sf.write(buf, out, sample_rate, format="FLAC", subtype="PCM_16")
+                storage.write_bytes_atomic(storage.join(out_root, *rel.split("/")), buf.getvalue())
+                rows.append({"path": rel, "label": label, "attack": attack,
+                             "speaker": item["speaker"] or "", "group": group})
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    manifest = storage.join(out_root, "manifest.csv")
+    storage.write_bytes_atomic(manifest, text.getvalue().encode())
+    return manifest

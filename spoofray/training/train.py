@@ -1,0 +1,467 @@
+"""Train deep ensemble members with Ray Train's ``TensorflowTrainer``.
+
+One call trains one or several members (:data:`spoofray.models.dl.MEMBER_CONFIGS`) in
+one trainer run: every epoch streams the training shard once and steps every member on
+each batch, so the data is read once for all of them.
+
+Data: the feature dataset's Parquet parts become a Ray Dataset (``read_parquet``), cut
+into group-disjoint train/dev by :func:`spoofray.splits.holdout_split`; ``train`` is
+split across workers with ``streaming_split(equal=True)`` and every worker runs exactly
+the same number of steps (equal batch counts; a short shard repeats its last batch), so
+no worker waits forever in a collective. ``dev`` is read whole by rank 0.
+
+Training (per worker): ``MultiWorkerMirroredStrategy`` and a Keras 3 custom loop with
+``strategy.run`` (Keras 3 ``model.fit`` under this strategy inside Ray Train fails, ray
+issue 47464), class-weighted binary cross-entropy, SpecAugment/mixup/cutmix on the
+batches (:mod:`spoofray.augment`). After every epoch rank 0 scores dev, reports loss and
+dev EER/AUC at window level (``dev_eer``) and file level (``dev_eer_file``: mean window
+P(spoof) per file), and writes a checkpoint; stop decisions reach every worker through
+an all-reduce. A member stops after ``patience`` epochs without a better dev EER.
+
+Output layout (``output``, local or ``s3://``)::
+
+    members/<name>.keras, members/<name>.json   the best epoch of each member + sidecar
+    dev_scores.parquet                          uri, window_index, label, attack, <name>...
+    training_summary.json                       config, data counts, history, timings
+    ray/<run name>/...                          Ray Train runs and per-epoch checkpoints
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from spoofray import dataset, splits, storage
+from spoofray.augment import FeatureAugmentConfig
+from spoofray.config import Config, FeatureConfig, register
+from spoofray.errors import ConfigError, OutputExistsError
+from spoofray.models import dl
+
+META_COLUMNS = ("uri", "window_index", "label", "attack", "speaker", "group")
+EARLY_STOP_METRICS = ("dev_eer", "dev_eer_file")
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class DLTrainConfig(Config):
+    """How to train deep members. ``batch_size`` is per worker."""
+
+    _nested = {"augment": FeatureAugmentConfig}
+
+    members: tuple[str, ...] = ("cnn",)
+    #: Per-architecture overrides of the member configs, e.g. ``{"cnn": {"dropout": 0.2}}``.
+    member_params: dict = dataclasses.field(default_factory=dict)
+    epochs: int = 20
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    num_workers: int = 2
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    split_by: str = "attack"
+    dev_fraction: float = 0.25
+    dev_groups: tuple[str, ...] = ()
+    seed: int = 0
+    patience: int = 3
+    early_stop_on: str = "dev_eer"
+    #: "balanced": loss weights n / (2 n_class); "none".
+    class_weighting: str = "balanced"
+    augment: FeatureAugmentConfig = dataclasses.field(default_factory=FeatureAugmentConfig)
+    #: Training windows sampled for the per-row normalisation statistics.
+    norm_sample_rows: int = 4096
+    #: Cap on steps per epoch (default: one pass over the smallest shard).
+    max_steps_per_epoch: int | None = None
+    eval_batch_size: int = 256
+    #: Keep Ray Data's block order (reproducible batches for a fixed seed; a little slower).
+    preserve_order: bool = True
+    shuffle_buffer_rows: int = 2048
+    #: rank 0 keeps dev batches in memory after the first epoch when they fit this budget.
+    dev_cache_mb: int = 512
+    max_failures: int = 0
+    keep_checkpoints: int = 2
+
+    def __post_init__(self) -> None:
+        if not self.members or len(set(self.members)) != len(self.members):
+            raise ConfigError(f"members must be a non-empty list of distinct names, got {list(self.members)}")
+        for name in self.members:
+            dl.member_config(name, self.member_params.get(name))  # validates names and params
+        unknown = sorted(set(self.member_params) - set(self.members))
+        if unknown:
+            raise ConfigError(f"member_params for {unknown}, which are not in members {list(self.members)}")
+        if self.epochs < 1 or self.batch_size < 1 or self.num_workers < 1:
+            raise ConfigError("epochs, batch_size and num_workers must be >= 1")
+        if self.early_stop_on not in EARLY_STOP_METRICS:
+            raise ConfigError(f"early_stop_on must be one of {list(EARLY_STOP_METRICS)}, got {self.early_stop_on!r}")
+        if self.class_weighting not in ("balanced", "none"):
+            raise ConfigError(f"class_weighting must be 'balanced' or 'none', got {self.class_weighting!r}")
+        if self.split_by not in splits.GROUP_BY:
+            raise ConfigError(f"split_by must be one of {list(splits.GROUP_BY)}, got {self.split_by!r}")
+
+    def member_configs(self) -> dict[str, dl.MemberConfig]:
+        return {n: dl.member_config(n, self.member_params.get(n)) for n in self.members}
+
+
+@dataclasses.dataclass
+class DLTrainResult:
+    """What :func:`train_members` produced (URIs under ``output``)."""
+
+    output: str
+    members: dict[str, str]  # name -> URI of <name>.keras
+    summary: dict[str, Any]
+
+
+# --- driver ------------------------------------------------------------------------------
+
+
+def train_members(dataset_root: str, output: str, cfg: DLTrainConfig, *, resume: bool = False,
+                  overwrite: bool = False) -> DLTrainResult:
+    """Train ``cfg.members`` on the feature dataset at ``dataset_root``; write to ``output``.
+
+    Needs a running Ray (``ray.init()`` done by the caller or a job). ``resume`` continues
+    from the latest checkpoint under ``<output>/ray`` (epoch count, weights, optimizer
+    state, early-stopping state); the data split and normalisation are recomputed
+    deterministically from ``cfg.seed``.
+    """
+    import ray.train
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+    from ray.train.tensorflow import TensorflowTrainer
+
+    started = time.time()
+    output = output if storage.is_remote(output) else os.path.abspath(output)
+    feature_cfg = dataset.feature_config_of(dataset_root)
+    members = cfg.member_configs()
+    for m in members.values():
+        m.input_shape(feature_cfg)  # refuses kinds the dataset lacks, before any work
+    resume_ckpt = _prepare_output(output, resume=resume, overwrite=overwrite)
+
+    meta = dataset.read_table(dataset_root, columns=list(META_COLUMNS)).to_pandas()
+    train_idx, dev_idx = splits.holdout_split(meta, by=cfg.split_by, dev_fraction=cfg.dev_fraction,
+                                              seed=cfg.seed, dev_groups=cfg.dev_groups or None)
+    splits.assert_disjoint(meta, train_idx, dev_idx, cfg.split_by)
+    train_meta, dev_meta = meta.iloc[train_idx], meta.iloc[dev_idx]
+    y_train = (train_meta["label"] == "spoof").to_numpy()
+    n_spoof, n_bona = int(y_train.sum()), int((~y_train).sum())
+    class_weights = ([len(y_train) / (2.0 * n_bona), len(y_train) / (2.0 * n_spoof)]
+                     if cfg.class_weighting == "balanced" else [1.0, 1.0])
+    kinds = sorted({m.input_kind for m in members.values()})
+    norm_stats = feature_norm_stats_of(dataset_root, kinds, set(train_meta["uri"]),
+                                       cfg.norm_sample_rows, cfg.seed)
+    rows_per_worker = len(train_idx) // cfg.num_workers
+    if rows_per_worker < 1:
+        raise ConfigError(f"{len(train_idx)} training windows cannot feed {cfg.num_workers} workers")
+    batch = min(cfg.batch_size, rows_per_worker)
+    steps = rows_per_worker // batch
+    if cfg.max_steps_per_epoch:
+        steps = min(steps, cfg.max_steps_per_epoch)
+
+    features_uri = storage.join(dataset_root, dataset.FEATURES_DIR)
+    train_ds = _split_dataset(features_uri, kinds, train_meta["uri"].unique(), with_meta=False)
+    dev_ds = _split_dataset(features_uri, kinds, dev_meta["uri"].unique(), with_meta=True)
+    loop_config = {
+        "cfg": cfg.to_dict(),
+        "feature_cfg": feature_cfg.to_dict(),
+        "members": {n: m.to_dict() for n, m in members.items()},
+        "norm_stats": {k: [v.tolist() for v in s] for k, s in norm_stats.items()},
+        "class_weights": class_weights,
+        "batch_size": batch,
+        "steps_per_epoch": steps,
+        # Loaded by the workers (Train V2 has no resume_from_checkpoint; this works in both).
+        "resume_checkpoint": resume_ckpt,
+    }
+    run_name = f"train_dl-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    trainer = TensorflowTrainer(
+        _train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=_scaling_config(cfg),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=storage.join(output, "ray"),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+        ),
+        datasets={"train": train_ds, "dev": dev_ds},
+        dataset_config=_data_config(cfg),
+    )
+    fit_started = time.time()
+    result = trainer.fit()
+    fit_s = time.time() - fit_started
+    if getattr(result, "error", None):
+        raise result.error
+    ckpt = result.checkpoint or (ray.train.Checkpoint(resume_ckpt) if resume_ckpt else None)
+    if ckpt is None:
+        raise RuntimeError(f"training run {run_name} reported no checkpoint; see the Ray logs")
+    fingerprint = dl.training_data_fingerprint(train_meta["uri"], train_meta["label"])
+    with ckpt.as_directory() as ckpt_dir:
+        return _write_outputs(
+            ckpt_dir, output, cfg, feature_cfg, members, fingerprint, dev_meta,
+            summary={
+                "run_name": run_name,
+                "ray_train": "v2" if _train_v2() else "v1",
+                "resumed_from": resume_ckpt,
+                "checkpoint": ckpt.path,
+                "data": {"dataset": dataset_root, "n_train_windows": len(train_idx),
+                         "n_dev_windows": len(dev_idx), "n_train_spoof": n_spoof,
+                         "n_train_bonafide": n_bona, "n_dev_files": int(dev_meta["uri"].nunique()),
+                         "split_by": cfg.split_by, "class_weights": class_weights,
+                         "batch_size_per_worker": batch, "steps_per_epoch": steps},
+                "timing_s": {"fit": round(fit_s, 2), "total": round(time.time() - started, 2)},
+            })
+
+
+def _train_v2() -> bool:
+    from ray.train.v2._internal.constants import is_v2_enabled
+
+    return is_v2_enabled()
+
+
+def _scaling_config(cfg: DLTrainConfig):
+    from ray.train import ScalingConfig
+
+    resources = {"CPU": cfg.cpus_per_worker}
+    if cfg.use_gpu:
+        resources["GPU"] = 1
+    kwargs: dict[str, Any] = {}
+    if not _train_v2():
+        # Train V1 reserves a whole CPU for its trainer actor otherwise, which deadlocks a
+        # small machine whose CPUs all go to workers. (V2 has no such actor reservation.)
+        kwargs["trainer_resources"] = {"CPU": 0}
+    return ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                         resources_per_worker=resources, **kwargs)
+
+
+def _data_config(cfg: DLTrainConfig):
+    from ray.train import DataConfig
+
+    options = DataConfig.default_ingest_options()
+    options.preserve_order = cfg.preserve_order
+    # Only train is sharded; every worker gets all of dev, but only rank 0 reads it.
+    return DataConfig(datasets_to_split=["train"], execution_options=options)
+
+
+def _prepare_output(output: str, *, resume: bool, overwrite: bool) -> str | None:
+    """Check the output folder; return the checkpoint URI to resume from (or None)."""
+    if resume:
+        ckpt = latest_checkpoint(output)
+        if ckpt is None:
+            raise FileNotFoundError(f"--resume: no checkpoint under {storage.join(output, 'ray')}")
+        return ckpt
+    if storage.exists_nonempty(output):
+        if not overwrite:
+            raise OutputExistsError(
+                f"{output} already holds data; pass overwrite=True (--overwrite) to replace it "
+                "or resume=True (--resume) to continue its latest checkpoint"
+            )
+        storage.remove(output)
+    return None
+
+
+def latest_checkpoint(output: str) -> str | None:
+    """URI of the checkpoint with the highest epoch under ``<output>/ray`` (or None)."""
+    fs, path = storage.filesystem(storage.join(output, "ray"))
+    if not fs.exists(path):
+        return None
+    best: tuple[int, str] | None = None
+    for state_path in fs.glob(f"{path}/**/state.json"):
+        try:
+            epoch = int(json.loads(fs.cat_file(state_path))["epoch"])
+        except (OSError, ValueError, KeyError):
+            continue  # a checkpoint being written or deleted
+        candidate = (epoch, storage.to_uri(fs, os.path.dirname(state_path)))
+        if best is None or candidate > best:
+            best = candidate
+    return best[1] if best else None
+
+
+def feature_norm_stats_of(root: str, kinds: Iterable[str], train_uris: set[str], max_rows: int,
+                          seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-row mean and variance of each kind over up to ``max_rows`` training windows.
+
+    Parts are visited in a seeded random order and read one at a time, so memory stays at
+    one part however large the dataset.
+
+    Returns
+    -------
+    dict kind -> (mean, var), each shape (rows,)
+    """
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    kinds = list(kinds)
+    fs, files = dataset._part_files(root, dataset.FEATURES_DIR)  # noqa: SLF001  (same package)
+    allowed = None
+    sums: dict[str, list[np.ndarray]] = {}
+    count = 0
+    for i in np.random.default_rng(seed).permutation(len(files)):
+        table = pq.read_table(files[i], filesystem=fs, columns=["uri", *kinds])
+        if allowed is None:
+            import pyarrow as pa
+
+            allowed = pa.array(sorted(train_uris), pa.string())
+        table = table.filter(pc.is_in(table["uri"], value_set=allowed))
+        table = table.slice(0, max_rows - count)
+        if len(table) == 0:
+            continue
+        for kind in kinds:
+            x = dataset.tensor_column(table, kind).astype(np.float64)
+            axes = (0, 2) if x.ndim == 3 else (0,)
+            n = x.shape[0] * (x.shape[2] if x.ndim == 3 else 1)
+            s = [x.sum(axis=axes), (x**2).sum(axis=axes), np.full(x.shape[1], float(n))]
+            sums[kind] = s if kind not in sums else [a + b for a, b in zip(sums[kind], s)]
+        count += len(table)
+        if count >= max_rows:
+            break
+    if count == 0:
+        raise ConfigError(f"no training windows found under {root} for the normalisation statistics")
+    out = {}
+    for kind, (s1, s2, n) in sums.items():
+        mean = s1 / n
+        out[kind] = (mean.astype(np.float32), np.maximum(s2 / n - mean**2, 0.0).astype(np.float32))
+    return out
+
+
+def _select_rows(batch, *, allowed, kinds: list[str], with_meta: bool):
+    """Ray Data UDF: keep the rows of one split and add the float target ``y``."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    batch = batch.filter(pc.is_in(batch["uri"], value_set=allowed))
+    y = pc.cast(pc.equal(batch["label"], "spoof"), pa.float32())
+    cols = {k: batch[k] for k in kinds}
+    cols["y"] = y
+    if with_meta:
+        cols["uri"] = batch["uri"]
+        cols["window_index"] = batch["window_index"]
+    return pa.table(cols)
+
+
+def _split_dataset(features_uri: str, kinds: list[str], uris: Iterable[str], *, with_meta: bool):
+    import pyarrow as pa
+    import ray.data
+
+    ds = ray.data.read_parquet(features_uri, columns=["uri", "window_index", "label", *kinds])
+    allowed = pa.array(sorted(uris), pa.string())
+    return ds.map_batches(_select_rows, batch_format="pyarrow",
+                          fn_kwargs={"allowed": allowed, "kinds": kinds, "with_meta": with_meta})
+
+
+def _write_outputs(ckpt_dir: str, output: str, cfg: DLTrainConfig, feature_cfg: FeatureConfig,
+                   members: dict[str, dl.MemberConfig], fingerprint: str, dev_meta,
+                   summary: dict[str, Any]) -> DLTrainResult:
+    import pandas as pd
+
+    with open(os.path.join(ckpt_dir, "state.json")) as fh:
+        state = json.load(fh)
+    out_members: dict[str, str] = {}
+    scores = dev_meta[["uri", "window_index", "label", "attack"]].reset_index(drop=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, mcfg in members.items():
+            mstate = state["members"][name]
+            sidecar = dl.sidecar_dict(name, mcfg, feature_cfg, dev_metrics=mstate["best_metrics"],
+                                      training_data_fingerprint=fingerprint)
+            sidecar["best_epoch"] = mstate["best_epoch"]
+            shutil.copyfile(os.path.join(ckpt_dir, name, "best.keras"), os.path.join(tmp, f"{name}.keras"))
+            dl.write_sidecar(os.path.join(tmp, f"{name}.json"), sidecar)
+            member_scores = pd.read_parquet(os.path.join(ckpt_dir, name, "best_dev_scores.parquet"))
+            scores = scores.merge(member_scores.rename(columns={"score": name}),
+                                  on=["uri", "window_index"], how="left")
+            for fname in (f"{name}.keras", f"{name}.json"):
+                with open(os.path.join(tmp, fname), "rb") as fh:
+                    storage.write_bytes_atomic(storage.join(output, "members", fname), fh.read())
+            out_members[name] = storage.join(output, "members", f"{name}.keras")
+        scores_path = os.path.join(tmp, "dev_scores.parquet")
+        scores.sort_values(["uri", "window_index"]).to_parquet(scores_path, index=False)
+        with open(scores_path, "rb") as fh:
+            storage.write_bytes_atomic(storage.join(output, "dev_scores.parquet"), fh.read())
+    summary = {
+        **summary,
+        "config": cfg.to_dict(),
+        "feature_config": feature_cfg.to_dict(),
+        "feature_config_hash": feature_cfg.config_hash(),
+        "training_data_fingerprint": fingerprint,
+        "epochs_done": state["epoch"],
+        "members": {n: {"file": f"members/{n}.keras", "best_epoch": state["members"][n]["best_epoch"],
+                        "stopped_early": state["members"][n]["stopped"],
+                        "dev_metrics": state["members"][n]["best_metrics"]} for n in members},
+        "history": state["history"],
+    }
+    storage.write_bytes_atomic(storage.join(output, "training_summary.json"),
+                               json.dumps(summary, indent=2, default=str).encode())
+    return DLTrainResult(output=output, members=out_members, summary=summary)
+
+
+# --- worker ------------------------------------------------------------------------------
+
+
+def fixed_steps(batches: Iterable[Any], steps: int) -> Iterator[Any]:
+    """Exactly ``steps`` items: stop early, or repeat the last item when ``batches`` runs
+    short. Workers with different batch counts would hang in the gradient all-reduce."""
+    it = iter(batches)
+    last = None
+    try:
+        for _ in range(steps):
+            try:
+                last = next(it)
+            except StopIteration:
+                if last is None:
+                    raise RuntimeError("a worker's training shard is empty") from None
+            yield last
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
+
+
+def _train_loop_per_worker(config: dict[str, Any]) -> None:
+    from spoofray.training import train_worker
+
+    train_worker.run(config)
+
+
+def write_toy_feature_dataset(root: str, feature_cfg: FeatureConfig, *, n_files: int = 32,
+                              windows_per_file: int = 2, n_attacks: int = 4, n_speakers: int = 4,
+                              n_parts: int = 2, seed: int = 0) -> str:
+    """A small learnable feature dataset (smoke tests, examples): spoof windows carry extra
+    energy in the lower quarter of every feature's rows; everything else is noise.
+
+    Half the files are spoof (attacks ``A0..``), half bona fide (speakers ``S0..``).
+    Returns ``root``.
+    """
+    import pyarrow as pa
+
+    rng = np.random.default_rng(seed)
+    shapes = feature_cfg.feature_shapes()
+    meta: dict[str, list] = {f.name: [] for f in dataset.WINDOW_META_SCHEMA if f.name != "feature_config_hash"}
+    feats: dict[str, list] = {k: [] for k in shapes}
+    for f in range(n_files):
+        spoof = f % 2 == 1
+        for w in range(windows_per_file):
+            meta["uri"].append(f"toy://file{f:04d}.wav")
+            meta["window_index"].append(w)
+            meta["start_s"].append(w * feature_cfg.audio.hop_s)
+            meta["end_s"].append(w * feature_cfg.audio.hop_s + feature_cfg.audio.window_s)
+            meta["label"].append("spoof" if spoof else "bonafide")
+            meta["attack"].append(f"A{(f // 2) % n_attacks}" if spoof else None)
+            meta["speaker"].append(f"S{(f // 2) % n_speakers}")
+            meta["group"].append(f"file{f:04d}")
+            meta["duration_s"].append(windows_per_file * feature_cfg.audio.hop_s)
+            for kind, shape in shapes.items():
+                x = rng.normal(size=shape).astype(np.float32) - 5.0
+                if spoof:
+                    x[: max(1, shape[0] // 4)] += 1.5
+                feats[kind].append(x)
+    table = dataset.windows_table(meta, {k: np.stack(v) for k, v in feats.items()}, feature_cfg)
+    bounds = np.linspace(0, len(table), n_parts + 1).astype(int)
+    for i in range(n_parts):
+        part: pa.Table = table.slice(bounds[i], bounds[i + 1] - bounds[i])
+        dataset.write_part(root, dataset.FEATURES_DIR, f"toy{i:03d}", part)
+    manifest = {"feature_config": feature_cfg.to_dict(), "toy": True, "n_windows": len(table)}
+    storage.write_bytes_atomic(storage.join(root, dataset.MANIFEST_NAME), json.dumps(manifest).encode())
+    return root

@@ -1,0 +1,226 @@
+"""Augmentation kernels with hand-checked properties, and the copy-synthesis corpus driver."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from spoofray import augment as A
+from spoofray.errors import ConfigError, OutputExistsError
+
+SR = 16_000
+
+
+def voiced(seconds: float = 1.0, f0: float = 140.0, seed: int = 0) -> np.ndarray:
+    """A harmonic tone with a slow vibrato and a little noise: speech-like enough for
+    WORLD's F0 tracker and for spectral checks."""
+    t = np.arange(int(seconds * SR)) / SR
+    phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.03 * np.sin(2 * np.pi * 3 * t))) / SR
+    y = sum(np.sin(k * phase) / k for k in range(1, 25))
+    y += 0.01 * np.random.default_rng(seed).standard_normal(len(t))
+    return (0.3 * y / np.max(np.abs(y))).astype(np.float32)
+
+
+def band_energy(y: np.ndarray, lo: float, hi: float) -> float:
+    spec = np.abs(np.fft.rfft(y * np.hanning(len(y)))) ** 2  # Hann: no leakage from the edges
+    f = np.fft.rfftfreq(len(y), 1 / SR)
+    return float(spec[(f >= lo) & (f < hi)].sum())
+
+
+@pytest.mark.parametrize("snr_db", [0.0, 10.0, 25.0])
+def test_add_noise_hits_the_requested_snr(snr_db):
+    y = voiced()
+    noisy = A.add_noise(y, snr_db, np.random.default_rng(1))
+    noise = noisy - y
+    measured = 10 * np.log10(np.mean(y.astype(np.float64) ** 2) / np.mean(noise.astype(np.float64) ** 2))
+    assert measured == pytest.approx(snr_db, abs=0.01)
+    assert noisy.dtype == np.float32 and noisy.shape == y.shape
+
+
+def test_add_noise_with_a_given_short_noise_clip_tiles_it():
+    y = voiced()
+    clip = np.random.default_rng(2).standard_normal(1000).astype(np.float32)
+    noisy = A.add_noise(y, 5.0, np.random.default_rng(0), noise=clip)
+    residual = noisy - y
+    assert np.allclose(residual[:1000] / clip, residual[0] / clip[0], rtol=1e-3)
+    assert np.allclose(residual[1000:2000], residual[:1000], atol=1e-6)
+
+
+def test_band_limit_removes_energy_outside_the_band():
+    y = A.add_noise(voiced(), 0.0, np.random.default_rng(3))  # broadband content
+    out = A.band_limit(y, SR, high_hz=3400.0, low_hz=300.0)
+    assert out.shape == y.shape
+    # > 60 dB down well outside the band, essentially untouched inside it.
+    assert band_energy(out, 4500, 8000) < 1e-6 * band_energy(y, 4500, 8000)
+    assert band_energy(out, 0, 150) < 1e-4 * band_energy(y, 0, 150)
+    assert band_energy(out, 800, 3000) == pytest.approx(band_energy(y, 800, 3000), rel=0.05)
+    low = A.band_limit(y, SR, high_hz=2000.0, low_hz=None)
+    assert band_energy(low, 3000, 8000) < 1e-6 * band_energy(y, 3000, 8000)
+
+
+def test_reverberation_keeps_length_and_rms_and_spreads_an_impulse():
+    rng = np.random.default_rng(0)
+    h = A.synthetic_rir(SR, 0.4, rng)
+    assert len(h) == int(0.4 * SR) and np.sum(h**2) == pytest.approx(1.0, rel=1e-5)
+    # Tail energy of the last 100 ms is ~60 dB below the first 100 ms of tail.
+    first, last = np.sum(h[1:1600] ** 2), np.sum(h[-1600:] ** 2)
+    assert 10 * np.log10(first / last) > 40
+    impulse = np.zeros(SR, np.float32)
+    impulse[100] = 1.0
+    wet = A.reverberate(impulse, SR, 0.3, np.random.default_rng(0))
+    assert wet.shape == impulse.shape
+    assert np.sqrt(np.mean(wet**2)) == pytest.approx(np.sqrt(np.mean(impulse**2)), rel=1e-4)
+    assert np.count_nonzero(np.abs(wet) > 1e-6) > 1000  # the impulse got a tail
+
+
+def test_time_stretch_and_pitch_shift_lengths():
+    y = voiced()
+    assert len(A.time_stretch(y, 2.0)) == pytest.approx(len(y) / 2, abs=512)
+    shifted = A.pitch_shift(y, SR, 2.0)
+    assert shifted.shape == y.shape and np.isfinite(shifted).all()
+
+
+@pytest.mark.parametrize("vocoder", A.VOCODERS)
+def test_copy_synthesis_same_length_finite_and_changed(vocoder):
+    y = voiced(0.8)
+    out = A.copy_synthesize(y, SR, vocoder)
+    assert out.shape == y.shape and out.dtype == np.float32
+    assert np.isfinite(out).all()
+    assert np.max(np.abs(out)) == pytest.approx(np.max(np.abs(y)), rel=1e-5)
+    assert not np.allclose(out, y, atol=1e-3)  # resynthesised, not copied
+    # Still the same sound: most energy in the same low band as the source.
+    assert band_energy(out, 0, 4000) > 0.5 * band_energy(out, 0, 8000)
+
+
+def test_codec_roundtrip_keeps_length_or_says_ffmpeg_is_missing(monkeypatch):
+    y = voiced()
+    if shutil.which("ffmpeg") is None:
+        with pytest.raises(A.CodecUnavailableError, match="ffmpeg"):
+            A.codec_roundtrip(y, SR, "mp3")
+        return
+    for codec in ("mp3", "mulaw"):
+        out = A.codec_roundtrip(y, SR, codec, "32k")
+        assert out.shape == y.shape and np.isfinite(out).all()
+        assert np.corrcoef(out[2000:-2000], y[2000:-2000])[0, 1] > 0.5 or codec == "mp3"
+    # A missing binary gives the clear error, not a crash.
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(A.CodecUnavailableError, match="ffmpeg"):
+        A.codec_roundtrip(y, SR, "mp3")
+
+
+def test_apply_channel_specs_and_bad_spec():
+    y = voiced(0.5)
+    rng = np.random.default_rng(0)
+    for spec in ("none", "noise:20", "band:300-3400", "lowpass:4000", "reverb:0.2"):
+        out = A.apply_channel(y, SR, spec, rng)
+        assert out.shape == y.shape and np.isfinite(out).all()
+    with pytest.raises(ConfigError, match="unknown channel spec"):
+        A.apply_channel(y, SR, "bitcrush:4", rng)
+    with pytest.raises(ConfigError):
+        A.apply_channel(y, SR, "band:3400-300", rng)
+
+
+# --- feature batches ---------------------------------------------------------------------
+
+
+def test_spec_augment_masks_whole_rows_and_frames_with_the_example_mean():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 16, 50)).astype(np.float32) + 3.0
+    out = A.spec_augment(x, rng, freq_masks=1, freq_width=0.5, time_masks=1, time_width=0.5)
+    assert out.shape == x.shape and not np.shares_memory(out, x)
+    for i in range(4):
+        changed = out[i] != x[i]
+        fill = x[i].mean()
+        assert np.allclose(out[i][changed], fill)
+        rows_full = changed.all(axis=1).sum()
+        cols_full = changed.all(axis=0).sum()
+        # Every changed cell lies in a fully masked row or a fully masked frame.
+        assert (changed == (changed.all(axis=1, keepdims=True) | changed.all(axis=0, keepdims=True))).all()
+        assert rows_full <= 8 and cols_full <= 25
+
+
+def test_mixup_mixes_features_and_labels_with_one_ratio():
+    n = 6
+    eye = np.eye(n, dtype=np.float32)
+    batch = {"stats": eye, "logmel": np.repeat(eye[:, :, None], 3, axis=2)}  # (n, n, 3)
+    y = np.array([0, 1, 0, 1, 1, 0], np.float32)
+    out, y2 = A.mixup(batch, y, np.random.default_rng(0), alpha=0.4)
+    for i in range(n):
+        row = out["stats"][i]  # lam * e_i + (1 - lam) * e_j
+        others = np.delete(np.arange(n), i)
+        j = int(others[np.argmax(row[others])]) if row[others].max() > 0 else i
+        lam = float(row[i]) if j != i else 1.0
+        assert 0.5 <= lam <= 1.0
+        assert row.sum() == pytest.approx(1.0, abs=1e-5)
+        assert np.allclose(out["logmel"][i], row[:, None])  # same pair and ratio for every kind
+        assert y2[i] == pytest.approx(lam * y[i] + (1 - lam) * y[j], abs=1e-5)
+
+
+def test_cutmix_replaces_a_frame_span_and_mixes_labels_by_its_length():
+    rng = np.random.default_rng(1)
+    n, frames = 6, 40
+    x = np.stack([np.full((3, frames), i, np.float32) for i in range(n)])
+    y = np.array([0, 1] * 3, np.float32)
+    out, y2 = A.cutmix({"mfcc": x}, y, rng, alpha=1.0)
+    for i in range(n):
+        foreign = out["mfcc"][i, 0] != i
+        cut = int(foreign.sum())
+        assert cut <= frames // 2
+        if cut:
+            idx = np.flatnonzero(foreign)
+            assert idx[-1] - idx[0] + 1 == cut  # one contiguous span
+            j = int(out["mfcc"][i, 0, idx[0]])
+            assert np.isclose(y2[i], (1 - cut / frames) * y[i] + cut / frames * y[j])
+        else:  # no span, or a span from itself: label unchanged
+            assert y2[i] == pytest.approx(y[i])
+
+
+def test_augment_batch_off_is_identity_and_config_checks():
+    rng = np.random.default_rng(0)
+    batch = {"logmel": np.random.default_rng(1).normal(size=(3, 4, 5)).astype(np.float32)}
+    y = np.array([0, 1, 1], np.float32)
+    out, y2 = A.augment_batch(batch, y, rng, A.FeatureAugmentConfig.off())
+    assert np.array_equal(out["logmel"], batch["logmel"]) and np.array_equal(y2, y)
+    out, y2 = A.augment_batch(batch, y, rng, A.FeatureAugmentConfig(spec_prob=1.0, mixup_prob=1.0))
+    assert out["logmel"].shape == (3, 4, 5) and ((0 <= y2) & (y2 <= 1)).all()
+    with pytest.raises(ConfigError, match="mixup_prob"):
+        A.FeatureAugmentConfig(mixup_prob=1.5)
+    assert A.FeatureAugmentConfig.from_dict(A.FeatureAugmentConfig().to_dict()) == A.FeatureAugmentConfig()
+
+
+# --- corpus driver -----------------------------------------------------------------------
+
+
+def test_make_copysyn_corpus_writes_labelled_flac_and_a_readable_manifest(tmp_path):
+    from spoofray.sources import read_manifest
+
+    src = tmp_path / "src"
+    src.mkdir()
+    items = []
+    for i in range(2):
+        path = src / f"utt{i}.wav"
+        sf.write(path, voiced(0.6, f0=120 + 30 * i, seed=i), SR)
+        items.append({"uri": str(path), "label": "bonafide", "speaker": f"spk{i}", "group": f"rec{i}"})
+    items.append({"uri": str(src / "fake.wav"), "label": "spoof"})  # skipped: not bona fide
+    out = tmp_path / "corpus"
+    manifest = A.make_copysyn_corpus(items, str(out), vocoders=("griffin_lim", "world"),
+                                     channels=("none", "noise:20"))
+    listed = read_manifest(manifest)
+    assert len(listed) == 2 * 3 * 2  # sources x (bona fide + 2 vocoders) x channels
+    by_label = {lab: [it for it in listed if it.label == lab] for lab in ("bonafide", "spoof")}
+    assert len(by_label["bonafide"]) == 4 and len(by_label["spoof"]) == 8
+    assert {it.attack for it in by_label["spoof"]} == {"copysyn:griffin_lim", "copysyn:world"}
+    for it in listed:
+        data, sr = sf.read(it.uri, dtype="float32")
+        assert sr == SR and len(data) == int(0.6 * SR) and np.isfinite(data).all()
+        assert it.uri.endswith(".flac")
+        # Each copy keeps the group (and speaker) of its source recording.
+        source = 0 if it.speaker == "spk0" else 1
+        assert it.group == f"rec{source}"
+    with pytest.raises(OutputExistsError):
+        A.make_copysyn_corpus(items, str(out), vocoders=("world",))
+    with pytest.raises(ConfigError, match="vocoder"):
+        A.make_copysyn_corpus(items, str(tmp_path / "x"), vocoders=("wavenet",))
