@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,16 +69,25 @@ def _cfg(**overrides) -> T.DLTrainConfig:
     return T.DLTrainConfig(**{**base, **overrides})
 
 
+RESUMED = ("cnn", "mlp")
+
+
 @pytest.fixture(scope="module")
 def trained(ray_session, toy_root, tmp_path_factory):
-    """All members in ONE TensorflowTrainer run for 1 epoch, then resumed to 2 epochs."""
+    """All members in ONE TensorflowTrainer run for 2 epochs (outputs kept aside), then two
+    of them resumed from its checkpoint to epoch 3."""
     out = str(tmp_path_factory.mktemp("dl") / "out")
     with deadline(FIT_TIMEOUT_S):
-        first = T.train_members(toy_root, out, _cfg(epochs=1))
+        first = T.train_members(toy_root, out, _cfg(epochs=2))
     first_ckpt = T.latest_checkpoint(out)
+    snapshot = str(tmp_path_factory.mktemp("dl_first"))
+    shutil.copytree(os.path.join(out, "members"), os.path.join(snapshot, "members"))
+    shutil.copy(os.path.join(out, "dev_scores.parquet"), snapshot)
     with deadline(FIT_TIMEOUT_S):
-        resumed = T.train_members(toy_root, out, _cfg(epochs=2), resume=True)
-    return out, first, first_ckpt, resumed
+        resumed = T.train_members(
+            toy_root, out, _cfg(epochs=3, members=RESUMED,
+                                member_params={n: TINY[n] for n in RESUMED}), resume=True)
+    return out, first, first_ckpt, resumed, snapshot
 
 
 def _state_epochs(directory: str) -> list[int]:
@@ -92,10 +102,10 @@ def _state_epochs(directory: str) -> list[int]:
 
 @pytest.mark.slow
 def test_every_member_trains_on_two_workers_and_its_loss_falls(trained):
-    _, first, _, resumed = trained
+    _, first, *_ = trained
     assert first.summary["data"]["n_train_windows"] % 2 == 1
-    assert first.summary["epochs_done"] == 1 and resumed.summary["epochs_done"] == 2
-    history = resumed.summary["history"]
+    assert first.summary["epochs_done"] == 2
+    history = first.summary["history"]
     assert [h["epoch"] for h in history] == [1, 2]
     for name in TINY:
         losses = [h[f"{name}/loss"] for h in history]
@@ -108,19 +118,25 @@ def test_every_member_trains_on_two_workers_and_its_loss_falls(trained):
 
 @pytest.mark.slow
 def test_resume_continues_the_epoch_count_from_the_latest_checkpoint(trained):
-    out, first, first_ckpt, resumed = trained
-    assert _state_epochs(first_ckpt) == [1]
+    out, first, first_ckpt, resumed, _ = trained
+    assert _state_epochs(first_ckpt) == [2]
     assert resumed.summary["resumed_from"] == first_ckpt
-    # The resumed run (its own Ray run folder) trained and checkpointed epoch 2 only.
-    assert _state_epochs(os.path.join(out, "ray", resumed.summary["run_name"])) == [2]
-    assert _state_epochs(T.latest_checkpoint(out)) == [2]
-    # Epoch 1 of the history is the first run's, carried over in the checkpoint.
-    assert resumed.summary["history"][0] == first.summary["history"][0]
+    assert resumed.summary["epochs_done"] == 3
+    history = resumed.summary["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    # Epochs 1-2 are the first run's, carried over in the checkpoint; the resumed run (its
+    # own Ray run folder) trained and checkpointed epoch 3 only, continuing the weights.
+    assert history[:2] == first.summary["history"]
+    assert _state_epochs(os.path.join(out, "ray", resumed.summary["run_name"])) == [3]
+    assert _state_epochs(T.latest_checkpoint(out)) == [3]
+    assert sorted(resumed.members) == sorted(RESUMED)
+    for name in RESUMED:
+        assert history[2][f"{name}/loss"] < history[0][f"{name}/loss"], name
 
 
 @pytest.mark.slow
 def test_outputs_follow_the_member_contract_in_a_fresh_process(trained, toy_root):
-    out, _, _, resumed = trained
+    _, first, _, _, out = trained  # the outputs of the all-member run
     meta = dataset.read_table(toy_root, columns=list(T.META_COLUMNS)).to_pandas()
     train_idx, dev_idx = splits.holdout_split(meta, by="attack", dev_fraction=0.25, seed=0)
     fingerprint = dl.training_data_fingerprint(meta["uri"].iloc[train_idx], meta["label"].iloc[train_idx])
@@ -133,9 +149,9 @@ def test_outputs_follow_the_member_contract_in_a_fresh_process(trained, toy_root
         assert side["input"] == dl.member_config(name).input_kind
         assert side["feature_config_hash"] == FC.config_hash()
         assert side["training_data_fingerprint"] == fingerprint
-        best = resumed.summary["members"][name]["best_epoch"]
+        best = first.summary["members"][name]["best_epoch"]
         assert side["dev_metrics"]["epoch"] == best
-        assert side["dev_metrics"]["eer"] == resumed.summary["history"][best - 1][f"{name}/dev_eer"]
+        assert side["dev_metrics"]["eer"] == first.summary["history"][best - 1][f"{name}/dev_eer"]
     # A fresh process loads every member with safe_mode=True and reproduces dev_scores.
     code = f"""
 import numpy as np, pandas as pd

@@ -34,6 +34,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -176,7 +177,7 @@ def train_members(dataset_root: str, output: str, cfg: DLTrainConfig, *, resume:
         # Loaded by the workers (Train V2 has no resume_from_checkpoint; this works in both).
         "resume_checkpoint": resume_ckpt,
     }
-    run_name = f"train_dl-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    run_name = f"train_dl-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     trainer = TensorflowTrainer(
         _train_loop_per_worker,
         train_loop_config=loop_config,

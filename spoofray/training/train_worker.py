@@ -255,4 +255,6 @@ def _restore(d: str, names, models, optimizers, workdir: str) -> dict[str, Any]:
         os.makedirs(os.path.join(workdir, n), exist_ok=True)
         for fname in ("best.keras", "best_dev_scores.parquet"):
             shutil.copyfile(os.path.join(d, n, fname), os.path.join(workdir, n, fname))
+    # Resuming a subset of the checkpoint's members continues just those.
+    state["members"] = {n: state["members"][n] for n in names}
     return state
