@@ -11,3 +11,11 @@ if REPO_ROOT not in sys.path:
 
 logging.basicConfig(level=os.environ.get("SPOOFRAY_LOG_LEVEL", "INFO"),
                     format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def absolute(uri: str | None) -> str | None:
+    """Local paths made absolute (Ray workers, and jobs under ``ray job submit``, run in
+    other folders); URIs such as ``s3://`` are left as they are."""
+    if uri is None or "://" in uri:
+        return uri
+    return os.path.abspath(os.path.expanduser(uri))

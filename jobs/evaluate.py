@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 
-import _bootstrap  # noqa: F401  (sys.path + logging)
+import _bootstrap  # sys.path + logging, absolute()
 
 from spoofray.errors import SpoofrayError
 
@@ -47,12 +46,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _absolute(uri: str | None) -> str | None:
-    if uri is None or "://" in uri:
-        return uri
-    return os.path.abspath(os.path.expanduser(uri))
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from spoofray.reports import EvaluateConfig, evaluate_report
@@ -67,9 +60,11 @@ def main(argv: list[str] | None = None) -> int:
             args.report = f"{tmp}/reports/run_id=smoke"
             args.output = args.output or f"{tmp}/eval"
         try:
-            cfg = EvaluateConfig(report=_absolute(args.report), output=_absolute(args.output),
-                                 labels=_absolute(args.labels),
-                                 audio_root=_absolute(args.audio_root), threshold=args.threshold)
+            cfg = EvaluateConfig(report=_bootstrap.absolute(args.report),
+                                 output=_bootstrap.absolute(args.output),
+                                 labels=_bootstrap.absolute(args.labels),
+                                 audio_root=_bootstrap.absolute(args.audio_root),
+                                 threshold=args.threshold)
             result = evaluate_report(cfg)
         except (SpoofrayError, FileNotFoundError) as exc:
             print(f"error: {exc}", file=sys.stderr)

@@ -18,7 +18,7 @@ import json
 import sys
 import tempfile
 
-import _bootstrap  # noqa: F401  (sys.path + logging)
+import _bootstrap  # sys.path + logging, absolute()
 
 from spoofray.config import FEATURE_KINDS, AudioConfig, FeatureConfig
 from spoofray.errors import SpoofrayError
@@ -63,7 +63,9 @@ def build_config(args: argparse.Namespace):
                         max_duration_s=args.max_duration_s)
     features = FeatureConfig(audio=audio, kinds=tuple(args.features.split(",")),
                              n_mels=args.n_mels, store_float16=args.float16)
-    return ExtractConfig(input=args.input, output=args.output, audio_root=args.audio_root,
+    return ExtractConfig(input=_bootstrap.absolute(args.input),
+                         output=_bootstrap.absolute(args.output),
+                         audio_root=_bootstrap.absolute(args.audio_root),
                          features=features, files_per_task=args.files_per_task,
                          concurrency=args.concurrency, overwrite=args.overwrite, limit=args.limit)
 

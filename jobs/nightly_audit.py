@@ -33,7 +33,7 @@ import sys
 import tempfile
 import traceback
 
-import _bootstrap  # noqa: F401  (sys.path + logging)
+import _bootstrap  # sys.path + logging, absolute()
 
 from spoofray.errors import BundleIntegrityError, ConfigError, OutputExistsError, SourceError
 
@@ -95,20 +95,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _absolute(uri: str | None) -> str | None:
-    """Local paths made absolute: under `ray job submit` the job runs in a copied folder."""
-    if uri is None or "://" in uri:
-        return uri
-    return os.path.abspath(os.path.expanduser(uri))
-
-
 def build_config(args: argparse.Namespace):
     from spoofray.audit import AuditConfig
 
     return AuditConfig(
-        input=_absolute(args.input), output=_absolute(args.output),
-        bundle=_absolute(args.bundle), audio_root=_absolute(args.audio_root),
-        rules=_absolute(args.rules), date=args.date, run_id=args.run_id,
+        input=_bootstrap.absolute(args.input), output=_bootstrap.absolute(args.output),
+        bundle=_bootstrap.absolute(args.bundle), audio_root=_bootstrap.absolute(args.audio_root),
+        rules=_bootstrap.absolute(args.rules), date=args.date, run_id=args.run_id,
         rescore=args.rescore, on_new_bundle=args.on_new_bundle,
         retry_errors=not args.no_retry_errors, reference_runs=args.reference_runs,
         psi_bins=args.psi_bins, drift_min_files=args.drift_min_files,

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 
-import _bootstrap  # noqa: F401  (sys.path + logging)
+import _bootstrap  # sys.path + logging, absolute()
 
 from spoofray.errors import SpoofrayError
 
@@ -62,19 +61,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _absolute(uri: str | None) -> str | None:
-    """Local paths made absolute: under `ray job submit` the job runs in a copied folder."""
-    if uri is None or "://" in uri:
-        return uri
-    return os.path.abspath(os.path.expanduser(uri))
-
-
 def build_config(args: argparse.Namespace):
     from spoofray.pipeline.score import ScoreConfig
 
     return ScoreConfig(
-        input=_absolute(args.input), output=_absolute(args.output),
-        bundle=_absolute(args.bundle), audio_root=_absolute(args.audio_root),
+        input=_bootstrap.absolute(args.input), output=_bootstrap.absolute(args.output),
+        bundle=_bootstrap.absolute(args.bundle), audio_root=_bootstrap.absolute(args.audio_root),
         threshold=args.threshold, run_id=args.run_id, files_per_task=args.files_per_task,
         featurize_concurrency=args.featurize_concurrency,
         featurize_memory_mb=args.featurize_memory_mb, batch_size=args.batch_size,
