@@ -144,6 +144,8 @@ def ray_head(tmp_path_factory, s3_server):
             break
         except OSError:
             if proc.poll() is not None or time.time() > deadline:
+                if proc.poll() is None:  # never leave a half-started head behind
+                    os.killpg(proc.pid, signal.SIGKILL)
                 log.close()
                 raise RuntimeError(f"ray head did not start; see {log.name}")
             time.sleep(1)
