@@ -120,7 +120,11 @@ def write_part(root: str, subdir: str, key: str, table: pa.Table) -> str:
     """Write ``table`` as ``<root>/<subdir>/part-<key>.parquet`` atomically; return its URI."""
     uri = storage.join(root, subdir, f"part-{key}.parquet")
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
+    # Dictionary-encode only the repetitive metadata: on float feature tensors a dictionary
+    # never pays off, yet building it made writing cost as much as computing the features
+    # (and the files 45% larger); measured in docs/benchmarks.md.
+    text = [f.name for f in table.schema if pa.types.is_string(f.type)]
+    pq.write_table(table, sink, compression="zstd", use_dictionary=text)
     storage.write_bytes_atomic(uri, sink.getvalue().to_pybytes())
     return uri
 
