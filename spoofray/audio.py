@@ -27,13 +27,11 @@ import tempfile
 
 import numpy as np
 
-from spoofray import storage
-from spoofray.config import AudioConfig
+from spoofray.config import AudioConfig, FeatureConfig
 from spoofray.errors import (
     AudioDecodeError,
     AudioTooLongError,
     AudioTooShortError,
-    FileReadError,
     InvalidAudioError,
     UnsupportedFormatError,
 )
@@ -565,24 +563,11 @@ def load_path(uri: str, cfg: AudioConfig) -> DecodedAudio:
     Raises
     ------
     FileReadError
-        The file cannot be read (missing, permissions, storage fault).
+        The file cannot be read (missing, permissions, not a regular file, storage fault).
     """
-    fs, path = storage.filesystem(uri)
-    try:
-        size = fs.size(path)
-    except OSError as exc:
-        raise FileReadError(
-            f"{uri}: cannot read ({type(exc).__name__}: {exc}); check the path and access."
-        ) from exc
-    if size is not None and size > cfg.max_file_bytes:
-        raise AudioTooLongError(
-            f"{uri}: {size} bytes, over the limit of {cfg.max_file_bytes} bytes "
-            "(AudioConfig.max_file_bytes); raise the limit or split the file."
-        )
-    try:
-        data = storage.read_bytes(uri)
-    except OSError as exc:
-        raise FileReadError(
-            f"{uri}: cannot read ({type(exc).__name__}: {exc}); check the path and access."
-        ) from exc
+    # featurize.read_item_bytes is the one reader of input files (regular files only,
+    # size limit, storage retries); featurize imports this module, hence the late import.
+    from spoofray.featurize import read_item_bytes
+
+    data = read_item_bytes({"uri": uri}, FeatureConfig(audio=cfg))
     return load(data, uri, cfg)

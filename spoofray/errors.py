@@ -75,3 +75,15 @@ class MetricError(SpoofrayError, ValueError):
 
 class BundleIntegrityError(SpoofrayError):
     """A model bundle failed checksum, feature-config or safety verification."""
+
+
+# --- run failures ---------------------------------------------------------------------------
+
+
+class StorageUnavailableError(SpoofrayError):
+    """The storage endpoint stayed unreachable for the whole retry budget.
+
+    Not a per-file problem (every file would fail the same way), so it is never turned
+    into an error row: it stops the run, which then publishes nothing. Deliberately not an
+    ``OSError``: per-file readers turn ``OSError`` into error rows.
+    """

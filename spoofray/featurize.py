@@ -9,6 +9,7 @@ one bad file cannot fail a batch.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -17,7 +18,8 @@ import numpy as np
 
 from spoofray import audio, features, storage
 from spoofray.config import FeatureConfig
-from spoofray.errors import AudioTooLongError, FileReadError, InputFileError
+from spoofray.errors import (AudioTooLongError, FileReadError, InputFileError,
+                             InvalidAudioError)
 
 
 @dataclasses.dataclass
@@ -51,29 +53,77 @@ class FileFeatures:
 
 
 def read_item_bytes(item: Mapping[str, Any], cfg: FeatureConfig) -> bytes:
-    """The raw bytes of ``item['uri']``, refusing files over the configured size limit."""
+    """The raw bytes of ``item['uri']``, refusing files over the configured size limit.
+
+    Local files must be regular files (a FIFO or a link to ``/dev/zero`` named ``.wav``
+    would hang or stream forever). Remote reads retry transient storage faults with
+    backoff; an outage that outlasts the retry budget raises
+    :class:`~spoofray.storage.StorageUnavailableError` (a run failure, not an error row).
+
+    Raises
+    ------
+    FileReadError
+        Missing, unreadable, not a regular file, or a non-transient storage error.
+    AudioTooLongError
+        Over ``cfg.audio.max_file_bytes``.
+    StorageUnavailableError
+        The store stayed unreachable.
+    """
     uri = item["uri"]
     limit = cfg.audio.max_file_bytes
-    try:
+
+    def too_big(size: int | None) -> AudioTooLongError | None:
+        if size is None or size <= limit:
+            return None
+        return AudioTooLongError(
+            f"{uri}: {size} bytes is over the {limit}-byte limit (AudioConfig.max_file_bytes); "
+            "raise the limit to process it")
+
+    def read_remote() -> bytes:
         fs, path = storage.filesystem(uri)
         size = item.get("size_bytes")
         if size is None:
             size = fs.size(path)
-        if size is not None and size > limit:
-            raise AudioTooLongError(
-                f"{uri}: {size} bytes is over the {limit}-byte limit (AudioConfig.max_file_bytes); "
-                "raise the limit to process it"
-            )
+        if (exc := too_big(size)) is not None:
+            raise exc
         with fs.open(path, "rb") as fh:
             # Read one byte past the limit so a file that grew since listing is still refused.
-            data = fh.read(limit + 1)
-    except InputFileError:
+            return fh.read(limit + 1)
+
+    try:
+        if storage.is_remote(uri):
+            data = storage.with_retries(read_remote, what=f"reading {uri}")
+        else:
+            path = storage.filesystem(uri)[1]
+            if (exc := too_big(os.stat(path).st_size)) is not None:  # sparse 3 GiB: not read
+                raise exc
+            data = storage.read_local_file(path, limit)
+    except (InputFileError, storage.StorageUnavailableError):
         raise
-    except (OSError, ValueError) as exc:  # missing, permissions, storage faults
-        raise FileReadError(f"{uri}: could not read the file ({type(exc).__name__}: {exc})") from exc
+    except (OSError, ValueError) as exc:  # missing, permissions, not a file, storage errors
+        hint = ""
+        if "\\x" in uri and isinstance(exc, FileNotFoundError):
+            hint = (" (its name is not valid UTF-8, so it was listed with \\x escapes and "
+                    "cannot be opened by that name: rename the file to UTF-8)")
+        raise FileReadError(
+            f"{uri}: could not read the file ({type(exc).__name__}: {exc}){hint}") from exc
     if len(data) > limit:
-        raise AudioTooLongError(f"{uri}: larger than the {limit}-byte limit (AudioConfig.max_file_bytes)")
+        raise AudioTooLongError(
+            f"{uri}: larger than the {limit}-byte limit (AudioConfig.max_file_bytes)")
     return data
+
+
+def _check_finite(uri: str, feats: Mapping[str, np.ndarray], samples: np.ndarray) -> None:
+    """Refuse features with NaN/Inf: finite float samples far above full scale (a float WAV
+    may hold 1e37) overflow the float32 power spectrum, and Inf features would poison
+    every model and statistic downstream."""
+    for kind, values in feats.items():
+        if not np.isfinite(values).all():
+            peak = float(np.max(np.abs(samples))) if samples.size else 0.0
+            raise InvalidAudioError(
+                f"{uri}: {kind} features are not finite (NaN/Inf): the samples reach "
+                f"{peak:.3g}, far beyond full scale (1.0), and overflow the spectrum. "
+                "The file is corrupt or was written unscaled: re-export it as normal audio.")
 
 
 def featurize_file(item: Mapping[str, Any], cfg: FeatureConfig,
@@ -95,7 +145,9 @@ def featurize_file(item: Mapping[str, Any], cfg: FeatureConfig,
         decoded = audio.load(data, record["uri"], cfg.audio)
         windows, start_s, end_s = audio.frame_windows(decoded.samples, cfg.audio)
         wanted = cfg if kinds is None else dataclasses.replace(cfg, kinds=tuple(kinds))
-        feats = features.extract(windows, wanted)
+        with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+            feats = features.extract(windows, wanted)
+        _check_finite(record["uri"], feats, decoded.samples)
     except InputFileError as exc:
         return FileFeatures(item=record, status="error", error_type=exc.error_type,
                             error_message=str(exc), seconds=time.perf_counter() - started)

@@ -16,16 +16,19 @@ only lists and labels; no audio is read.
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import math
 import os
 import posixpath
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from spoofray.errors import LabelError, SourceError
-from spoofray.storage import filesystem, is_remote, to_uri
+from spoofray.storage import filesystem, is_remote, redact, to_uri, with_retries
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: File name endings treated as audio when listing folders (compared case-insensitively).
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus")
@@ -148,6 +151,26 @@ def is_audio_path(path: str) -> bool:
     return path.lower().endswith(AUDIO_EXTENSIONS)
 
 
+def _utf8_path(path: str) -> str:
+    """``path`` as UTF-8-safe text: an undecodable name (lone surrogates, which no Arrow
+    string column accepts, so one such name would fail a whole run) becomes its
+    ``\\xNN``-escaped spelling; the file then gets an error row saying to rename it."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        escaped = os.fsencode(path).decode("utf-8", "backslashreplace")
+        logger.warning("file name is not valid UTF-8: %s; it will be an error row (rename it "
+                       "to UTF-8 to process it)", escaped)
+        return escaped
+
+
+def _ask(uri: str, what: str, call: Callable[[], T]) -> T:
+    """``call()``; for an ``s3://`` URI retried on transient storage faults (an endpoint
+    that is briefly down must not fail a listing with a bare connection error)."""
+    return with_retries(call, what=f"{what} {uri}") if is_remote(uri) else call()
+
+
 # --- folders and prefixes ---------------------------------------------------------------
 
 
@@ -214,7 +237,9 @@ def _walk_remote(fs: Any, root: str) -> tuple[list[tuple[str, int | None]], int]
     fs.invalidate_cache(root)  # fsspec instances are shared; a stale listing misses new files
     found: list[tuple[str, int | None]] = []
     skipped = 0
-    for path, info in fs.find(root, detail=True, withdirs=False).items():
+    found_all = _ask(to_uri(fs, root), "listing",
+                     lambda: fs.find(root, detail=True, withdirs=False))
+    for path, info in found_all.items():
         rel = posixpath.relpath(path, root)
         if rel == "." or any(part.startswith(".") for part in rel.split("/")):
             continue
@@ -255,9 +280,9 @@ def list_audio(uri: str) -> list[AudioItem]:
     remote = is_remote(uri)
     if remote:
         fs.invalidate_cache(root)
-    if not fs.exists(root):
+    if not _ask(uri, "checking", lambda: fs.exists(root)):
         raise SourceError(f"no such file or folder: {uri}")
-    if not fs.isdir(root):
+    if not _ask(uri, "checking", lambda: fs.isdir(root)):
         raise SourceError(
             f"list_audio expects a folder or prefix, got the file {uri}; "
             "use resolve_inputs() for single files, manifests and protocols"
@@ -270,6 +295,7 @@ def list_audio(uri: str) -> list[AudioItem]:
         lambda p: os.path.relpath(p, root).replace(os.sep, "/"))
     items = []
     for path, size in found:
+        path = path if remote else _utf8_path(path)
         label, attack = _labels_from_folders(rel_of(path).split("/")[:-1])
         items.append(AudioItem(uri=to_uri(fs, path), label=label, attack=attack,
                                size_bytes=size))
@@ -291,7 +317,8 @@ def _sizes(uris: list[str], root_uri: str) -> dict[str, int | None]:
     if is_remote(root_uri) and any(u.startswith(root_prefix) for u in uris):
         fs, root = filesystem(root_uri)
         fs.invalidate_cache(root)
-        found = fs.find(root, detail=True, withdirs=False) if fs.exists(root) else {}
+        found = _ask(root_uri, "listing", lambda: fs.find(root, detail=True, withdirs=False)
+                     if fs.exists(root) else {})
         listed = {to_uri(fs, path): info.get("size") for path, info in found.items()}
     for uri in uris:
         if not is_remote(uri):
@@ -328,11 +355,11 @@ def _manifest_uri(value: str, root_uri: str, where: str) -> str:
         text = text[len("file://"):]
     elif "://" in text:
         raise SourceError(
-            f"{where}: unsupported scheme in path {value!r}; use a path relative to the "
+            f"{where}: unsupported scheme in path {redact(value)!r}; use a path relative to the "
             "manifest, or an s3:// URI"
         )
     outside = (
-        f"{where}: path {value!r} points outside {root_uri}; paths must stay below that "
+        f"{where}: path {redact(value)!r} points outside {root_uri}; paths must stay below that "
         "folder (or be s3:// URIs). Fix the path, or move the manifest/audio root up."
     )
     if is_remote(root_uri):
@@ -354,11 +381,11 @@ def _read_table(uri: str) -> Any:
     fs, path = filesystem(uri)
     parquet = uri.lower().endswith((".parquet", ".pq"))
     try:
-        with fs.open(path, "rb") as fh:
-            if parquet:
-                return pd.read_parquet(fh)
-            # Everything as text: ids like "0012" must keep their zeros, "-" stays "-".
-            return pd.read_csv(fh, dtype=str, keep_default_na=False, skipinitialspace=True)
+        fh = io.BytesIO(_ask(uri, "reading", lambda: fs.cat_file(path)))
+        if parquet:
+            return pd.read_parquet(fh)
+        # Everything as text: ids like "0012" must keep their zeros, "-" stays "-".
+        return pd.read_csv(fh, dtype=str, keep_default_na=False, skipinitialspace=True)
     except FileNotFoundError:
         raise SourceError(f"no such file or folder: {uri}") from None
     except pd.errors.EmptyDataError:
@@ -495,8 +522,7 @@ def read_asvspoof_protocol(
     """
     fs, path = filesystem(protocol_uri)
     try:
-        with fs.open(path, "rb") as fh:
-            text = fh.read().decode("utf-8")
+        text = _ask(protocol_uri, "reading", lambda: fs.cat_file(path)).decode("utf-8")
     except FileNotFoundError:
         raise SourceError(f"no such file or folder: {protocol_uri}") from None
     except UnicodeDecodeError as exc:
@@ -571,15 +597,20 @@ def resolve_inputs(
         Missing input, unsupported file type, or nothing to read.
     """
     uri = os.fspath(input)
+    if is_remote(uri) and not uri.startswith("s3://"):
+        # fsspec would happily fetch http(s):// (a presigned URL, whose signature would
+        # then be echoed into manifests and summaries): only local paths and s3:// are inputs.
+        raise SourceError(f"unsupported input {redact(uri)!r}: use a local path or an s3:// "
+                          "URI (download other URLs first)")
     fs, path = filesystem(uri)
     if is_remote(uri):
         fs.invalidate_cache(path)
     else:
         uri = path
-    if not fs.exists(path):
+    if not _ask(uri, "checking", lambda: fs.exists(path)):
         raise SourceError(f"no such file or folder: {uri}")
     lower = uri.lower()
-    if fs.isdir(path):
+    if _ask(uri, "checking", lambda: fs.isdir(path)):
         items = list_audio(uri)
         if not items:
             raise SourceError(

@@ -7,12 +7,114 @@ put into messages: only bucket/key paths are.
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import posixpath
+import random
+import stat
+import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import fsspec
+
+from spoofray.errors import StorageUnavailableError  # noqa: F401 - also storage.<name>
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# botocore's DEBUG wire logs print request headers: the session token, the access key id
+# in the signature, presigned query strings (botocore.auth, botocore.endpoint). A root
+# logger at DEBUG (SPOOFRAY_LOG_LEVEL=DEBUG) must not switch them on; whoever really
+# needs them can still set these loggers' levels explicitly.
+for _name in ("botocore", "aiobotocore", "boto3", "s3transfer", "urllib3"):
+    if logging.getLogger(_name).level == logging.NOTSET:
+        logging.getLogger(_name).setLevel(logging.INFO)
+
+#: Seconds a storage call keeps retrying a transient fault (endpoint down, connection
+#: reset, timeout) before giving up; override with SPOOFRAY_STORAGE_RETRY_S.
+DEFAULT_RETRY_BUDGET_S = 60.0
+
+# Exception class names (anywhere in the MRO) that mean "the store did not answer", not
+# "the object is bad": botocore, aiohttp and fsspec spell them differently, and naming
+# them keeps this module free of hard imports of those libraries.
+_TRANSIENT_NAMES = frozenset({
+    "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError",
+    "ConnectionClosedError", "ServerDisconnectedError", "ClientConnectorError",
+    "ClientOSError", "ClientPayloadError", "FSTimeoutError", "ResponseStreamingError",
+})
+_TRANSIENT_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED,
+                               errno.ETIMEDOUT, errno.EPIPE, errno.EHOSTUNREACH,
+                               errno.ENETUNREACH,
+                               # s3fs's spelling of HTTP 503 SlowDown and 500 InternalError
+                               errno.EBUSY, getattr(errno, "EREMOTEIO", errno.EIO)})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when ``exc`` says the store was unreachable or timed out (worth retrying)."""
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError,
+                        NotADirectoryError)):
+        return False
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
+        return True
+    return any(cls.__name__ in _TRANSIENT_NAMES for cls in type(exc).__mro__)
+
+
+def retry_budget_s() -> float:
+    raw = os.environ.get("SPOOFRAY_STORAGE_RETRY_S")
+    try:
+        return DEFAULT_RETRY_BUDGET_S if raw is None else max(0.0, float(raw))
+    except ValueError:
+        return DEFAULT_RETRY_BUDGET_S
+
+
+def with_retries(fn: Callable[[], T], *, what: str, budget_s: float | None = None) -> T:
+    """Call ``fn``; on a transient storage fault retry with exponential backoff.
+
+    Parameters
+    ----------
+    fn : callable
+        The whole operation (open + read, or one PUT): retried from the start.
+    what : str
+        What is being done, for log lines and the final error (a URI, never credentials).
+    budget_s : float, optional
+        Give up once this many seconds have passed (default :func:`retry_budget_s`).
+
+    Raises
+    ------
+    StorageUnavailableError
+        The fault outlasted the budget. Other errors pass through untouched.
+    """
+    budget = retry_budget_s() if budget_s is None else budget_s
+    started = time.monotonic()
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except StorageUnavailableError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - filtered by is_transient just below
+            if not is_transient(exc):
+                raise
+            attempt += 1
+            elapsed = time.monotonic() - started
+            if elapsed >= budget:
+                raise StorageUnavailableError(
+                    f"{what}: storage unreachable for {elapsed:.0f} s over {attempt} attempt(s) "
+                    f"({type(exc).__name__}: {exc}); check the endpoint and network, or raise "
+                    "SPOOFRAY_STORAGE_RETRY_S, then rerun"
+                ) from exc
+            # Backoff 0.5, 1, 2, 4, 8 s (with jitter so that many workers do not retry in
+            # step), never sleeping past the budget.
+            delay = min(8.0, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.75, 1.25)
+            delay = min(delay, max(0.0, budget - elapsed))
+            log.warning("%s: transient storage fault (%s); retry %d in %.1f s",
+                        what, type(exc).__name__, attempt, delay)
+            time.sleep(delay)
 
 
 def is_remote(uri: str) -> bool:
@@ -27,6 +129,22 @@ def _s3_options() -> dict[str, Any]:
     if endpoint:
         opts["client_kwargs"] = {"endpoint_url": endpoint}
     return opts
+
+
+def redact(text: str) -> str:
+    """``text`` with URL query strings and ``user:password@`` parts removed.
+
+    A presigned URL carries its signature (and an access key id) in the query string;
+    echoing one into an error message would put a live credential into logs.
+    """
+    if "://" not in text:
+        return text
+    scheme, rest = text.split("://", 1)
+    rest = rest.split("?", 1)[0] + ("?<query removed>" if "?" in rest else "")
+    head, sep, tail = rest.partition("/")
+    if "@" in head:
+        head = "<credentials removed>@" + head.rsplit("@", 1)[1]
+    return f"{scheme}://{head}{sep}{tail}"
 
 
 def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -64,20 +182,53 @@ def join(uri: str, *parts: str) -> str:
 
 
 def read_bytes(uri: str) -> bytes:
+    """The whole object at ``uri``; transient storage faults are retried (:func:`with_retries`)."""
     fs, path = filesystem(uri)
-    with fs.open(path, "rb") as fh:
-        return fh.read()
+
+    def read() -> bytes:
+        with fs.open(path, "rb") as fh:
+            return fh.read()
+
+    return with_retries(read, what=f"reading {uri}") if is_remote(uri) else read()
+
+
+def read_local_file(path: str, limit: int) -> bytes:
+    """Up to ``limit + 1`` bytes of a local REGULAR file (caller compares with ``limit``).
+
+    Opened non-blocking and checked with ``fstat`` on the open descriptor (no race with a
+    rename): a FIFO named ``x.wav`` would block a plain ``open`` forever, and a link to
+    ``/dev/zero`` would stream without end. Both are refused with :class:`OSError`.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe)"
+                    if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+                    else "a block device" if stat.S_ISBLK(mode) else "a socket"
+                    if stat.S_ISSOCK(mode) else "not a regular file")
+            raise OSError(errno.EINVAL, f"not a regular file: it is {kind}")
+        with os.fdopen(fd, "rb", closefd=True) as fh:
+            fd = -1
+            return fh.read(limit + 1)
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 def write_bytes_atomic(uri: str, data: bytes) -> None:
     """Write a whole object so that readers see either nothing or all of it.
 
-    Locally: write to a temporary sibling and rename. On S3 a single PUT is already atomic.
+    Locally: write to a temporary sibling and rename. On S3 a single PUT is already atomic
+    (and is retried on transient faults, see :func:`with_retries`).
     """
     fs, path = filesystem(uri)
     if is_remote(uri):
-        with fs.open(path, "wb") as fh:
-            fh.write(data)
+        def put() -> None:
+            with fs.open(path, "wb") as fh:
+                fh.write(data)
+
+        with_retries(put, what=f"writing {uri}")
         return
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"

@@ -191,7 +191,12 @@ def test_refusals_before_any_work(tmp_path, monkeypatch, trained_small_bundle):
         score_archive(ScoreConfig(input=str(folder), output=str(tmp_path / "out")))
     os.makedirs(tmp_path / "out" / "run_id=taken" / "report")
     open(tmp_path / "out" / "run_id=taken" / "report" / "x.parquet", "w").close()
-    with pytest.raises(OutputExistsError, match="run_id=taken"):
+    # A folder without _SUCCESS is what an interrupted publish on S3 leaves: say so.
+    with pytest.raises(OutputExistsError, match="run_id=taken already exists without _SUCCESS"):
+        score_archive(ScoreConfig(input=str(folder), output=str(tmp_path / "out"),
+                                  bundle=trained_small_bundle, run_id="taken"))
+    open(tmp_path / "out" / "run_id=taken" / "_SUCCESS", "w").close()
+    with pytest.raises(OutputExistsError, match="run_id=taken already exists; choose another"):
         score_archive(ScoreConfig(input=str(folder), output=str(tmp_path / "out"),
                                   bundle=trained_small_bundle, run_id="taken"))
 

@@ -29,6 +29,7 @@ from spoofray import dataset, sources, storage
 from spoofray.config import Config, FeatureConfig, register
 from spoofray.errors import ConfigError, OutputExistsError, SpoofrayError
 from spoofray.featurize import FileFeatures, featurize_file
+from spoofray.pipeline import runtime
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +209,14 @@ def extract_features(cfg: ExtractConfig,
         num_cpus=cfg.num_cpus_per_task,
         compute=ray.data.TaskPoolStrategy(size=cfg.concurrency) if cfg.concurrency else None,
     )
-    summary = ds.to_pandas()
+    try:
+        summary = ds.to_pandas()
+    except Exception as exc:  # an outage that outlasted the retries must read as one
+        runtime.raise_if_storage_outage(
+            exc, stopped="extraction",
+            left=f"{cfg.output} has no {dataset.MANIFEST_NAME}: it is an unfinished dataset "
+                 "(training refuses it); rerun with --overwrite once storage is back")
+        raise
     pipeline_s = time.perf_counter() - started - listed_s
 
     check_accounting(items, summary)

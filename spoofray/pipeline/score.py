@@ -30,7 +30,7 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,10 +39,12 @@ import pyarrow.parquet as pq
 
 from spoofray import reports, sources, storage
 from spoofray.config import Config, FeatureConfig, register
-from spoofray.errors import ConfigError, OutputExistsError, SpoofrayError
+from spoofray.errors import (ConfigError, OutputExistsError, SpoofrayError,
+                             StorageUnavailableError)
 from spoofray.featurize import FileFeatures, featurize_file
 from spoofray.models.assemble import latest_bundle, registry_root
 from spoofray.models.bundle import Bundle, load_payload
+from spoofray.pipeline import runtime
 from spoofray.reports import PLOTS_DIR, REPORT_DIR, SUCCESS_MARKER, SUMMARY_NAME
 
 log = logging.getLogger(__name__)
@@ -129,8 +131,13 @@ def _clean_item(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def featurize_batch(batch: pa.Table, *, features: dict[str, Any], kinds: list[str]) -> pa.Table:
-    """Ray Data batch function: listed files → one featurized row per file (never raises
-    for a per-file problem)."""
+    """Ray Data batch function: listed files → one featurized row per file.
+
+    Never raises for a per-file problem (that is the file's error row). Raises
+    :class:`~spoofray.errors.StorageUnavailableError` when the store stayed unreachable
+    for the whole retry budget: every file would fail alike, so the run must fail and
+    publish nothing rather than report good files as errors.
+    """
     cfg = FeatureConfig.from_dict(features)
     shapes = cfg.feature_shapes()
     rows = []
@@ -138,6 +145,8 @@ def featurize_batch(batch: pa.Table, *, features: dict[str, Any], kinds: list[st
         item = _clean_item(raw)
         try:
             r = featurize_file(item, cfg, kinds=tuple(kinds))
+        except StorageUnavailableError:
+            raise
         except Exception as exc:  # a decoder bug on one file must not fail an archive run
             r = FileFeatures(item=item, status="error", error_type=type(exc).__name__,
                              error_message=f"{item['uri']}: unexpected {type(exc).__name__} "
@@ -329,8 +338,13 @@ def _write_table(uri: str, table: pa.Table) -> None:
 def publish_run(tmp: str, final: str) -> None:
     """Move a finished run folder into place; ``_SUCCESS`` appears last.
 
-    Local: one rename of the folder (``_SUCCESS`` already inside). S3 has no rename:
-    copy every object, then write ``_SUCCESS``, then delete the temporary prefix.
+    Local: one rename of the folder (``_SUCCESS`` already inside): readers see all or
+    nothing. S3 has no rename: every object is copied (each copy retried on transient
+    faults, :func:`storage.with_retries`), then ``_SUCCESS`` is written, then the
+    temporary prefix is deleted. Until ``_SUCCESS`` exists the folder is not a finished
+    report to the readers that decide what is one (:func:`reports.read_report`, the
+    audit's ``committed_runs``). If copying fails for good, what was copied is removed
+    (best effort: storage may still be down) and the error propagates.
     """
     if not storage.is_remote(tmp):
         storage.write_bytes_atomic(storage.join(tmp, SUCCESS_MARKER), b"")
@@ -338,12 +352,47 @@ def publish_run(tmp: str, final: str) -> None:
         return
     fs, tmp_path = storage.filesystem(tmp)
     _, final_path = storage.filesystem(final)
-    fs.invalidate_cache(tmp_path)
-    for src in sorted(fs.find(tmp_path)):
-        fs.copy(src, final_path + src[len(tmp_path):])
-    with fs.open(f"{final_path}/{SUCCESS_MARKER}", "wb") as fh:
-        fh.write(b"")
-    fs.rm(tmp_path, recursive=True)
+
+    def listing() -> list[str]:
+        fs.invalidate_cache(tmp_path)
+        return sorted(fs.find(tmp_path))
+
+    try:
+        for src in storage.with_retries(listing, what=f"listing {tmp}"):
+            storage.with_retries(lambda src=src: fs.copy(src, final_path + src[len(tmp_path):]),
+                                 what=f"publishing {storage.to_uri(fs, src)} to {final}")
+        storage.write_bytes_atomic(storage.join(final, SUCCESS_MARKER), b"")
+    except BaseException:
+        _discard(final, "the partly published run folder")
+        raise
+    try:
+        storage.with_retries(lambda: fs.rm(tmp_path, recursive=True), what=f"removing {tmp}")
+    except StorageUnavailableError as exc:  # published all the same: say so, do not fail
+        log.warning("%s is published, but its temporary copy could not be removed (%s); "
+                    "it is ignored by readers and safe to delete", final, exc)
+
+
+def _discard(uri: str, what: str) -> None:
+    """Remove ``uri`` on the way out of a failed run, never masking the failure itself."""
+    try:
+        storage.remove(uri)
+    except Exception as exc:  # noqa: BLE001 - storage may be down: that is why we are here
+        log.warning("could not remove %s at %s (%s: %s); it has no %s, so readers ignore "
+                    "it; delete it once storage is back", what, uri, type(exc).__name__,
+                    storage.redact(str(exc)), SUCCESS_MARKER)
+
+
+def _report_blocks(ds: Any, final: str) -> Iterator[pa.Table]:
+    """The scored blocks as they finish; a storage outage that stopped a task is re-raised
+    as :class:`~spoofray.errors.StorageUnavailableError` saying nothing was published."""
+    try:
+        yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")
+    except Exception as exc:
+        runtime.raise_if_storage_outage(
+            exc, stopped="scoring",
+            left=f"Nothing was published ({final} has no {SUCCESS_MARKER}); score again "
+                 "once storage is back")
+        raise
 
 
 def score_archive(cfg: ScoreConfig,
@@ -386,7 +435,11 @@ def score_archive(cfg: ScoreConfig,
     final = storage.join(cfg.output, f"run_id={run_id}")
     tmp = storage.join(cfg.output, f"_tmp_run_id={run_id}")
     if storage.exists_nonempty(final):
-        raise OutputExistsError(f"{final} already exists; choose another --run-id")
+        if storage.exists_nonempty(storage.join(final, SUCCESS_MARKER)):
+            raise OutputExistsError(f"{final} already exists; choose another --run-id")
+        raise OutputExistsError(
+            f"{final} already exists without {SUCCESS_MARKER}: a run whose publishing was "
+            "interrupted left it (readers ignore it). Delete it, or choose another --run-id")
     storage.remove(tmp)  # leftovers of a crashed run with the same id
     log.info("scoring %d files from %s with bundle %s %s into %s", len(items), cfg.input,
              bundle.name, bundle.version, final)
@@ -414,7 +467,7 @@ def score_archive(cfg: ScoreConfig,
 
     try:
         tables, buffered, n_parts, uris = [], 0, 0, []
-        for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        for block in _report_blocks(ds, final):
             tables.append(block)
             buffered += block.num_rows
             uris.extend(block.column("uri").to_pylist())
@@ -447,6 +500,6 @@ def score_archive(cfg: ScoreConfig,
                 storage.write_bytes_atomic(storage.join(tmp, PLOTS_DIR, name), png)
         publish_run(tmp, final)
     except BaseException:
-        storage.remove(tmp)
+        _discard(tmp, "the unpublished run folder")
         raise
     return summary
