@@ -19,3 +19,8 @@ def absolute(uri: str | None) -> str | None:
     if uri is None or "://" in uri:
         return uri
     return os.path.abspath(os.path.expanduser(uri))
+
+
+def default_devcorpus() -> str:
+    """The development corpus next to the checkout (``../shared/data/devcorpus``)."""
+    return os.path.abspath(os.path.join(REPO_ROOT, "..", "shared", "data", "devcorpus"))

@@ -17,20 +17,16 @@ import sys
 
 import _bootstrap  # noqa: F401  (sys.path + logging)
 
-DEVCORPUS = os.path.join(_bootstrap.REPO_ROOT, "..", "shared", "data", "devcorpus")
-
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", required=True, help="working folder (features, sweeps, results)")
-    p.add_argument("--devcorpus", default=os.path.abspath(DEVCORPUS))
+    p.add_argument("--devcorpus", default=_bootstrap.default_devcorpus())
     p.add_argument("--num-samples", type=int, default=12, help="sweep trials per protocol")
     p.add_argument("--protocols", default="unseen-vocoders,unseen-corpora")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-
-    import pandas as pd
 
     from spoofray import dataset, quality, storage
     from spoofray.config import FeatureConfig
@@ -46,9 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         extract_features(ExtractConfig(
             input=os.path.join(args.devcorpus, "manifest.csv"), output=features, overwrite=True,
             features=FeatureConfig(kinds=("stats", "mfcc", "lfcc"), store_float16=True)))
-    files = pd.read_csv(os.path.join(args.devcorpus, "manifest.csv"))
-    files["uri"] = [os.path.join(args.devcorpus, p) for p in files["path"]]
-    files["attack"] = files["attack"].where(files["attack"] != "-", None)
+    files = quality.devcorpus_files(args.devcorpus)
     space = os.path.join(_bootstrap.REPO_ROOT, "tune_spaces", "voting_ensemble.yaml")
 
     results = {}

@@ -83,10 +83,11 @@ def test_time_stretch_and_pitch_shift_lengths():
     assert shifted.shape == y.shape and np.isfinite(shifted).all()
 
 
-@pytest.mark.parametrize("vocoder", A.VOCODERS)
-def test_copy_synthesis_same_length_finite_and_changed(vocoder):
+@pytest.mark.parametrize("vocoder,kwargs", [(v, {}) for v in A.VOCODERS]
+                         + [("griffin_lim", {"mel_inversion": "pinv"})])
+def test_copy_synthesis_same_length_finite_and_changed(vocoder, kwargs):
     y = voiced(0.8)
-    out = A.copy_synthesize(y, SR, vocoder)
+    out = A.copy_synthesize(y, SR, vocoder, **kwargs)
     assert out.shape == y.shape and out.dtype == np.float32
     assert np.isfinite(out).all()
     assert np.max(np.abs(out)) == pytest.approx(np.max(np.abs(y)), rel=1e-5)
@@ -224,3 +225,46 @@ def test_make_copysyn_corpus_writes_labelled_flac_and_a_readable_manifest(tmp_pa
         A.make_copysyn_corpus(items, str(out), vocoders=("world",))
     with pytest.raises(ConfigError, match="vocoder"):
         A.make_copysyn_corpus(items, str(tmp_path / "x"), vocoders=("wavenet",))
+
+
+def dominant_hz(y: np.ndarray) -> float:
+    spec = np.abs(np.fft.rfft(y * np.hanning(len(y))))
+    return float(np.fft.rfftfreq(len(y), 1 / SR)[np.argmax(spec)])
+
+
+def test_copysyn_corpus_perturbations_by_hand(tmp_path):
+    """1 s of a 500 Hz tone: stretched at rate 0.8 it lasts 1 / 0.8 = 1.25 s (20 000
+    samples); shifted by -12 semitones its frequency is 500 * 2**(-12/12) = 250 Hz, and
+    by +7 semitones 500 * 2**(7/12) = 749.2 Hz."""
+    from spoofray.sources import read_manifest
+
+    tone = 0.3 * np.sin(2 * np.pi * 500.0 * np.arange(SR) / SR)
+    sf.write(tmp_path / "tone.wav", tone, SR)
+    items = [{"uri": str(tmp_path / "tone.wav"), "label": "bonafide", "speaker": "s", "group": "g"}]
+    manifest = A.make_copysyn_corpus(items, str(tmp_path / "c"), vocoders=("griffin_lim",),
+                                     perturbations=("stretch:0.8", "pitch:-12", "pitch:+7"))
+    listed = {it.attack or it.label: it for it in read_manifest(manifest)}
+    # source + its copy, and per perturbation the perturbed clip (spoof: phase-vocoder
+    # artefacts) + its copy-synthesis (attack copysyn:griffin_lim: same system).
+    assert sorted(listed) == ["bonafide", "copysyn:griffin_lim", "perturb:pitch:+7",
+                              "perturb:pitch:-12", "perturb:stretch:0.8"]
+    rows = list(read_manifest(manifest))
+    assert len(rows) == 8 and sum(r.label == "spoof" for r in rows) == 7
+    assert all(r.group == "g" and r.speaker == "s" for r in rows)
+    audio = {k: sf.read(it.uri, dtype="float32")[0] for k, it in listed.items()}
+    assert len(audio["perturb:stretch:0.8"]) == pytest.approx(20_000, abs=256)
+    assert dominant_hz(audio["perturb:stretch:0.8"]) == pytest.approx(500.0, abs=3)
+    assert len(audio["perturb:pitch:-12"]) == SR
+    assert dominant_hz(audio["perturb:pitch:-12"]) == pytest.approx(250.0, abs=3)
+    assert dominant_hz(audio["perturb:pitch:+7"]) == pytest.approx(749.2, abs=3)
+    copies = [sf.read(r.uri, dtype="float32")[0] for r in rows if r.attack == "copysyn:griffin_lim"]
+    assert sorted(round(len(c) / SR, 2) for c in copies) == [1.0, 1.0, 1.0, 1.25]
+    # The label of the perturbed clip is a choice; "skip" writes only the copies.
+    skip = A.make_copysyn_corpus(items, str(tmp_path / "s"), vocoders=("griffin_lim",),
+                                 include_bonafide=False, perturbations=("pitch:2",),
+                                 perturbed_label="skip")
+    assert [r.attack for r in read_manifest(skip)] == ["copysyn:griffin_lim"] * 2
+    with pytest.raises(ConfigError, match="stretch:<rate>"):
+        A.make_copysyn_corpus(items, str(tmp_path / "x"), perturbations=("stretch:0",))
+    with pytest.raises(ConfigError, match="perturbed_label"):
+        A.make_copysyn_corpus(items, str(tmp_path / "x"), perturbed_label="maybe")

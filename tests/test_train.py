@@ -250,6 +250,40 @@ def test_early_stopping_and_best_model_tracking(tmp_path):
     assert ms["best_metrics"]["n_dev_files"] == 3 and ms["best_metrics"]["eer_file"] == 0.0
 
 
+def test_workers_set_a_generous_coordination_heartbeat(monkeypatch):
+    """TF's default heartbeat (10 s, 5 s per RPC) kills runs on a loaded machine with
+    "Deadline Exceeded"; the worker configures the coordination service first."""
+    from tensorflow.python.eager import context
+
+    from spoofray.training import train_worker as W
+
+    workers = {"cluster": {"worker": ["h:1", "h:2"]}, "task": {"type": "worker", "index": 1}}
+    assert W.coordination_service_kwargs(workers, 600) == {
+        "service_type": "standalone", "service_leader": "/job:worker/replica:0/task:0",
+        "heartbeat_timeout_in_ms": 600_000, "jobs": [("worker", 2)]}
+    chief = {"cluster": {"chief": ["h:0"], "worker": ["h:1"]}, "task": {"type": "worker", "index": 0}}
+    kw = W.coordination_service_kwargs(chief, 1.5)
+    assert kw["service_leader"] == "/job:chief/replica:0/task:0" and kw["heartbeat_timeout_in_ms"] == 1500
+    assert kw["jobs"] == [("chief", 1), ("worker", 1)]
+    assert W.coordination_service_kwargs({}, 600) is None
+    # Applied to this process's TF context (restored afterwards; nothing here connects).
+    ctx = context.context()
+    saved = ctx.coordination_service
+    monkeypatch.setenv("TF_CONFIG", json.dumps(workers))
+    try:
+        ctx._coordination_service_config = None  # noqa: SLF001
+        assert W.configure_coordination(_cfg().tf_heartbeat_timeout_s)
+        got = ctx.coordination_service
+        assert got.heartbeat_timeout_in_ms == 600_000 and got.service_type == "standalone"
+        assert got.service_leader.startswith("/job:worker/replica:0/task:0")
+        assert [(j.name, j.num_tasks) for j in got.coordinated_job_list] == [("worker", 2)]
+        assert not W.configure_coordination(30.0)  # never overrides an existing service
+    finally:
+        ctx._coordination_service_config = saved  # noqa: SLF001
+    with pytest.raises(ConfigError, match="tf_heartbeat_timeout_s"):
+        T.DLTrainConfig(tf_heartbeat_timeout_s=0)
+
+
 def test_train_job_help():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     proc = subprocess.run([sys.executable, os.path.join(root, "jobs", "train_dl.py"), "--help"],

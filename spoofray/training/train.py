@@ -88,6 +88,10 @@ class DLTrainConfig(Config):
     dev_cache_mb: int = 512
     max_failures: int = 0
     keep_checkpoints: int = 2
+    #: TensorFlow coordination-service heartbeat timeout of the workers (seconds). TF's
+    #: default (10 s, with a 5 s RPC deadline per heartbeat) kills training on a loaded
+    #: machine ("Deadline Exceeded"); a dead worker is noticed by Ray anyway.
+    tf_heartbeat_timeout_s: float = 600.0
 
     def __post_init__(self) -> None:
         if not self.members or len(set(self.members)) != len(self.members):
@@ -99,6 +103,8 @@ class DLTrainConfig(Config):
             raise ConfigError(f"member_params for {unknown}, which are not in members {list(self.members)}")
         if self.epochs < 1 or self.batch_size < 1 or self.num_workers < 1:
             raise ConfigError("epochs, batch_size and num_workers must be >= 1")
+        if not self.tf_heartbeat_timeout_s >= 1.0:
+            raise ConfigError(f"tf_heartbeat_timeout_s must be >= 1 second, got {self.tf_heartbeat_timeout_s}")
         if self.early_stop_on not in EARLY_STOP_METRICS:
             raise ConfigError(f"early_stop_on must be one of {list(EARLY_STOP_METRICS)}, got {self.early_stop_on!r}")
         if self.class_weighting not in ("balanced", "none"):

@@ -37,10 +37,56 @@ def _init_tensorflow(cfg: DLTrainConfig):
     except RuntimeError:
         pass
     # Ray's TensorflowConfig backend has set TF_CONFIG for this worker.
+    configure_coordination(cfg.tf_heartbeat_timeout_s)
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     import keras
 
     return tf, keras, strategy
+
+
+def coordination_service_kwargs(tf_config: dict[str, Any], heartbeat_timeout_s: float
+                                ) -> dict[str, Any] | None:
+    """Arguments of TensorFlow's ``configure_coordination_service`` for one worker.
+
+    The same service MultiWorkerMirroredStrategy configures itself when none is set
+    (``collective_all_reduce_strategy.py``: standalone service, leader = first chief or
+    worker, one coordinated job per chief/worker job) plus a heartbeat timeout. TF's
+    default is 10 s, and every heartbeat RPC gets half of it as its deadline: on a
+    machine with a load of 100 a 5 s RPC misses and the whole run dies with "Deadline
+    Exceeded". ``None`` without a chief/worker TF_CONFIG (MWMS then runs locally).
+    """
+    cluster = tf_config.get("cluster") or {}
+    jobs = [(job, len(cluster[job])) for job in ("chief", "worker") if cluster.get(job)]
+    task_type = (tf_config.get("task") or {}).get("type")
+    if not jobs or task_type not in ("chief", "worker"):
+        return None
+    leader = f"/job:{jobs[0][0]}/replica:0/task:0"
+    return {"service_type": "standalone", "service_leader": leader,
+            "heartbeat_timeout_in_ms": int(heartbeat_timeout_s * 1000), "jobs": jobs}
+
+
+def configure_coordination(heartbeat_timeout_s: float) -> bool:
+    """Set the coordination service (with a generous heartbeat) before the strategy exists.
+
+    Uses TensorFlow's own ``context.configure_coordination_service`` (no public API sets
+    the heartbeat; ``CommunicationOptions.timeout_seconds`` only bounds collectives and
+    is left unset = no timeout). Returns False, changing nothing, when there is no
+    multi-worker TF_CONFIG or this TensorFlow lacks the hook (then TF's defaults apply).
+    """
+    kwargs = coordination_service_kwargs(json.loads(os.environ.get("TF_CONFIG") or "{}"),
+                                         heartbeat_timeout_s)
+    if kwargs is None:
+        return False
+    try:
+        from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+        from tensorflow.python.eager import context
+    except ImportError:  # pragma: no cover  (a TensorFlow that moved its internals)
+        return False
+    if context.context().coordination_service is not None:
+        return False  # already configured in this process (e.g. a restarted loop)
+    jobs = [coordination_config_pb2.CoordinatedJob(name=n, num_tasks=k) for n, k in kwargs.pop("jobs")]
+    context.context().configure_coordination_service(coordinated_jobs=jobs, **kwargs)
+    return True
 
 
 def _fresh_state(names: list[str]) -> dict[str, Any]:
