@@ -2,6 +2,7 @@
 
   python jobs/benchmark.py extract [--files 200]   pipeline (1 and 2 workers) vs a librosa loop
   python jobs/benchmark.py score [--files 100]     ML-only vs fused bundle; peak RSS at 1x and 10x
+  python jobs/benchmark.py stages [--files 100]    CPU cost of each scoring stage on one core
 
 Uses the devcorpus (../shared/data/devcorpus) when present, else a generated archive.
 """
@@ -87,6 +88,23 @@ def score(args: argparse.Namespace) -> None:
                                 "audio_x_realtime_per_core", "peak_ray_rss_gib"]))
 
 
+def stages(args: argparse.Namespace) -> None:
+    # One thread per library, set before numpy/TensorFlow load: the rows are per core.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        os.environ[var] = "1"
+    from spoofray.benchmark import markdown_table, stage_costs, throughput_bundles
+    from spoofray.config import FeatureConfig
+
+    with tempfile.TemporaryDirectory(prefix="spoofray-bench-") as tmp:
+        paths = _input_files(args.files, tmp)
+        bundles = throughput_bundles(os.path.join(tmp, "work"), FeatureConfig())
+        rows = stage_costs(paths, bundles["fused ml+cnn"], FeatureConfig())
+    print(f"{rows[0]['files']} files, {rows[0]['audio_s']:.1f} s of audio, "
+          f"{rows[0]['windows']} windows; CPU seconds on one thread, warm")
+    print(markdown_table(rows, ["stage", "cpu_s", "ms_per_window", "audio_x_realtime_one_core"]))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -97,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("score", help="archive scoring throughput and peak memory")
     s.add_argument("--files", type=int, default=100, help="files in the 1x archive")
     s.set_defaults(func=score)
+    c = sub.add_parser("stages", help="CPU cost of each scoring stage, one thread")
+    c.add_argument("--files", type=int, default=100, help="files to use (default: %(default)s)")
+    c.set_defaults(func=stages)
     args = p.parse_args(argv)
     args.func(args)
     return 0

@@ -235,3 +235,54 @@ def score_run(items: Sequence[Any], bundle: str, *, cores: int) -> dict[str, Any
     return {"wall_s": wall, "audio_s": audio_s, "files": len(items), "cores": cores,
             "audio_x_realtime_per_core": audio_s / wall / cores,
             "peak_ray_rss_gib": sampler.peak_bytes / 1024**3}
+
+
+# --- per-stage CPU cost (the ceiling) --------------------------------------------------------
+
+
+def stage_costs(paths: Sequence[str], bundle_dir: str, cfg: FeatureConfig) -> list[dict[str, Any]]:
+    """CPU seconds of each scoring stage over ``paths`` in this process (second pass: warm).
+
+    Run it with one thread per library (``OMP_NUM_THREADS=1`` and TensorFlow's intra/inter-op
+    threads 1, set by ``jobs/benchmark.py stages``) so that the rows are per core.
+    """
+    from spoofray import audio, features
+    from spoofray.featurize import read_item_bytes
+    from spoofray.models.bundle import Bundle
+
+    bundle = Bundle.load(bundle_dir)
+
+    def cpu_s(fn: Any) -> tuple[float, Any]:
+        for _ in range(2):  # the first pass pays for caches and lazy imports
+            started = time.process_time()
+            out = fn()
+            spent = time.process_time() - started
+        return spent, out
+
+    def decode_all() -> list[tuple[np.ndarray, float]]:
+        out = []
+        for p in paths:
+            loaded = audio.load(read_item_bytes({"uri": p}, cfg), p, cfg.audio)
+            out.append((audio.frame_windows(loaded.samples, cfg.audio)[0], loaded.duration_s))
+        return out
+
+    spent, decoded = cpu_s(decode_all)
+    windows = [w for w, _ in decoded]
+    audio_s = sum(d for _, d in decoded)
+    rows = [{"stage": "read + decode + resample + window", "cpu_s": spent}]
+    for kinds in (("logmel",), ("stats",), bundle.needed_kinds, cfg.kinds):
+        kcfg = with_kinds(cfg, kinds)
+        spent, _ = cpu_s(lambda kcfg=kcfg: [features.extract(w, kcfg) for w in windows])
+        rows.append({"stage": "features " + " + ".join(kinds), "cpu_s": spent})
+    needed = with_kinds(cfg, bundle.needed_kinds)
+    feats = [features.extract(w, needed) for w in windows]
+    joined = {k: np.concatenate([f[k] for f in feats]) for k in bundle.needed_kinds}
+    for m in bundle.members:
+        spent, _ = cpu_s(lambda m=m: m.predict(joined))
+        rows.append({"stage": f"member {m.name} ({m.kind}) inference", "cpu_s": spent})
+    n_windows = sum(len(w) for w in windows)
+    for r in rows:
+        r.update(files=len(paths), audio_s=audio_s, windows=n_windows,
+                 ms_per_window=1000 * r["cpu_s"] / n_windows,
+                 audio_x_realtime_one_core=audio_s / r["cpu_s"])
+    return rows
