@@ -6,6 +6,7 @@ Nothing here is mocked: Ray is a real local cluster, S3 is moto's HTTP server on
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import uuid
@@ -188,3 +189,24 @@ def strip_ansi(text: str) -> str:
     import re
 
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+@pytest.fixture(scope="session")
+def record(tmp_path_factory):
+    """``record(name, outcome)``: keep what a reliability test measured.
+
+    Writes ``<dir>/<name>.json`` (``$SPOOFRAY_RELIABILITY_DIR``, default
+    ``<basetemp>/reliability``), from which docs/reliability.md is generated, and prints it
+    into the test log. Returns the path.
+    """
+    from spoofray import hostile
+
+    directory = os.environ.get("SPOOFRAY_RELIABILITY_DIR") or str(
+        tmp_path_factory.getbasetemp() / "reliability")
+
+    def write(name: str, outcome: dict) -> str:
+        path = hostile.write_record(directory, name, outcome)
+        print(f"reliability record {path}:\n{json.dumps(outcome, indent=1, default=str)}")
+        return path
+
+    return write

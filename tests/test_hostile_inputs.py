@@ -37,15 +37,8 @@ MAX_SECONDS_PER_FILE = 30.0
 PROBE_TIMEOUT_S = 300
 
 
-@pytest.fixture(scope="module")
-def record_dir(tmp_path_factory):
-    return os.environ.get("SPOOFRAY_RELIABILITY_DIR") or str(
-        tmp_path_factory.getbasetemp() / "reliability")
 
 
-def _record(record_dir: str, name: str, record: dict) -> None:
-    path = hostile.write_record(record_dir, name, record)
-    print(f"reliability record {path}:\n{json.dumps(record, indent=1, default=str)}")
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +87,7 @@ def test_corpus_has_30_distinct_hostile_cases(corpus):
     assert sorted(listed) == sorted(c.path for c in present)
 
 
-def test_each_file_alone_bounded_time_and_memory(corpus, record_dir):
+def test_each_file_alone_bounded_time_and_memory(corpus, record):
     """One child process featurizes every file in turn, under an address-space limit and a
     timeout; per file it reports the outcome, the time and the peak RSS so far."""
     _, cases = corpus
@@ -126,7 +119,7 @@ def test_each_file_alone_bounded_time_and_memory(corpus, record_dir):
         growth[os.path.basename(r["uri"])] = round(r["maxrss_mib"] - previous, 1)
         previous = r["maxrss_mib"]
     slowest = max(results.values(), key=lambda r: r["seconds"])
-    _record(record_dir, "hostile_files_one_process", {
+    record("hostile_files_one_process", {
         "fault": f"{len(present)} hostile/broken files featurized one by one in one child "
                  f"process (RLIMIT_AS 8 GiB, timeout {PROBE_TIMEOUT_S} s)",
         "outcome": f"every file its expected outcome; peak RSS {peak:.0f} MiB; slowest file "
@@ -144,7 +137,7 @@ def test_each_file_alone_bounded_time_and_memory(corpus, record_dir):
     })
 
 
-def test_corpus_through_the_extraction_pipeline(ray_session, corpus, tmp_path, record_dir):
+def test_corpus_through_the_extraction_pipeline(ray_session, corpus, tmp_path, record):
     root, cases = corpus
     present = _present(cases)
     out = str(tmp_path / "ds")
@@ -167,7 +160,7 @@ def test_corpus_through_the_extraction_pipeline(ray_session, corpus, tmp_path, r
         assert uri in message
     assert manifest["counts"]["files_listed"] == len(present)
     assert manifest["counts"]["files_error"] == len(errors)
-    _record(record_dir, "hostile_files_extraction", {
+    record("hostile_files_extraction", {
         "fault": f"hostile corpus ({len(present)} files) through extract_features on Ray",
         "outcome": f"completed in {wall:.0f} s, every file once, each with its expected "
                    f"outcome; errors by type {manifest['counts']['errors_by_type']}",
@@ -186,7 +179,7 @@ def small_bundle(tmp_path_factory):
     return assemble_bundle(AssembleConfig(members=(member,), output=str(tmp / "b")))["uri"]
 
 
-def test_corpus_through_the_scorer(ray_session, corpus, small_bundle, tmp_path, record_dir):
+def test_corpus_through_the_scorer(ray_session, corpus, small_bundle, tmp_path, record):
     from spoofray.pipeline.score import ScoreConfig, score_archive
 
     root, cases = corpus
@@ -206,7 +199,7 @@ def test_corpus_through_the_scorer(ray_session, corpus, small_bundle, tmp_path, 
     ok = report[report["status"] == "ok"]
     assert ok["spoof_score"].between(0, 1).all()
     assert sorted(os.listdir(tmp_path / "out")) == ["run_id=hostile"]
-    _record(record_dir, "hostile_files_scoring", {
+    record("hostile_files_scoring", {
         "fault": f"hostile corpus ({len(present)} files) through score_archive on Ray",
         "outcome": f"completed in {wall:.0f} s with _SUCCESS, every file one report row, "
                    "each with its expected status/error_type",
@@ -215,7 +208,7 @@ def test_corpus_through_the_scorer(ray_session, corpus, small_bundle, tmp_path, 
 
 
 def test_bad_manifest_rows_inside_the_folder_become_error_rows(ray_session, tmp_path,
-                                                              record_dir):
+                                                              record):
     from spoofray import testing
 
     root = tmp_path / "m"
@@ -234,7 +227,7 @@ def test_bad_manifest_rows_inside_the_folder_become_error_rows(ray_session, tmp_
     want = {os.path.normpath(str(root / p)): e for p, e in rows.items()}
     assert got == want
     assert manifest["counts"]["files_listed"] == len(rows)
-    _record(record_dir, "manifest_rows_bad_but_inside", {
+    record("manifest_rows_bad_but_inside", {
         "fault": "manifest rows naming a missing file, a folder, a FIFO and a normalised "
                  "sub/../ path (all inside the manifest's folder)",
         "outcome": "one error row each (FileReadError), the good row has windows",
@@ -245,7 +238,7 @@ def test_bad_manifest_rows_inside_the_folder_become_error_rows(ray_session, tmp_
 
 
 def test_bad_manifests_are_refused_before_any_work(ray_session, tmp_path, small_bundle,
-                                                   record_dir):
+                                                   record):
     from spoofray.pipeline.score import ScoreConfig, score_archive
 
     cases = hostile.make_bad_manifests(tmp_path / "manifests")
@@ -262,7 +255,7 @@ def test_bad_manifests_are_refused_before_any_work(ray_session, tmp_path, small_
             assert case.secret not in str(info.value), str(info.value)
         refused.append({"name": case.name, "what": case.what,
                         "message": str(info.value).replace(str(tmp_path / "manifests"), "<dir>")})
-    _record(record_dir, "manifests_refused", {
+    record("manifests_refused", {
         "fault": f"{len(cases)} bad manifests/protocols (../, absolute and file:// paths "
                  "outside the folder, a presigned https URL, duplicates, not UTF-8, empty, "
                  "no path column, unknown label, protocol ../ and malformed lines)",

@@ -12,7 +12,6 @@ task, and the test checks the driver was still running at that moment.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spoofray import hostile, testing
+from spoofray import testing
 
 REPO = Path(__file__).resolve().parents[1]
 N_FILES = 2000
@@ -241,10 +240,6 @@ def bundle(tmp_path_factory):
     return assemble_bundle(AssembleConfig(members=(member,), output=str(tmp / "b")))["uri"]
 
 
-@pytest.fixture(scope="module")
-def record_dir(tmp_path_factory):
-    return os.environ.get("SPOOFRAY_RELIABILITY_DIR") or str(
-        tmp_path_factory.getbasetemp() / "reliability")
 
 
 def _start_job(job: str, args: list[str], log: Path) -> subprocess.Popen:
@@ -294,12 +289,9 @@ def _accounting(listed: set[str], rows: list[str]) -> dict:
             "unexpected": len(set(rows) - listed)}
 
 
-def _record(record_dir, name, record):
-    path = hostile.write_record(record_dir, name, record)
-    print(f"reliability record {path}:\n{json.dumps(record, indent=1, default=str)}")
 
 
-def test_scoring_survives_losing_a_node(cluster, archive, bundle, tmp_path, record_dir):
+def test_scoring_survives_losing_a_node(cluster, archive, bundle, tmp_path, record):
     from spoofray import reports, sources
 
     address, add_node, logs = cluster
@@ -330,7 +322,7 @@ def test_scoring_survives_losing_a_node(cluster, archive, bundle, tmp_path, reco
     assert sorted(os.listdir(out)) == ["run_id=clean", "run_id=lost"]
     ok = int((report["status"] == "ok").sum())
     assert ok == N_FILES
-    _record(record_dir, "node_loss_scoring", {
+    record("node_loss_scoring", {
         "fault": f"raylet of the second node of a 2-node cluster SIGKILLed "
                  f"{kill['killed_after_s']} s into scoring {len(listed)} files, while it ran "
                  f"{len(kill['busy_on_node'])} task(s)",

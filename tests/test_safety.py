@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 
-from spoofray import hostile
 from spoofray.errors import BundleIntegrityError, ConfigError
 from spoofray.models.assemble import AssembleConfig, assemble_bundle
 from spoofray.models.bundle import Bundle
@@ -32,15 +31,8 @@ from tests.test_bundle import (SMALL, make_keras_model, save_keras_member, save_
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def record_dir(tmp_path_factory):
-    return os.environ.get("SPOOFRAY_RELIABILITY_DIR") or str(
-        tmp_path_factory.getbasetemp() / "reliability")
 
 
-def _record(record_dir: str, name: str, record: dict) -> None:
-    path = hostile.write_record(record_dir, name, record)
-    print(f"reliability record {path}:\n{json.dumps(record, indent=1, default=str)}")
 
 
 # --- bundles -------------------------------------------------------------------------------
@@ -90,7 +82,7 @@ def _keras_file(bundle: Path) -> str:
     return manifest["members"][0]["file"]
 
 
-def test_modified_member_file_is_refused(ml_bundle, keras_bundle, tmp_path, record_dir):
+def test_modified_member_file_is_refused(ml_bundle, keras_bundle, tmp_path, record):
     outcomes = {}
     for bundle, rel in ((ml_bundle, "members/ml/ensemble.skops"),
                         (keras_bundle, _keras_file(keras_bundle))):
@@ -103,7 +95,7 @@ def test_modified_member_file_is_refused(ml_bundle, keras_bundle, tmp_path, reco
         with pytest.raises(BundleIntegrityError, match=r"has sha256 \w+ but bundle.json records"):
             Bundle.load(str(b))
         outcomes[rel] = "BundleIntegrityError (checksum)"
-    _record(record_dir, "bundle_modified_file", {
+    record("bundle_modified_file", {
         "fault": "one byte flipped in a member file (skops and .keras)",
         "outcome": "Bundle.load refuses: BundleIntegrityError naming the file and both hashes",
         "counts": {"inputs": 2, "rows": 0, "ok": 0, "errors": 2, "duplicates": 0, "missing": 0},
@@ -111,7 +103,7 @@ def test_modified_member_file_is_refused(ml_bundle, keras_bundle, tmp_path, reco
 
 
 def test_pickle_and_untrusted_types_in_skops_are_refused_without_running(ml_bundle, tmp_path,
-                                                                        record_dir):
+                                                                        record):
     import skops.io as sio
 
     rel = "members/ml/ensemble.skops"
@@ -134,7 +126,7 @@ def test_pickle_and_untrusted_types_in_skops_are_refused_without_running(ml_bund
         assert not sentinel.exists(), what
         if "os.system" in what:
             assert "system" in str(info.value)
-    _record(record_dir, "bundle_pickle_payloads", {
+    record("bundle_pickle_payloads", {
         "fault": "member file replaced by a pickle, a zip holding a pickle, a skops file "
                  "holding os.system; checksums re-fitted by the attacker",
         "outcome": "each refused by the skops trusted-type check; the pickle never ran",
@@ -162,7 +154,7 @@ def _rewrite_keras_config(path: Path, edit) -> None:
 
 
 def test_keras_lambda_and_module_gadgets_are_refused_without_running(keras_bundle, tmp_path,
-                                                                    record_dir):
+                                                                    record):
     keras = pytest.importorskip("keras")
     rel = _keras_file(keras_bundle)
     sentinel = tmp_path / "lambda-ran"
@@ -201,7 +193,7 @@ def test_keras_lambda_and_module_gadgets_are_refused_without_running(keras_bundl
             Bundle.load(str(b))
         assert not sentinel.exists(), what
         cases[what] = "refused"
-    _record(record_dir, "bundle_keras_code", {
+    record("bundle_keras_code", {
         "fault": "Keras member replaced by a model with a Lambda layer, or with config.json "
                  "pointing at os.system / subprocess.Popen; checksums re-fitted",
         "outcome": "each refused by keras safe_mode; no code ran",

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spoofray import hostile, testing
+from spoofray import testing
 
 REPO = Path(__file__).resolve().parents[1]
 N_FILES = 120
@@ -154,10 +154,6 @@ class _RequestCounter(logging.Handler):
                 self.moto.gets[prefix] = self.moto.gets.get(prefix, 0) + 1
 
 
-@pytest.fixture(scope="module")
-def record_dir(tmp_path_factory):
-    return os.environ.get("SPOOFRAY_RELIABILITY_DIR") or str(
-        tmp_path_factory.getbasetemp() / "reliability")
 
 
 def _small_bundle(tmp: Path, output: str) -> str:
@@ -313,12 +309,9 @@ def _keys(fs, prefix: str) -> list[str]:
     return sorted(fs.find(prefix)) if fs.exists(prefix) else []
 
 
-def _record(record_dir, name, record):
-    path = hostile.write_record(record_dir, name, record)
-    print(f"reliability record {path}:\n{json.dumps(record, indent=1, default=str)}")
 
 
-def test_long_outage_fails_extraction_clearly_without_a_manifest(outage_runs, record_dir):
+def test_long_outage_fails_extraction_clearly_without_a_manifest(outage_runs, record):
     results, fs, s3, err, _ = outage_runs
     long = results["extract_long"]
     assert not long["ok"], long
@@ -329,7 +322,7 @@ def test_long_outage_fails_extraction_clearly_without_a_manifest(outage_runs, re
     assert "no _manifest.json" in long["message"]
     keys = _keys(fs, f"{s3[5:]}/extract-extract_long")
     assert not any(k.endswith("_manifest.json") for k in keys), keys
-    _record(record_dir, "storage_long_outage_extraction", {
+    record("storage_long_outage_extraction", {
         "fault": f"S3 endpoint stopped mid-extraction for longer than the {BUDGET_S:.0f} s "
                  f"retry budget (planned {LONG_OUTAGE_S:.0f} s; restarted after "
                  f"{long['outage_s']} s, once the run had given up)",
@@ -347,7 +340,7 @@ def _report(s3: str, name: str) -> pd.DataFrame:
     return reports.read_report(f"{s3}/score-{name}/run_id={name}").sort_values("uri")
 
 
-def test_short_outage_during_scoring_is_ridden_out(outage_runs, record_dir):
+def test_short_outage_during_scoring_is_ridden_out(outage_runs, record):
     results, fs, s3, err, _ = outage_runs
     short, clean = results["score_short"], results["score_clean"]
     assert clean["ok"], clean
@@ -362,7 +355,7 @@ def test_short_outage_during_scoring_is_ridden_out(outage_runs, record_dir):
     keys = _keys(fs, f"{s3[5:]}/score-score_short")
     assert f"{s3[5:]}/score-score_short/run_id=score_short/_SUCCESS" in keys
     assert not any("_tmp_run_id" in k for k in keys), keys
-    _record(record_dir, "storage_short_outage_scoring", {
+    record("storage_short_outage_scoring", {
         "fault": f"S3 endpoint stopped {short['outage_s']} s mid-scoring (after "
                  f"{short['gets_before_stop']} input reads); retry budget {BUDGET_S:.0f} s",
         "outcome": f"completed in {short['wall_s']} s (undisturbed: {clean['wall_s']} s) "
@@ -373,13 +366,13 @@ def test_short_outage_during_scoring_is_ridden_out(outage_runs, record_dir):
                    "duplicates": int(report["uri"].duplicated().sum()), "missing": 0}})
 
 
-def test_long_outage_fails_scoring_clearly_and_publishes_nothing(outage_runs, record_dir):
+def test_long_outage_fails_scoring_clearly_and_publishes_nothing(outage_runs, record):
     results, fs, s3, err, _ = outage_runs
     long = results["score_long"]
     prefix = f"{s3[5:]}/score-score_long"
     keys = _keys(fs, prefix)
     rows = (long.get("counts") or {}).get("files", 0)
-    _record(record_dir, "storage_long_outage_scoring", {
+    record("storage_long_outage_scoring", {
         "fault": f"S3 endpoint stopped mid-scoring for longer than the {BUDGET_S:.0f} s "
                  f"retry budget (planned {LONG_OUTAGE_S:.0f} s; restarted after "
                  f"{long['outage_s']} s, once the run had given up)",
@@ -498,7 +491,7 @@ def test_publish_on_s3_writes_success_last_and_partial_runs_never_read_as_finish
 
 
 def test_no_credentials_or_presigned_urls_in_logs_reports_or_summaries(outage_runs,
-                                                                       record_dir):
+                                                                       record):
     """The fault runs above used distinctive fake credentials, DEBUG logging, failing and
     retried S3 calls and a presigned URL as input: search everything a user or an operator
     could read afterwards for the secrets."""
@@ -524,7 +517,7 @@ def test_no_credentials_or_presigned_urls_in_logs_reports_or_summaries(outage_ru
     secrets = [*FAKE_CREDENTIALS.values(), SIGNATURE]
     leaks = [(where, secret) for where, blob in texts.items() for secret in secrets
              if secret.encode() in blob]
-    _record(record_dir, "no_credentials_in_outputs", {
+    record("no_credentials_in_outputs", {
         "fault": "distinctive fake AWS key id, secret and session token in the driver's "
                  "environment (so every Ray worker's); the storage-fault runs (retries, "
                  "failures) against moto S3 with logging at DEBUG; a presigned URL as input",
