@@ -1,7 +1,7 @@
 """The whole spoofray path on a small generated archive, on a local Ray (no cloud):
 
   demo archive → features → quick sklearn sweep (Ray Tune) → quick CNN (Ray Train)
-  → bundle → score the archive → evaluate
+  → bundle (fusion and threshold fitted on a second, held-out archive) → score → evaluate
 
   python jobs/demo.py --output demo_out
 
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from spoofray.training.tune import TuneMLConfig, run_sweep
 
     def step(i: int, text: str) -> None:
-        print(f"[{i}/7 {time.perf_counter() - started:5.0f}s] {text}", flush=True)
+        print(f"[{i}/8 {time.perf_counter() - started:5.0f}s] {text}", flush=True)
 
     archive = make_demo_archive(os.path.join(out, "archive"), seed=0)
     step(1, f"demo archive (synthetic audio): {archive.root}")
@@ -68,20 +68,31 @@ def main(argv: list[str] | None = None) -> int:
                                                    dev_fraction=0.3))
     step(4, f"deep member (CNN on log-mel, Ray Train): {dl_out}/members/")
 
+    # The fused score needs its own threshold: each member's was chosen for that member
+    # alone. A second archive (other seed: other voices and utterances) is the held-out dev
+    # set the fusion weights and the threshold are fitted on.
+    dev_archive = make_demo_archive(os.path.join(out, "dev_archive"), seed=1, broken=False)
+    dev_features = os.path.join(out, "dev_features")
+    extract_features(ExtractConfig(input=str(dev_archive.manifest_path), output=dev_features,
+                                   features=FeatureConfig(kinds=("logmel", "mfcc", "stats"))))
+    step(5, f"held-out dev archive and its features: {dev_features}")
+
     bundle = os.path.join(out, "bundle")
-    assemble_bundle(AssembleConfig(members=(sweep, dl_out), name="demo", version="1",
-                                   output=bundle))
-    step(5, f"bundle: {bundle}")
+    assembled = assemble_bundle(AssembleConfig(members=(sweep, dl_out), name="demo", version="1",
+                                               output=bundle, dev_features=dev_features))
+    chosen = assembled["manifest"]
+    step(6, f"bundle: {bundle}  ({chosen['fusion']['rule']} fusion, threshold "
+         f"{chosen['threshold']:.3f}: {chosen['threshold_method']})")
 
     reports = os.path.join(out, "reports")
     run = score_archive(ScoreConfig(input=str(archive.manifest_path), output=reports,
                                     bundle=bundle))
-    step(6, f"report: {run['run_uri']}  ({json.dumps(run.get('counts', {}))})")
+    step(7, f"report: {run['run_uri']}  ({json.dumps(run.get('counts', {}))})")
 
     evaluation = evaluate_report(EvaluateConfig(report=run["run_uri"],
                                                 output=os.path.join(out, "evaluation")))
     overall = next((row for row in evaluation["metrics"] if row.get("scope") == "overall"), {})
-    step(7, f"evaluation: {os.path.join(out, 'evaluation')}  (file-level EER "
+    step(8, f"evaluation: {os.path.join(out, 'evaluation')}  (file-level EER "
          f"{overall.get('eer', 'n/a')}, on synthetic audio)")
     print(f"\nThe report is in {run['run_uri']}/report/ — read it with pandas, pyarrow or DuckDB.")
     return 0
