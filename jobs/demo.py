@@ -48,10 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     step(1, f"demo archive (synthetic audio): {archive.root}")
     init_ray(num_cpus=args.num_cpus)
 
+    # One feature config for the archive and the held-out dev archive: the bundle refuses
+    # dev features computed differently from what its members were trained on.
+    feature_cfg = FeatureConfig(kinds=("logmel", "mfcc", "stats"))
     features = os.path.join(out, "features")
     manifest = extract_features(ExtractConfig(
-        input=str(archive.manifest_path), output=features,
-        features=FeatureConfig(kinds=("logmel", "mfcc", "stats"))))
+        input=str(archive.manifest_path), output=features, features=feature_cfg))
     step(2, f"features: {features}  {json.dumps(manifest['counts'])}")
 
     sweep = os.path.join(out, "sweep")
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     dev_archive = make_demo_archive(os.path.join(out, "dev_archive"), seed=1, broken=False)
     dev_features = os.path.join(out, "dev_features")
     extract_features(ExtractConfig(input=str(dev_archive.manifest_path), output=dev_features,
-                                   features=FeatureConfig(kinds=("logmel", "mfcc", "stats"))))
+                                   features=feature_cfg))
     step(5, f"held-out dev archive and its features: {dev_features}")
 
     bundle = os.path.join(out, "bundle")
