@@ -146,7 +146,7 @@ def featurize_file(item: Mapping[str, Any], cfg: FeatureConfig,
         windows, start_s, end_s = audio.frame_windows(decoded.samples, cfg.audio)
         wanted = cfg if kinds is None else dataclasses.replace(cfg, kinds=tuple(kinds))
         with np.errstate(over="ignore", invalid="ignore"):  # checked just below
-            feats = features.extract(windows, wanted)
+            feats = features.extract(windows, wanted, window_hop=cfg.audio.hop_samples)
         _check_finite(record["uri"], feats, decoded.samples)
     except InputFileError as exc:
         return FileFeatures(item=record, status="error", error_type=exc.error_type,

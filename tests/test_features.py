@@ -323,6 +323,58 @@ def test_each_window_is_independent_of_its_batch():
             np.testing.assert_allclose(alone[kind][0], together[kind][i], rtol=1e-5, atol=1e-4)
 
 
+def cut(signal: np.ndarray, window: int, hop: int) -> np.ndarray:
+    """Windows of ``signal`` as ``spoofray.audio.frame_windows`` cuts a file."""
+    cfg = AudioConfig(window_s=window / SR, hop_s=hop / SR)
+    from spoofray.audio import frame_windows
+
+    return frame_windows(signal.astype(np.float32), cfg)[0]
+
+
+def test_overlapping_windows_share_frames_and_give_the_same_features():
+    # 10.3 s of chirp + noise in 1 s windows every 0.5 s: more windows than one chunk
+    # (CHUNK), and a last window that is partly zero padding.
+    signal = make_signals(int(10.3 * SR))[[1, 2]].sum(axis=0)
+    windows = cut(signal, SR, SR // 2)
+    assert len(windows) > features.CHUNK and windows[-1, -1] == 0.0
+    cfg = config_for(SR)
+    independent = features.extract(windows, cfg)
+    shared = features.extract(windows, cfg, window_hop=SR // 2)
+    for kind in cfg.kinds:
+        np.testing.assert_allclose(shared[kind], independent[kind], rtol=1e-5, atol=1e-4)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n_fft=st.sampled_from([64, 128, 256]), win_frac=st.floats(0.25, 1.0),
+       hop_length=st.integers(8, 96), window_hops=st.integers(1, 12),
+       hop_frames=st.integers(1, 12), extra=st.sampled_from([0, 0, 1, 17]),
+       length=st.integers(1, 5000))
+def test_frame_sharing_matches_independent_windows_for_any_framing(
+        n_fft, win_frac, hop_length, window_hops, hop_frames, extra, length):
+    # Window hops that are, and (via extra) are not, whole STFT hops; short and long signals.
+    window_hop = hop_frames * hop_length + extra
+    window = window_hop * window_hops
+    win_length = max(16, int(win_frac * n_fft))
+    cfg = FeatureConfig(audio=AudioConfig(window_s=window / SR, hop_s=window_hop / SR),
+                        kinds=("logmel", "mfcc", "lfcc"), n_fft=n_fft, win_length=win_length,
+                        hop_length=hop_length, n_mels=24, n_mfcc=10, n_lfcc=8,
+                        n_linear_filters=20)
+    signal = np.random.default_rng(length).uniform(-1, 1, length)
+    windows = cut(signal, cfg.audio.window_samples, cfg.audio.hop_samples)
+    independent = features.extract(windows, cfg)
+    shared = features.extract(windows, cfg, window_hop=cfg.audio.hop_samples)
+    for kind in cfg.kinds:
+        np.testing.assert_allclose(shared[kind], independent[kind], rtol=1e-5, atol=1e-4)
+
+
+def test_a_window_hop_that_does_not_match_the_windows_is_refused():
+    windows = cut(make_signals(3 * SR)[0], SR, SR // 2)
+    with pytest.raises(ConfigError, match="window_hop=4000 says .* do not overlap that way"):
+        features.extract(windows, config_for(SR), window_hop=SR // 4)
+    with pytest.raises(ConfigError, match=r"window_hop must be in \[1, 16000\]"):
+        features.extract(windows, config_for(SR), window_hop=2 * SR)
+
+
 def test_integer_and_float64_input_is_accepted():
     windows = make_signals(4000)
     cfg = config_for(4000)
