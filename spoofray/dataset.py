@@ -120,11 +120,16 @@ def write_part(root: str, subdir: str, key: str, table: pa.Table) -> str:
     """Write ``table`` as ``<root>/<subdir>/part-<key>.parquet`` atomically; return its URI."""
     uri = storage.join(root, subdir, f"part-{key}.parquet")
     sink = pa.BufferOutputStream()
-    # Dictionary-encode only the repetitive metadata: on float feature tensors a dictionary
-    # never pays off, yet building it made writing cost as much as computing the features
-    # (and the files 45% larger); measured in docs/benchmarks.md.
+    # Feature tensors are float noise to a dictionary or to min/max statistics: building
+    # either costs time and buys nothing (a dictionary made writing as slow as computing the
+    # features, and the files 45% larger). Splitting their floats into byte streams lets
+    # zstd find the repetitive exponent bytes: 11% smaller parts for the same CPU.
+    # Measured in docs/benchmarks.md.
+    tensors = [f.name for f in table.schema if isinstance(f.type, pa.FixedShapeTensorType)]
     text = [f.name for f in table.schema if pa.types.is_string(f.type)]
-    pq.write_table(table, sink, compression="zstd", use_dictionary=text)
+    pq.write_table(table, sink, compression="zstd", use_dictionary=text,
+                   write_statistics=[n for n in table.schema.names if n not in tensors],
+                   use_byte_stream_split=[f"{n}.list.element" for n in tensors])
     storage.write_bytes_atomic(uri, sink.getvalue().to_pybytes())
     return uri
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from spoofray import dataset, storage, testing
@@ -61,6 +62,18 @@ def test_bad_files_become_error_rows_and_good_files_all_windows(ray_session, tmp
     table = dataset.read_table(out)
     assert dataset.tensor_column(table, "logmel").shape[1:] == SMALL.feature_shapes()["logmel"]
     assert set(table.column("feature_config_hash").to_pylist()) == {SMALL.config_hash()}
+
+    # Parquet layout: tensor floats split into byte streams without min/max statistics,
+    # text dictionary-encoded (see dataset.write_part).
+    part = next((Path(out) / dataset.FEATURES_DIR).glob("*.parquet"))
+    row_group = pq.ParquetFile(part).metadata.row_group(0)
+    columns = {row_group.column(i).path_in_schema: row_group.column(i)
+               for i in range(row_group.num_columns)}
+    for kind in SMALL.kinds:
+        leaf = columns[f"{kind}.list.element"]
+        assert "BYTE_STREAM_SPLIT" in leaf.encodings and leaf.statistics is None, kind
+    assert "RLE_DICTIONARY" in columns["uri"].encodings
+    assert columns["start_s"].statistics is not None
 
 
 def test_refuses_to_overwrite_unless_asked(ray_session, tmp_path):
