@@ -1,6 +1,7 @@
 """Benchmarks, run by hand; paste the printed table into docs/benchmarks.md.
 
-  python jobs/benchmark.py extract [--files 200]   pipeline (1 and 2 workers) vs a librosa loop
+  python jobs/benchmark.py extract [--files 200] [--repeats 3]
+                                                   pipeline (1 and 2 workers) vs a librosa loop
   python jobs/benchmark.py score [--files 100]     ML-only vs fused bundle; peak RSS at 1x and 10x
   python jobs/benchmark.py stages [--files 100]    CPU cost of each scoring stage on one core
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 
@@ -38,21 +40,25 @@ def _input_files(n: int, tmp: str) -> list[str]:
 
 
 def extract(args: argparse.Namespace) -> None:
-    from spoofray.benchmark import extract_benchmark, machine_info, markdown_table
+    from spoofray.benchmark import (extract_benchmark, extract_ratios, machine_info,
+                                    markdown_table)
     from spoofray.config import FeatureConfig
     from spoofray.pipeline.runtime import init_ray
 
     init_ray(num_cpus=2)
     with tempfile.TemporaryDirectory(prefix="spoofray-bench-") as tmp:
         paths = _input_files(args.files, tmp)
-        rows = extract_benchmark(paths, FeatureConfig())
-    print(json.dumps({"machine": machine_info(), "rows": rows}, indent=2))
-    print(markdown_table(rows, ["method", "cores", "files", "audio_s", "wall_s",
+        rows = extract_benchmark(paths, FeatureConfig(), repeats=args.repeats)
+    ratios = extract_ratios(rows)
+    print(json.dumps({"machine": machine_info(), "rows": rows, "ratios": ratios}, indent=2))
+    print(markdown_table(rows, ["repeat", "method", "cores", "files", "audio_s", "wall_s",
                                 "audio_x_realtime_per_core", "files_per_s"]))
-    base = rows[0]["audio_x_realtime_per_core"]
-    one, two = rows[1], rows[2]
-    print(f"speed-up per core vs librosa loop (1 worker): {one['audio_x_realtime_per_core'] / base:.2f}x")
-    print(f"2 workers vs 1 worker (wall): {one['wall_s'] / two['wall_s']:.2f}x")
+    print(markdown_table(ratios, ["repeat", "speedup_per_core", "two_vs_one_workers"]))
+    for key, what in (("speedup_per_core", "speed-up per core vs librosa loop (1 worker)"),
+                      ("two_vs_one_workers", "2 workers vs 1 worker (wall)")):
+        values = sorted(r[key] for r in ratios)
+        print(f"{what}: median {statistics.median(values):.2f}x "
+              f"(range {values[0]:.2f}-{values[-1]:.2f}x over {len(values)} repeats)")
 
 
 def score(args: argparse.Namespace) -> None:
@@ -111,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("extract", help="feature extraction throughput")
     e.add_argument("--files", type=int, default=200, help="files to use (default: %(default)s)")
+    e.add_argument("--repeats", type=int, default=3,
+                   help="interleaved repeats of all three methods (default: %(default)s)")
     e.set_defaults(func=extract)
     s = sub.add_parser("score", help="archive scoring throughput and peak memory")
     s.add_argument("--files", type=int, default=100, help="files in the 1x archive")

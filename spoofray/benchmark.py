@@ -120,25 +120,46 @@ def machine_info() -> dict[str, Any]:
             "python": platform.python_version()}
 
 
-def extract_benchmark(paths: Sequence[str], cfg: FeatureConfig) -> list[dict[str, Any]]:
-    """Rows of the extraction comparison (per-core throughput in audio s per wall s)."""
+def extract_benchmark(paths: Sequence[str], cfg: FeatureConfig,
+                      repeats: int = 1) -> list[dict[str, Any]]:
+    """Rows of the extraction comparison (per-core throughput in audio s per wall s).
+
+    Each repeat runs the librosa loop, then the pipeline with 1 and with 2 workers, on the
+    same files; interleaving them puts the machine's slow spells (other tenants, steal
+    time) into every method rather than into one.
+    """
     from spoofray.sources import AudioItem
 
     items = [AudioItem(uri=p) for p in paths]
-    rows = []
-    base = librosa_loop(paths, cfg)
-    rows.append({"method": "librosa per-file loop (1 process)", "cores": 1, **base})
     # Warm-up: start Ray's worker processes and their imports once, as on a running cluster;
     # the timed runs then measure steady-state throughput, not process start-up. One file per
     # task, so that both workers get tasks (one task would warm up only one of them).
     pipeline_run(items[:8], cfg, workers=2, files_per_task=1)
-    for workers in (1, 2):
-        res = pipeline_run(items, cfg, workers=workers)
-        rows.append({"method": f"spoofray Ray Data, {workers} worker(s)", "cores": workers, **res})
+    rows = []
+    for repeat in range(1, repeats + 1):
+        base = librosa_loop(paths, cfg)
+        rows.append({"repeat": repeat, "method": "librosa per-file loop (1 process)",
+                     "cores": 1, **base})
+        for workers in (1, 2):
+            res = pipeline_run(items, cfg, workers=workers)
+            rows.append({"repeat": repeat, "method": f"spoofray Ray Data, {workers} worker(s)",
+                         "cores": workers, **res})
     for r in rows:
         r["audio_x_realtime_per_core"] = r["audio_s"] / r["wall_s"] / r["cores"]
         r["files_per_s"] = r["files"] / r["wall_s"]
     return rows
+
+
+def extract_ratios(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per repeat: pipeline (1 worker) vs librosa loop per core, and 2 workers vs 1 (wall)."""
+    out = []
+    for repeat in sorted({r["repeat"] for r in rows}):
+        base, one, two = [r for r in rows if r["repeat"] == repeat]
+        out.append({"repeat": repeat,
+                    "speedup_per_core": one["audio_x_realtime_per_core"]
+                    / base["audio_x_realtime_per_core"],
+                    "two_vs_one_workers": one["wall_s"] / two["wall_s"]})
+    return out
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
