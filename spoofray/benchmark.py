@@ -298,16 +298,18 @@ def stage_costs(paths: Sequence[str], bundle_dir: str, cfg: FeatureConfig) -> li
             out.append((audio.frame_windows(loaded.samples, cfg.audio)[0], loaded.duration_s))
         return out
 
+    hop = cfg.audio.hop_samples  # each file's windows overlap, as in featurize_file
     spent, decoded = cpu_s(decode_all)
     windows = [w for w, _ in decoded]
     audio_s = sum(d for _, d in decoded)
     rows = [{"stage": "read + decode + resample + window", "cpu_s": spent}]
     for kinds in (("logmel",), ("stats",), bundle.needed_kinds, cfg.kinds):
         kcfg = with_kinds(cfg, kinds)
-        spent, _ = cpu_s(lambda kcfg=kcfg: [features.extract(w, kcfg) for w in windows])
+        spent, _ = cpu_s(lambda kcfg=kcfg: [features.extract(w, kcfg, window_hop=hop)
+                                            for w in windows])
         rows.append({"stage": "features " + " + ".join(kinds), "cpu_s": spent})
     needed = with_kinds(cfg, bundle.needed_kinds)
-    feats = [features.extract(w, needed) for w in windows]
+    feats = [features.extract(w, needed, window_hop=hop) for w in windows]
     joined = {k: np.concatenate([f[k] for f in feats]) for k in bundle.needed_kinds}
     for m in bundle.members:
         spent, _ = cpu_s(lambda m=m: m.predict(joined))
