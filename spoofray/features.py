@@ -3,7 +3,9 @@
 Every kernel takes ``windows`` of shape ``(B, T)`` (float32 mono at
 ``cfg.audio.sample_rate``) and is vectorised over the batch: one strided framing and one
 real FFT for all windows, no Python loop over windows. librosa is used only to build
-filterbanks once per setting (cached); the hot path is numpy and ``scipy.fft``.
+filterbanks once per setting (cached); the hot path is numpy and ``scipy.fft``. Windows cut
+from one file overlap; told the hop between them (``window_hop``), :func:`extract` computes
+the spectral frames they share once.
 
 Framing follows librosa's ``center=True``: a window of ``T`` samples gives
 ``1 + T // hop_length`` frames. The spectral kinds (``logmel``, ``mfcc``, ``lfcc``) pad
@@ -363,7 +365,8 @@ class _OverlapPlan:
     When those all lie inside the window (``first <= f <= last``) it is frame
     ``k*step + f`` of the signal, ``step = window_hop // hop``; the frames nearer the edges
     read the window's own reflect padding and stay per window. With 4 s windows at a 2 s
-    hop this computes 2 instead of 4 frames per 10 ms of audio.
+    hop every sample lies in two windows; this computes one frame per 10 ms hop of audio
+    instead of two.
     """
 
     window_hop: int
