@@ -240,16 +240,27 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
 
 
 def exists_nonempty(uri: str) -> bool:
-    """True when ``uri`` is a file, or a directory/prefix with anything in it."""
+    """True when ``uri`` is a file, or a directory/prefix with anything in it (remote checks
+    retry transient faults, see :func:`with_retries`)."""
     fs, path = filesystem(uri)
-    if not fs.exists(path):
-        return False
-    if fs.isfile(path):
-        return True
-    return bool(fs.ls(path, detail=False))
+
+    def check() -> bool:
+        if not fs.exists(path):
+            return False
+        if fs.isfile(path):
+            return True
+        return bool(fs.ls(path, detail=False))
+
+    return with_retries(check, what=f"checking {uri}") if is_remote(uri) else check()
 
 
 def remove(uri: str) -> None:
+    """Remove a file or a whole directory/prefix; a retry after a partial removal finishes it."""
     fs, path = filesystem(uri)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
+
+    def rm() -> None:
+        fs.invalidate_cache(path)  # a retry must see what the failed attempt left
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+
+    with_retries(rm, what=f"removing {uri}") if is_remote(uri) else rm()

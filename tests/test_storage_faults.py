@@ -460,6 +460,51 @@ def test_listing_an_s3_prefix_rides_out_a_short_outage(monkeypatch, caplog):
     assert any("transient storage fault" in r.getMessage() for r in caplog.records)
 
 
+def test_output_checks_and_orphan_clean_up_ride_out_short_outages(monkeypatch, caplog):
+    """The driver's own S3 calls around an extraction (is the output empty? remove it for
+    --overwrite; remove orphan parts before the manifest) wait out a store that is down
+    for a couple of seconds instead of failing the run."""
+    import s3fs
+
+    from spoofray import storage
+    from spoofray.pipeline.extract import _remove_orphan_parts
+
+    moto = RestartableMoto()
+    moto.start()
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # the retrying under test is spoofray's
+    monkeypatch.setenv("SPOOFRAY_STORAGE_RETRY_S", "30")
+    bucket = f"driver-{uuid.uuid4().hex[:8]}"
+    out = f"s3://{bucket}/ds"
+
+    def during_outage(call):
+        moto.stop()
+        restart = threading.Timer(2.0, moto.start)
+        restart.start()
+        try:
+            return call()
+        finally:
+            restart.join()
+
+    try:
+        fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": moto.endpoint}, key="k",
+                               secret="s")
+        fs.mkdir(bucket)
+        for name in ("part-kept.parquet", "part-orphan.parquet"):
+            fs.pipe(f"{bucket}/ds/features/{name}", b"x")
+        summary = pd.DataFrame({"features_part": ["kept"], "errors_part": [None]})
+        with _reading_from(moto.endpoint), caplog.at_level(logging.WARNING, "spoofray.storage"):
+            assert during_outage(lambda: storage.exists_nonempty(out)) is True
+            assert during_outage(lambda: _remove_orphan_parts(out, summary)) == 1
+            assert _keys(fs, f"{bucket}/ds") == [f"{bucket}/ds/features/part-kept.parquet"]
+            during_outage(lambda: storage.remove(out))
+            assert storage.exists_nonempty(out) is False
+    finally:
+        moto.close()
+    faults = [r.getMessage() for r in caplog.records if "transient storage fault" in r.getMessage()]
+    for what in (f"checking {out}", f"removing orphan parts under {out}", f"removing {out}"):
+        assert any(m.startswith(what + ":") for m in faults), what
+
+
 def test_publish_on_s3_writes_success_last_and_partial_runs_never_read_as_finished(s3_bucket):
     """S3 has no rename: publishing copies object by object. Until _SUCCESS (written last)
     exists, the readers that decide what a finished run is must refuse the folder."""

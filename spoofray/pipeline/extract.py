@@ -142,19 +142,29 @@ def _inputs_fingerprint(items: Sequence[sources.AudioItem]) -> str:
 
 
 def _remove_orphan_parts(output: str, summary: pd.DataFrame) -> int:
-    """Delete parts that no summary row refers to; return how many were removed."""
-    removed = 0
-    for subdir, column in ((dataset.FEATURES_DIR, "features_part"),
-                           (dataset.ERRORS_DIR, "errors_part")):
-        wanted = {f"part-{k}.parquet" for k in summary[column].dropna().unique()}
-        fs, path = storage.filesystem(storage.join(output, subdir))
-        if not fs.exists(path):
-            continue
-        for p in fs.ls(path, detail=False):
-            if p.rsplit("/", 1)[-1] not in wanted:
-                fs.rm(p)
-                removed += 1
-    return removed
+    """Delete parts that no summary row refers to; return how many were removed.
+
+    On S3 a transient fault retries the whole sweep (listing again is what makes a retry
+    after a partial sweep correct); the count then covers the last attempt only.
+    """
+    def sweep() -> int:
+        removed = 0
+        for subdir, column in ((dataset.FEATURES_DIR, "features_part"),
+                               (dataset.ERRORS_DIR, "errors_part")):
+            wanted = {f"part-{k}.parquet" for k in summary[column].dropna().unique()}
+            fs, path = storage.filesystem(storage.join(output, subdir))
+            fs.invalidate_cache(path)
+            if not fs.exists(path):
+                continue
+            for p in fs.ls(path, detail=False):
+                if p.rsplit("/", 1)[-1] not in wanted:
+                    fs.rm(p)
+                    removed += 1
+        return removed
+
+    if storage.is_remote(output):
+        return storage.with_retries(sweep, what=f"removing orphan parts under {output}")
+    return sweep()
 
 
 def check_accounting(items: Sequence[sources.AudioItem], summary: pd.DataFrame) -> None:
