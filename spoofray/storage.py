@@ -254,8 +254,11 @@ def exists_nonempty(uri: str) -> bool:
     return with_retries(check, what=f"checking {uri}") if is_remote(uri) else check()
 
 
-def remove(uri: str) -> None:
-    """Remove a file or a whole directory/prefix; a retry after a partial removal finishes it."""
+def remove(uri: str, *, budget_s: float | None = None) -> None:
+    """Remove a file or a whole directory/prefix; a retry after a partial removal finishes it.
+
+    ``budget_s`` bounds the retries (default :func:`retry_budget_s`; 0 tries once).
+    """
     fs, path = filesystem(uri)
 
     def rm() -> None:
@@ -263,4 +266,7 @@ def remove(uri: str) -> None:
         if fs.exists(path):
             fs.rm(path, recursive=True)
 
-    with_retries(rm, what=f"removing {uri}") if is_remote(uri) else rm()
+    if is_remote(uri):
+        with_retries(rm, what=f"removing {uri}", budget_s=budget_s)
+    else:
+        rm()

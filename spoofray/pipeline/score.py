@@ -375,7 +375,7 @@ def publish_run(tmp: str, final: str) -> None:
 def _discard(uri: str, what: str) -> None:
     """Remove ``uri`` on the way out of a failed run, never masking the failure itself."""
     try:
-        storage.remove(uri)
+        storage.remove(uri, budget_s=0)  # one try: the failure is already late enough
     except Exception as exc:  # noqa: BLE001 - storage may be down: that is why we are here
         log.warning("could not remove %s at %s (%s: %s); it has no %s, so readers ignore "
                     "it; delete it once storage is back", what, uri, type(exc).__name__,
