@@ -87,7 +87,7 @@ def librosa_loop(paths: Sequence[str], cfg: FeatureConfig) -> dict[str, Any]:
         for path in paths:
             try:
                 y, _ = librosa.load(path, sr=cfg.audio.sample_rate, mono=True)
-            except Exception:  # noqa: BLE001 - the baseline skips what it cannot read, as the seeds did
+            except Exception:  # noqa: BLE001 - skips what it cannot read, as the seeds did
                 continue
             audio_s += len(y) / cfg.audio.sample_rate
             windows, _, _ = frame_windows(y.astype(np.float32), cfg.audio)
