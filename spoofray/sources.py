@@ -21,14 +21,12 @@ import logging
 import math
 import os
 import posixpath
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from spoofray.errors import LabelError, SourceError
-from spoofray.storage import filesystem, is_remote, redact, to_uri, with_retries
+from spoofray.storage import filesystem, is_remote, redact, retrying, to_uri
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 #: File name endings treated as audio when listing folders (compared case-insensitively).
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus")
@@ -165,12 +163,6 @@ def _utf8_path(path: str) -> str:
         return escaped
 
 
-def _ask(uri: str, what: str, call: Callable[[], T]) -> T:
-    """``call()``; for an ``s3://`` URI retried on transient storage faults (an endpoint
-    that is briefly down must not fail a listing with a bare connection error)."""
-    return with_retries(call, what=f"{what} {uri}") if is_remote(uri) else call()
-
-
 # --- folders and prefixes ---------------------------------------------------------------
 
 
@@ -237,8 +229,8 @@ def _walk_remote(fs: Any, root: str) -> tuple[list[tuple[str, int | None]], int]
     fs.invalidate_cache(root)  # fsspec instances are shared; a stale listing misses new files
     found: list[tuple[str, int | None]] = []
     skipped = 0
-    found_all = _ask(to_uri(fs, root), "listing",
-                     lambda: fs.find(root, detail=True, withdirs=False))
+    found_all = retrying(to_uri(fs, root), "listing",
+                         lambda: fs.find(root, detail=True, withdirs=False))
     for path, info in found_all.items():
         rel = posixpath.relpath(path, root)
         if rel == "." or any(part.startswith(".") for part in rel.split("/")):
@@ -280,9 +272,9 @@ def list_audio(uri: str) -> list[AudioItem]:
     remote = is_remote(uri)
     if remote:
         fs.invalidate_cache(root)
-    if not _ask(uri, "checking", lambda: fs.exists(root)):
+    if not retrying(uri, "checking", lambda: fs.exists(root)):
         raise SourceError(f"no such file or folder: {uri}")
-    if not _ask(uri, "checking", lambda: fs.isdir(root)):
+    if not retrying(uri, "checking", lambda: fs.isdir(root)):
         raise SourceError(
             f"list_audio expects a folder or prefix, got the file {uri}; "
             "use resolve_inputs() for single files, manifests and protocols"
@@ -317,8 +309,8 @@ def _sizes(uris: list[str], root_uri: str) -> dict[str, int | None]:
     if is_remote(root_uri) and any(u.startswith(root_prefix) for u in uris):
         fs, root = filesystem(root_uri)
         fs.invalidate_cache(root)
-        found = _ask(root_uri, "listing", lambda: fs.find(root, detail=True, withdirs=False)
-                     if fs.exists(root) else {})
+        found = retrying(root_uri, "listing", lambda: fs.find(root, detail=True, withdirs=False)
+                         if fs.exists(root) else {})
         listed = {to_uri(fs, path): info.get("size") for path, info in found.items()}
     for uri in uris:
         if not is_remote(uri):
@@ -381,7 +373,7 @@ def _read_table(uri: str) -> Any:
     fs, path = filesystem(uri)
     parquet = uri.lower().endswith((".parquet", ".pq"))
     try:
-        fh = io.BytesIO(_ask(uri, "reading", lambda: fs.cat_file(path)))
+        fh = io.BytesIO(retrying(uri, "reading", lambda: fs.cat_file(path)))
         if parquet:
             return pd.read_parquet(fh)
         # Everything as text: ids like "0012" must keep their zeros, "-" stays "-".
@@ -522,7 +514,7 @@ def read_asvspoof_protocol(
     """
     fs, path = filesystem(protocol_uri)
     try:
-        text = _ask(protocol_uri, "reading", lambda: fs.cat_file(path)).decode("utf-8")
+        text = retrying(protocol_uri, "reading", lambda: fs.cat_file(path)).decode("utf-8")
     except FileNotFoundError:
         raise SourceError(f"no such file or folder: {protocol_uri}") from None
     except UnicodeDecodeError as exc:
@@ -607,10 +599,10 @@ def resolve_inputs(
         fs.invalidate_cache(path)
     else:
         uri = path
-    if not _ask(uri, "checking", lambda: fs.exists(path)):
+    if not retrying(uri, "checking", lambda: fs.exists(path)):
         raise SourceError(f"no such file or folder: {uri}")
     lower = uri.lower()
-    if _ask(uri, "checking", lambda: fs.isdir(path)):
+    if retrying(uri, "checking", lambda: fs.isdir(path)):
         items = list_audio(uri)
         if not items:
             raise SourceError(

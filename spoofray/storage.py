@@ -121,6 +121,14 @@ def is_remote(uri: str) -> bool:
     return "://" in uri and not uri.startswith("file://")
 
 
+def retrying(uri: str, what: str, call: Callable[[], T], *, budget_s: float | None = None) -> T:
+    """``call()``, retried on transient storage faults (:func:`with_retries`, message
+    ``"<what> <uri>"``) when ``uri`` is remote; a local call runs once."""
+    if not is_remote(uri):
+        return call()
+    return with_retries(call, what=f"{what} {uri}", budget_s=budget_s)
+
+
 def _s3_options() -> dict[str, Any]:
     # s3fs reads AWS_ENDPOINT_URL itself only in recent botocore; pass it explicitly so
     # every s3fs version and every worker process behaves the same.
@@ -189,7 +197,7 @@ def read_bytes(uri: str) -> bytes:
         with fs.open(path, "rb") as fh:
             return fh.read()
 
-    return with_retries(read, what=f"reading {uri}") if is_remote(uri) else read()
+    return retrying(uri, "reading", read)
 
 
 def read_local_file(path: str, limit: int) -> bytes:
@@ -251,7 +259,7 @@ def exists_nonempty(uri: str) -> bool:
             return True
         return bool(fs.ls(path, detail=False))
 
-    return with_retries(check, what=f"checking {uri}") if is_remote(uri) else check()
+    return retrying(uri, "checking", check)
 
 
 def remove(uri: str, *, budget_s: float | None = None) -> None:
@@ -266,7 +274,4 @@ def remove(uri: str, *, budget_s: float | None = None) -> None:
         if fs.exists(path):
             fs.rm(path, recursive=True)
 
-    if is_remote(uri):
-        with_retries(rm, what=f"removing {uri}", budget_s=budget_s)
-    else:
-        rm()
+    retrying(uri, "removing", rm, budget_s=budget_s)

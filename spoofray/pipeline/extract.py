@@ -162,9 +162,7 @@ def _remove_orphan_parts(output: str, summary: pd.DataFrame) -> int:
                     removed += 1
         return removed
 
-    if storage.is_remote(output):
-        return storage.with_retries(sweep, what=f"removing orphan parts under {output}")
-    return sweep()
+    return storage.retrying(output, "removing orphan parts under", sweep)
 
 
 def check_accounting(items: Sequence[sources.AudioItem], summary: pd.DataFrame) -> None:

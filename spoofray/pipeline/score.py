@@ -366,7 +366,7 @@ def publish_run(tmp: str, final: str) -> None:
         _discard(final, "the partly published run folder")
         raise
     try:
-        storage.with_retries(lambda: fs.rm(tmp_path, recursive=True), what=f"removing {tmp}")
+        storage.remove(tmp)
     except StorageUnavailableError as exc:  # published all the same: say so, do not fail
         log.warning("%s is published, but its temporary copy could not be removed (%s); "
                     "it is ignored by readers and safe to delete", final, exc)
