@@ -42,7 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-duration-s", type=float, default=AudioConfig.max_duration_s,
                    help="longer files become error rows (default: %(default)s)")
     p.add_argument("--float16", action="store_true", help="store tensors as float16 (half size)")
-    p.add_argument("--files-per-task", type=int, default=16)
+    p.add_argument("--files-per-task", type=int,
+                   help="files per Ray task (default: 48; bigger tasks idle less between tasks)")
     p.add_argument("--concurrency", type=int, help="most parallel tasks (default: all CPUs)")
     p.add_argument("--limit", type=int, help="only the first N files")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -66,8 +67,10 @@ def build_config(args: argparse.Namespace):
     return ExtractConfig(input=_bootstrap.absolute(args.input),
                          output=_bootstrap.absolute(args.output),
                          audio_root=_bootstrap.absolute(args.audio_root),
-                         features=features, files_per_task=args.files_per_task,
-                         concurrency=args.concurrency, overwrite=args.overwrite, limit=args.limit)
+                         features=features, concurrency=args.concurrency,
+                         overwrite=args.overwrite, limit=args.limit,
+                         **({} if args.files_per_task is None
+                            else {"files_per_task": args.files_per_task}))
 
 
 def main(argv: list[str] | None = None) -> int:

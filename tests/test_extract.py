@@ -16,7 +16,8 @@ import pytest
 from spoofray import dataset, storage, testing
 from spoofray.config import AudioConfig, FeatureConfig
 from spoofray.errors import OutputExistsError
-from spoofray.pipeline.extract import ExtractConfig, extract_features
+from spoofray.pipeline.extract import ExtractConfig, extract_features, largest_first
+from spoofray.sources import AudioItem
 
 
 SMALL = FeatureConfig(audio=AudioConfig(window_s=1.0, hop_s=0.5), kinds=("logmel", "stats"),
@@ -74,6 +75,40 @@ def test_bad_files_become_error_rows_and_good_files_all_windows(ray_session, tmp
         assert "BYTE_STREAM_SPLIT" in leaf.encodings and leaf.statistics is None, kind
     assert "RLE_DICTIONARY" in columns["uri"].encodings
     assert columns["start_s"].statistics is not None
+
+
+def test_long_tasks_write_bounded_parts_largest_files_first(ray_session, tmp_path):
+    # One task of four WAVs (size grows with duration, so largest first = longest first)
+    # and a budget of 5 windows: the task must cut its windows into parts after 3.0 s
+    # (5 windows), after 2.3 s + 1.5 s (4 + 2), and keep 0.7 s (1) for the last part.
+    archive = tmp_path / "in"
+    archive.mkdir()
+    durations = {"short.wav": 0.7, "mid.wav": 1.5, "longer.wav": 2.3, "longest.wav": 3.0}
+    for name, dur in durations.items():
+        testing.write_wav(archive / name, testing.sine(330, dur, 16_000), 16_000)
+
+    out = tmp_path / "ds"
+    manifest = extract_features(ExtractConfig(input=str(archive), output=str(out),
+                                              features=SMALL, files_per_task=4,
+                                              max_windows_per_part=5))
+
+    parts = sorted((out / dataset.FEATURES_DIR).glob("*.parquet"))
+    files_per_part = sorted(
+        sorted(u.rsplit("/", 1)[-1] for u in set(pq.read_table(p, columns=["uri"])["uri"]
+                                                 .to_pylist()))
+        for p in parts)
+    assert files_per_part == [["longer.wav", "mid.wav"], ["longest.wav"], ["short.wav"]]
+    windows = dataset.read_table(str(out), columns=["uri", "window_index"]).to_pandas()
+    per_file = windows.groupby(windows["uri"].str.rsplit("/", n=1).str[-1]).size()
+    assert per_file.to_dict() == {name: _windows_expected(d, SMALL.audio)
+                                  for name, d in durations.items()}
+    assert manifest["counts"]["orphan_parts_removed"] == 0
+
+
+def test_largest_first_keeps_ties_in_order_and_unknown_sizes_last():
+    items = [AudioItem(uri=u, size_bytes=s)
+             for u, s in [("a", 10), ("b", None), ("c", 30), ("d", 10), ("e", 0)]]
+    assert [it.uri for it in largest_first(items)] == ["c", "a", "d", "e", "b"]
 
 
 def test_refuses_to_overwrite_unless_asked(ray_session, tmp_path):

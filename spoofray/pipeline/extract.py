@@ -3,11 +3,13 @@
 Stages: list (driver) → ``from_items`` → ``map_batches`` of :func:`extract_batch` (read,
 decode, resample, window, features; CPU tasks) → per-file summary rows back to the driver.
 
-Each task writes its batch's windows and errors as one Parquet part each, named by a hash
-of the batch's input URIs: a retried task rewrites the same part instead of adding a
-duplicate. The driver then checks that every listed file came back exactly once, removes
-parts no surviving summary row refers to (left by a retried task batched differently),
-and writes ``_manifest.json`` last, so a dataset without a manifest is known incomplete.
+Files go out largest first, so the last tasks are the short ones. Each task writes its
+batch's windows in parts of about ``max_windows_per_part`` windows and its errors as one
+part, named by a hash of the batch's input URIs (plus the part's number): a retried task
+rewrites the same parts instead of adding duplicates. The driver then checks that every
+listed file came back exactly once, removes parts no surviving summary row refers to (left
+by a retried task batched differently), and writes ``_manifest.json`` last, so a dataset
+without a manifest is known incomplete.
 """
 
 from __future__ import annotations
@@ -49,8 +51,15 @@ class ExtractConfig(Config):
     #: Audio root for an ASVspoof protocol (default: the protocol's folder).
     audio_root: str | None = None
     features: FeatureConfig = dataclasses.field(default_factory=FeatureConfig)
-    #: Files handed to one task; one features part and at most one errors part per task.
-    files_per_task: int = 16
+    #: Files handed to one task. Ray Data leaves a worker idle ~0.1-0.2 s between tasks
+    #: (its scheduler collects finished tasks every 100 ms, ray-project/ray#42377), so a
+    #: task should run for seconds: 48 typical clips take ~1.5 s on one core. Measured in
+    #: docs/benchmarks.md.
+    files_per_task: int = 48
+    #: A task closes a features part after the file that brings it to this many windows,
+    #: so its memory stays bounded whatever its files' lengths (512 windows of the default
+    #: features are ~150 MB of float32).
+    max_windows_per_part: int = 512
     #: Most tasks at once (None: Ray Data decides from the free CPUs).
     concurrency: int | None = None
     num_cpus_per_task: float = 1.0
@@ -63,27 +72,54 @@ class ExtractConfig(Config):
             raise ConfigError("ExtractConfig needs both input and output")
         if self.files_per_task < 1:
             raise ConfigError(f"files_per_task must be >= 1, got {self.files_per_task}")
+        if self.max_windows_per_part < 1:
+            raise ConfigError(
+                f"max_windows_per_part must be >= 1, got {self.max_windows_per_part}")
 
 
-def extract_batch(batch: pd.DataFrame, *, features: dict[str, Any], output: str) -> pd.DataFrame:
-    """Ray Data batch function: listed files → parts written + one summary row per file."""
+def extract_batch(batch: pd.DataFrame, *, features: dict[str, Any], output: str,
+                  max_windows_per_part: int = ExtractConfig.max_windows_per_part) -> pd.DataFrame:
+    """Ray Data batch function: listed files → parts written + one summary row per file.
+
+    Windows are written once ``max_windows_per_part`` have gathered (never splitting a
+    file), as parts ``<key>``, ``<key>-1``, ... where ``key`` hashes the batch's URIs; a
+    retried task makes the same cuts and so rewrites the same parts.
+    """
     cfg = FeatureConfig.from_dict(features)
     items = [_clean(item) for item in batch.to_dict("records")]
-    results = [featurize_file(item, cfg) for item in items]
     key = dataset.part_key([item["uri"] for item in items])
-    ok = [r for r in results if r.status == "ok"]
-    bad = [r for r in results if r.status == "error"]
-    features_part = errors_part = None
-    if ok:
-        dataset.write_part(output, dataset.FEATURES_DIR, key, _windows_table(ok, cfg))
-        features_part = key
+    summary: list[dict[str, Any]] = [{} for _ in items]
+    pending: list[tuple[int, FileFeatures]] = []  # (position in batch, result) not yet written
+    bad: list[tuple[int, FileFeatures]] = []
+    n_parts = 0
+
+    def write_pending() -> None:
+        nonlocal n_parts
+        part = key if n_parts == 0 else f"{key}-{n_parts}"
+        dataset.write_part(output, dataset.FEATURES_DIR, part,
+                           _windows_table([r for _, r in pending], cfg))
+        for i, r in pending:
+            summary[i] = _summary_row(r, part, None)
+        pending.clear()  # the written windows leave memory with the results
+        n_parts += 1
+
+    for i, item in enumerate(items):
+        result = featurize_file(item, cfg)
+        if result.status == "error":
+            bad.append((i, result))
+            continue
+        pending.append((i, result))
+        if sum(r.n_windows for _, r in pending) >= max_windows_per_part:
+            write_pending()
+    if pending:
+        write_pending()
     if bad:
         rows = [{**r.item, "error_type": r.error_type, "error_message": r.error_message}
-                for r in bad]
+                for _, r in bad]
         dataset.write_part(output, dataset.ERRORS_DIR, key, dataset.errors_table(rows))
-        errors_part = key
-    return pd.DataFrame([_summary_row(r, features_part, errors_part) for r in results],
-                        columns=list(SUMMARY_COLUMNS))
+        for i, r in bad:
+            summary[i] = _summary_row(r, None, key)
+    return pd.DataFrame(summary, columns=list(SUMMARY_COLUMNS))
 
 
 def _clean(item: dict[str, Any]) -> dict[str, Any]:
@@ -165,6 +201,15 @@ def _remove_orphan_parts(output: str, summary: pd.DataFrame) -> int:
     return storage.retrying(output, "removing orphan parts under", sweep)
 
 
+def largest_first(items: Sequence[sources.AudioItem]) -> list[sources.AudioItem]:
+    """``items`` by ``size_bytes``, largest first; unknown sizes last; ties keep their order.
+
+    Tasks start in this order, so the ones left at the end are the short ones and the
+    workers finish together, instead of one running a long tail alone.
+    """
+    return sorted(items, key=lambda it: (it.size_bytes is None, -(it.size_bytes or 0)))
+
+
 def check_accounting(items: Sequence[sources.AudioItem], summary: pd.DataFrame) -> None:
     """Every listed file must come back exactly once; raise otherwise."""
     listed = pd.Index([it.uri for it in items])
@@ -208,10 +253,12 @@ def extract_features(cfg: ExtractConfig,
     log.info("extracting features of %d files from %s into %s", len(items), cfg.input, cfg.output)
 
     n_blocks = max(1, min(len(items), -(-len(items) // cfg.files_per_task)))
-    ds = ray.data.from_items([it.to_dict() for it in items], override_num_blocks=n_blocks)
+    ds = ray.data.from_items([it.to_dict() for it in largest_first(items)],
+                             override_num_blocks=n_blocks)
     ds = ds.map_batches(
         extract_batch,
-        fn_kwargs={"features": cfg.features.to_dict(), "output": cfg.output},
+        fn_kwargs={"features": cfg.features.to_dict(), "output": cfg.output,
+                   "max_windows_per_part": cfg.max_windows_per_part},
         batch_size=cfg.files_per_task,
         batch_format="pandas",
         num_cpus=cfg.num_cpus_per_task,
