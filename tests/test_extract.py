@@ -16,7 +16,8 @@ import pytest
 from spoofray import dataset, storage, testing
 from spoofray.config import AudioConfig, FeatureConfig
 from spoofray.errors import OutputExistsError
-from spoofray.pipeline.extract import ExtractConfig, extract_features, largest_first
+from spoofray.pipeline.extract import (ExtractConfig, extract_features, largest_first,
+                                       task_count)
 from spoofray.sources import AudioItem
 
 
@@ -77,10 +78,18 @@ def test_bad_files_become_error_rows_and_good_files_all_windows(ray_session, tmp
     assert columns["start_s"].statistics is not None
 
 
-def test_long_tasks_write_bounded_parts_largest_files_first(ray_session, tmp_path):
-    # One task of four WAVs (size grows with duration, so largest first = longest first)
-    # and a budget of 5 windows: the task must cut its windows into parts after 3.0 s
-    # (5 windows), after 2.3 s + 1.5 s (4 + 2), and keep 0.7 s (1) for the last part.
+@pytest.mark.parametrize("files_per_task, workers, max_windows, want_parts", [
+    # One task, a 5-window budget: parts close after 3.0 s (5 windows), after 2.3 s + 1.5 s
+    # (4 + 2), and the last holds 0.7 s (1).
+    (4, 1, 5, [["longer.wav", "mid.wav"], ["longest.wav"], ["short.wav"]]),
+    # Two files per task, budget never reached: one part per task, the two largest together.
+    (2, 2, 512, [["longer.wav", "longest.wav"], ["mid.wav", "short.wav"]]),
+    # Four files per task would leave a worker idle: two tasks instead.
+    (4, 2, 512, [["longer.wav", "longest.wav"], ["mid.wav", "short.wav"]]),
+])
+def test_tasks_take_largest_files_first_and_write_bounded_parts(
+        ray_session, tmp_path, files_per_task, workers, max_windows, want_parts):
+    # WAV sizes grow with duration, so largest first is longest first.
     archive = tmp_path / "in"
     archive.mkdir()
     durations = {"short.wav": 0.7, "mid.wav": 1.5, "longer.wav": 2.3, "longest.wav": 3.0}
@@ -89,20 +98,29 @@ def test_long_tasks_write_bounded_parts_largest_files_first(ray_session, tmp_pat
 
     out = tmp_path / "ds"
     manifest = extract_features(ExtractConfig(input=str(archive), output=str(out),
-                                              features=SMALL, files_per_task=4,
-                                              max_windows_per_part=5))
+                                              features=SMALL, files_per_task=files_per_task,
+                                              concurrency=workers,
+                                              max_windows_per_part=max_windows))
 
     parts = sorted((out / dataset.FEATURES_DIR).glob("*.parquet"))
     files_per_part = sorted(
         sorted(u.rsplit("/", 1)[-1] for u in set(pq.read_table(p, columns=["uri"])["uri"]
                                                  .to_pylist()))
         for p in parts)
-    assert files_per_part == [["longer.wav", "mid.wav"], ["longest.wav"], ["short.wav"]]
+    assert files_per_part == want_parts
     windows = dataset.read_table(str(out), columns=["uri", "window_index"]).to_pandas()
     per_file = windows.groupby(windows["uri"].str.rsplit("/", n=1).str[-1]).size()
     assert per_file.to_dict() == {name: _windows_expected(d, SMALL.audio)
                                   for name, d in durations.items()}
     assert manifest["counts"]["orphan_parts_removed"] == 0
+
+
+def test_task_count_caps_files_per_task_and_fills_every_worker():
+    assert task_count(300, 48, 2) == 7     # 300 / 48 = 6.25
+    assert task_count(96, 48, 2) == 2
+    assert task_count(40, 48, 16) == 16    # small archive, big machine: one file or more each
+    assert task_count(3, 48, 16) == 3
+    assert task_count(0, 48, 2) == 1
 
 
 def test_largest_first_keeps_ties_in_order_and_unknown_sizes_last():

@@ -210,6 +210,12 @@ def largest_first(items: Sequence[sources.AudioItem]) -> list[sources.AudioItem]
     return sorted(items, key=lambda it: (it.size_bytes is None, -(it.size_bytes or 0)))
 
 
+def task_count(n_files: int, files_per_task: int, slots: int) -> int:
+    """Tasks for ``n_files``: at most ``files_per_task`` files each, and enough of them to
+    give every one of ``slots`` parallel workers a task when there are files for it."""
+    return max(1, -(-n_files // files_per_task), min(n_files, slots))
+
+
 def check_accounting(items: Sequence[sources.AudioItem], summary: pd.DataFrame) -> None:
     """Every listed file must come back exactly once; raise otherwise."""
     listed = pd.Index([it.uri for it in items])
@@ -252,14 +258,16 @@ def extract_features(cfg: ExtractConfig,
     _prepare_output(cfg)
     log.info("extracting features of %d files from %s into %s", len(items), cfg.input, cfg.output)
 
-    n_blocks = max(1, min(len(items), -(-len(items) // cfg.files_per_task)))
+    slots = cfg.concurrency or int(ray.cluster_resources().get("CPU", 1) // cfg.num_cpus_per_task)
+    # One block per task: batch_size=None hands each block whole to one task (a batch_size
+    # would merge blocks shorter than it, making tasks up to twice as long as asked).
     ds = ray.data.from_items([it.to_dict() for it in largest_first(items)],
-                             override_num_blocks=n_blocks)
+                             override_num_blocks=task_count(len(items), cfg.files_per_task, slots))
     ds = ds.map_batches(
         extract_batch,
         fn_kwargs={"features": cfg.features.to_dict(), "output": cfg.output,
                    "max_windows_per_part": cfg.max_windows_per_part},
-        batch_size=cfg.files_per_task,
+        batch_size=None,
         batch_format="pandas",
         num_cpus=cfg.num_cpus_per_task,
         compute=ray.data.TaskPoolStrategy(size=cfg.concurrency) if cfg.concurrency else None,
