@@ -270,10 +270,10 @@ def _frames(padded: np.ndarray, frame_length: int, hop: int, n_frames: int) -> n
     )
 
 
-def _magnitude_spectrogram(
+def _centred_frames(
     windows: np.ndarray, n_fft: int, win_length: int, hop: int, pad_mode: str
 ) -> np.ndarray:
-    """``|STFT|`` with centred frames: ``(B, T)`` -> ``(B, 1 + T // hop, n_fft // 2 + 1)``.
+    """librosa's ``center=True`` frames: ``(B, T)`` -> view ``(B, 1 + T // hop, win_length)``.
 
     librosa centres a ``win_length`` window in ``n_fft`` zeros; only the ``win_length``
     non-zero samples are framed here, zero-padded at the end by the FFT instead. That is a
@@ -282,7 +282,14 @@ def _magnitude_spectrogram(
     n_frames = 1 + windows.shape[1] // hop
     padded = np.pad(windows, ((0, 0), (n_fft // 2, n_fft // 2)), mode=pad_mode)
     offset = (n_fft - win_length) // 2  # librosa's pad_center
-    return _frames_magnitude(_frames(padded[:, offset:], win_length, hop, n_frames), n_fft)
+    return _frames(padded[:, offset:], win_length, hop, n_frames)
+
+
+def _magnitude_spectrogram(
+    windows: np.ndarray, n_fft: int, win_length: int, hop: int, pad_mode: str
+) -> np.ndarray:
+    """``|STFT|`` with centred frames: ``(B, T)`` -> ``(B, 1 + T // hop, n_fft // 2 + 1)``."""
+    return _frames_magnitude(_centred_frames(windows, n_fft, win_length, hop, pad_mode), n_fft)
 
 
 def _frames_magnitude(framed: np.ndarray, n_fft: int) -> np.ndarray:
@@ -349,11 +356,17 @@ def _frame_features(power: np.ndarray, cfg: FeatureConfig, kinds) -> dict[str, n
     return out
 
 
-def _window_frame_features(windows: np.ndarray, cfg: FeatureConfig, kinds) -> dict[str, np.ndarray]:
-    """:func:`_frame_features` of every frame of every window ``(b, T)`` on its own."""
-    power = _magnitude_spectrogram(windows, cfg.n_fft, cfg.win_length, cfg.hop_length, "reflect")
+def _framed_features(framed: np.ndarray, cfg: FeatureConfig, kinds) -> dict[str, np.ndarray]:
+    """:func:`_frame_features` of frames ``(..., win_length)`` of samples."""
+    power = _frames_magnitude(framed, cfg.n_fft)
     np.square(power, out=power)
     return _frame_features(power, cfg, kinds)
+
+
+def _window_frame_features(windows: np.ndarray, cfg: FeatureConfig, kinds) -> dict[str, np.ndarray]:
+    """:func:`_frame_features` of every frame of every window ``(b, T)`` on its own."""
+    framed = _centred_frames(windows, cfg.n_fft, cfg.win_length, cfg.hop_length, "reflect")
+    return _framed_features(framed, cfg, kinds)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -398,18 +411,12 @@ class _OverlapPlan:
         n_interior = self.last - self.first + 1
         n_shared = (n_windows - 1) * self.step + n_interior
         start = self.first * hop - self.lead
-        power = _frames_magnitude(
-            _frames(signal[None, start:], cfg.win_length, hop, n_shared)[0], cfg.n_fft)
-        np.square(power, out=power)
-        shared = _frame_features(power, cfg, kinds)
+        shared = _framed_features(
+            _frames(signal[None, start:], cfg.win_length, hop, n_shared)[0], cfg, kinds)
 
         edges = np.r_[0 : self.first, self.last + 1 : self.n_frames]
-        padded = np.pad(windows, ((0, 0), (cfg.n_fft // 2, cfg.n_fft // 2)), mode="reflect")
-        offset = (cfg.n_fft - cfg.win_length) // 2
-        framed = _frames(padded[:, offset:], cfg.win_length, hop, self.n_frames)[:, edges]
-        power = _frames_magnitude(framed, cfg.n_fft)
-        np.square(power, out=power)
-        own = _frame_features(power, cfg, kinds)
+        framed = _centred_frames(windows, cfg.n_fft, cfg.win_length, hop, "reflect")
+        own = _framed_features(framed[:, edges], cfg, kinds)
 
         interior = np.arange(n_windows)[:, None] * self.step + np.arange(n_interior)[None, :]
         out = {}

@@ -155,8 +155,7 @@ def _summary_row(r: FileFeatures, features_part: str | None, errors_part: str | 
         "uri": r.item["uri"], "status": r.status, "n_windows": r.n_windows,
         "duration_s": r.duration_s, "sample_rate": r.sample_rate, "channels": r.channels,
         "error_type": r.error_type, "error_message": r.error_message, "seconds": r.seconds,
-        "features_part": features_part if r.status == "ok" else None,
-        "errors_part": errors_part if r.status == "error" else None,
+        "features_part": features_part, "errors_part": errors_part,
     }
 
 
