@@ -83,9 +83,9 @@ def test_bad_files_become_error_rows_and_good_files_all_windows(ray_session, tmp
     # (4 + 2), and the last holds 0.7 s (1).
     (4, 1, 5, [["longer.wav", "mid.wav"], ["longest.wav"], ["short.wav"]]),
     # Two files per task, budget never reached: one part per task, the two largest together.
-    (2, 2, 512, [["longer.wav", "longest.wav"], ["mid.wav", "short.wav"]]),
-    # Four files per task would leave a worker idle: two tasks instead.
-    (4, 2, 512, [["longer.wav", "longest.wav"], ["mid.wav", "short.wav"]]),
+    (2, 1, 512, [["longer.wav", "longest.wav"], ["mid.wav", "short.wav"]]),
+    # One task of four files would leave a worker idle: two tasks for each of two workers.
+    (4, 2, 512, [["longer.wav"], ["longest.wav"], ["mid.wav"], ["short.wav"]]),
 ])
 def test_tasks_take_largest_files_first_and_write_bounded_parts(
         ray_session, tmp_path, files_per_task, workers, max_windows, want_parts):
@@ -115,11 +115,12 @@ def test_tasks_take_largest_files_first_and_write_bounded_parts(
     assert manifest["counts"]["orphan_parts_removed"] == 0
 
 
-def test_task_count_caps_files_per_task_and_fills_every_worker():
+def test_task_count_caps_files_per_task_and_gives_each_worker_two():
     assert task_count(300, 48, 2) == 7     # 300 / 48 = 6.25
-    assert task_count(96, 48, 2) == 2
-    assert task_count(40, 48, 16) == 16    # small archive, big machine: one file or more each
-    assert task_count(3, 48, 16) == 3
+    assert task_count(300, 128, 2) == 4    # 3 would leave one worker a single task
+    assert task_count(300, 128, 1) == 3    # one worker: nothing to even out
+    assert task_count(40, 48, 16) == 32    # small archive, big machine: two each
+    assert task_count(20, 48, 16) == 20    # one file each at most
     assert task_count(0, 48, 2) == 1
 
 

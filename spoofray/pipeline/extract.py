@@ -3,9 +3,9 @@
 Stages: list (driver) → ``from_items`` → ``map_batches`` of :func:`extract_batch` (read,
 decode, resample, window, features; CPU tasks) → per-file summary rows back to the driver.
 
-Files go out largest first, so the last tasks are the short ones. Each task writes its
-batch's windows in parts of about ``max_windows_per_part`` windows and its errors as one
-part, named by a hash of the batch's input URIs (plus the part's number): a retried task
+Files go out largest first, so the last tasks are the short ones, and with several workers
+each gets at least two tasks (:func:`task_count`). Each task writes its batch's windows in
+parts of about ``max_windows_per_part`` windows and its errors as one part, named by a hash of the batch's input URIs (plus the part's number): a retried task
 rewrites the same parts instead of adding duplicates. The driver then checks that every
 listed file came back exactly once, removes parts no surviving summary row refers to (left
 by a retried task batched differently), and writes ``_manifest.json`` last, so a dataset
@@ -51,11 +51,11 @@ class ExtractConfig(Config):
     #: Audio root for an ASVspoof protocol (default: the protocol's folder).
     audio_root: str | None = None
     features: FeatureConfig = dataclasses.field(default_factory=FeatureConfig)
-    #: Files handed to one task. Ray Data leaves a worker idle ~0.1-0.2 s between tasks
-    #: (its scheduler collects finished tasks every 100 ms, ray-project/ray#42377), so a
-    #: task should run for seconds: 48 typical clips take ~1.5 s on one core. Measured in
-    #: docs/benchmarks.md.
-    files_per_task: int = 48
+    #: Most files handed to one task. With several tasks running, Ray Data leaves a worker
+    #: idle ~0.2 s after each (it waits up to 100 ms for *all* running tasks before it
+    #: looks at finished ones), so a task should run for seconds: 128 typical clips take
+    #: ~4 s on one core. Measured in docs/benchmarks.md.
+    files_per_task: int = 128
     #: A task closes a features part after the file that brings it to this many windows,
     #: so its memory stays bounded whatever its files' lengths (512 windows of the default
     #: features are ~150 MB of float32).
@@ -210,9 +210,17 @@ def largest_first(items: Sequence[sources.AudioItem]) -> list[sources.AudioItem]
 
 
 def task_count(n_files: int, files_per_task: int, slots: int) -> int:
-    """Tasks for ``n_files``: at most ``files_per_task`` files each, and enough of them to
-    give every one of ``slots`` parallel workers a task when there are files for it."""
-    return max(1, -(-n_files // files_per_task), min(n_files, slots))
+    """Tasks for ``n_files``: at most ``files_per_task`` files each, and with several
+    parallel workers (``slots``) at least two each when there are files for them.
+
+    Workers do not finish together on their own: Ray Data 2.60 runs a new dataset's first
+    task alone for about a second (until its resource limits first refresh), and tasks run
+    at different speeds. With two tasks each, taken largest first, the worker that started
+    late or ran slow ends on a short task while the others take the rest.
+    """
+    at_most = -(-n_files // files_per_task)
+    spread = min(n_files, 2 * slots) if slots > 1 else 1
+    return max(1, at_most, spread)
 
 
 def check_accounting(items: Sequence[sources.AudioItem], summary: pd.DataFrame) -> None:
