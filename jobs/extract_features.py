@@ -43,7 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="longer files become error rows (default: %(default)s)")
     p.add_argument("--float16", action="store_true", help="store tensors as float16 (half size)")
     p.add_argument("--files-per-task", type=int,
-                   help="most files per Ray task (default: 128; bigger tasks idle less between tasks)")
+                   help="most files per Ray task (default: 128; bigger tasks idle less "
+                        "between them)")
     p.add_argument("--concurrency", type=int, help="most parallel tasks (default: all CPUs)")
     p.add_argument("--limit", type=int, help="only the first N files")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")

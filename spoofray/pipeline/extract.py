@@ -5,11 +5,12 @@ decode, resample, window, features; CPU tasks) → per-file summary rows back to
 
 Files go out largest first, so the last tasks are the short ones, and with several workers
 each gets at least two tasks (:func:`task_count`). Each task writes its batch's windows in
-parts of about ``max_windows_per_part`` windows and its errors as one part, named by a hash of the batch's input URIs (plus the part's number): a retried task
-rewrites the same parts instead of adding duplicates. The driver then checks that every
-listed file came back exactly once, removes parts no surviving summary row refers to (left
-by a retried task batched differently), and writes ``_manifest.json`` last, so a dataset
-without a manifest is known incomplete.
+parts of about ``max_windows_per_part`` windows and its errors as one part, named by a hash
+of the batch's input URIs (plus the part's number): a retried task rewrites the same parts
+instead of adding duplicates. The driver then checks that every listed file came back
+exactly once, removes parts no surviving summary row refers to (left by a retried task
+batched differently), and writes ``_manifest.json`` last, so a dataset without a manifest is
+known incomplete.
 """
 
 from __future__ import annotations
