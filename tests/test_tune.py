@@ -6,6 +6,7 @@ comes from the real extraction of a small generated archive.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
 import json
@@ -243,6 +244,53 @@ def test_resume_refuses_changed_settings(synthetic, tmp_path):
                        resume=True)
     with pytest.raises(ConfigError, match="n_splits"):
         run_sweep(cfg)
+
+
+def test_tune_state_files_are_replaced_whole(tmp_path):
+    import pyarrow.fs
+
+    from spoofray.atomic_fs import atomic_local_filesystem
+
+    fs = atomic_local_filesystem()
+    state = tmp_path / "experiment_state-x.json"
+    state.write_text("old")
+    stream = fs.open_output_stream(str(state))
+    stream.write(b"new, half written")
+    assert state.read_text() == "old"  # a kill now leaves the old file intact
+    stream.close()
+    assert state.read_text() == "new, half written"
+    abandoned = fs.open_output_stream(str(state))  # a writer that failed part-way
+    abandoned.write(b"junk")
+    del abandoned
+    assert state.read_text() == "new, half written"
+    assert [p.name for p in tmp_path.iterdir()] == [state.name]  # no temporary left over
+
+    staging = tmp_path / "staging"
+    (staging / "trial_1").mkdir(parents=True)
+    (staging / "basic-variant-state-x.json").write_bytes(bytes(range(256)) * 4096)
+    (staging / "trial_1" / "result.json").write_text("{}")
+    pyarrow.fs.copy_files(str(staging), str(tmp_path / "storage"), destination_filesystem=fs)
+    copied = sorted(p.relative_to(tmp_path / "storage").as_posix()
+                    for p in (tmp_path / "storage").rglob("*"))
+    assert copied == ["basic-variant-state-x.json", "trial_1", "trial_1/result.json"]
+    assert (tmp_path / "storage" / "basic-variant-state-x.json").read_bytes() == (
+        staging / "basic-variant-state-x.json").read_bytes()
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_truncated_tune_state(ray_session, tmp_path):
+    table = cv_data.write_synthetic_table(str(tmp_path / "table.csv"), n_rows=60)
+    space = tmp_path / "rf.yaml"
+    space.write_text("weight_svc: 0.0\nweight_knn: 0.0\nhgb__max_iter: 5\n"
+                     "rf__n_estimators: 5\n")
+    cfg = TuneMLConfig(space=str(space), output=str(tmp_path / "sweep"), table=table,
+                       n_splits=2, num_samples=1, verbose=0)
+    run_sweep(cfg)
+    experiment = tmp_path / "sweep" / "ray_results" / "tune_ml"
+    (searcher,) = experiment.glob("basic-variant-state-*.json")
+    searcher.write_bytes(searcher.read_bytes()[:40])  # as a kill during a plain copy left it
+    with pytest.raises(ConfigError, match=f"{searcher}.* unreadable .*--overwrite"):
+        run_sweep(dataclasses.replace(cfg, resume=True))
 
 
 @pytest.mark.slow

@@ -370,6 +370,7 @@ def run_sweep(cfg: TuneMLConfig) -> dict[str, Any]:
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
+    from spoofray.atomic_fs import atomic_local_filesystem
     from spoofray.pipeline.runtime import init_ray
 
     started = time.perf_counter()
@@ -386,13 +387,16 @@ def run_sweep(cfg: TuneMLConfig) -> dict[str, Any]:
         {"cpu": cfg.cpus_per_trial},
     )
     experiment = storage.join(cfg.storage_path, cfg.name)
+    # Locally, Tune's state files must be replaced whole: see spoofray.atomic_fs.
+    state_fs = None if storage.is_remote(experiment) else atomic_local_filesystem()
     if cfg.resume:
-        if not tune.Tuner.can_restore(experiment):
+        if not tune.Tuner.can_restore(experiment, storage_filesystem=state_fs):
             raise ConfigError(f"--resume: no restorable Tune experiment at {experiment} (the "
                               "sweep stopped before Tune saved any state); start again with "
                               "--overwrite")
+        _check_saved_state(experiment)
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True,
-                                   resume_errored=False)
+                                   resume_errored=False, storage_filesystem=state_fs)
     else:
         tuner = tune.Tuner(
             trainable,
@@ -409,7 +413,8 @@ def run_sweep(cfg: TuneMLConfig) -> dict[str, Any]:
                     reduction_factor=cfg.reduction_factor),
             ),
             run_config=tune.RunConfig(
-                name=cfg.name, storage_path=cfg.storage_path, verbose=cfg.verbose,
+                name=cfg.name, storage_path=cfg.storage_path, storage_filesystem=state_fs,
+                verbose=cfg.verbose,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 failure_config=tune.FailureConfig(max_failures=0),
             ),
@@ -447,6 +452,33 @@ def run_sweep(cfg: TuneMLConfig) -> dict[str, Any]:
     storage.write_bytes_atomic(storage.join(cfg.output, "summary.json"),
                                json.dumps(summary, indent=2).encode())
     return summary
+
+
+def _check_saved_state(experiment: str) -> None:
+    """Refuse to resume from a state file Tune cannot read.
+
+    Tune would log the failure and quietly run a new, different sweep in its place (say
+    1 trial instead of the 20 asked for) and the summary would still say "resumed".
+    """
+    import pickle
+
+    import ray.cloudpickle
+
+    fs, path = storage.filesystem(experiment)
+    # What TuneController.resume reads: the newest of each, picked by name as Tune does.
+    for pattern, load in (("experiment_state-*.json", json.loads),
+                          ("basic-variant-state-*.json", ray.cloudpickle.loads)):
+        found = storage.retrying(experiment, "listing", lambda: fs.glob(f"{path}/{pattern}"))
+        if not found:
+            continue
+        newest = max(found)
+        try:
+            load(storage.read_bytes(storage.to_uri(fs, newest)))
+        except (ValueError, EOFError, pickle.UnpicklingError) as exc:
+            raise ConfigError(
+                f"--resume: Tune's saved state {storage.to_uri(fs, newest)} is unreadable "
+                f"({type(exc).__name__}: {exc}); resuming from it would silently start a "
+                "different sweep. Start again with --overwrite") from exc
 
 
 def _json_safe(value: Any) -> Any:
