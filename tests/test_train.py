@@ -135,6 +135,26 @@ def test_resume_continues_the_epoch_count_from_the_latest_checkpoint(trained):
 
 
 @pytest.mark.slow
+def test_latest_checkpoint_passes_over_an_interrupted_upload(trained, tmp_path):
+    _, _, first_ckpt, _, _ = trained
+    run = tmp_path / "out" / "ray" / "run"
+    shutil.copytree(first_ckpt, run / "checkpoint_a")
+    newer = run / "checkpoint_b"  # one epoch on, but its upload stopped part-way
+    shutil.copytree(first_ckpt, newer)
+    state = json.loads((newer / "state.json").read_text())
+    (newer / "state.json").write_text(json.dumps({**state, "epoch": state["epoch"] + 1}))
+    weights = newer / "cnn" / "weights.npz"
+    assert state["files"]["cnn/weights.npz"] == weights.stat().st_size
+    complete = weights.read_bytes()
+    weights.write_bytes(complete[: len(complete) // 2])
+    assert T.latest_checkpoint(str(tmp_path / "out")) == str(run / "checkpoint_a")
+    weights.unlink()
+    assert T.latest_checkpoint(str(tmp_path / "out")) == str(run / "checkpoint_a")
+    weights.write_bytes(complete)
+    assert T.latest_checkpoint(str(tmp_path / "out")) == str(newer)
+
+
+@pytest.mark.slow
 def test_outputs_follow_the_member_contract_in_a_fresh_process(trained, toy_root):
     _, first, _, _, out = trained  # the outputs of the all-member run
     meta = dataset.read_table(toy_root, columns=list(T.META_COLUMNS)).to_pandas()

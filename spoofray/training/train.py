@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -45,6 +46,8 @@ from spoofray.augment import FeatureAugmentConfig
 from spoofray.config import Config, FeatureConfig, register
 from spoofray.errors import ConfigError, OutputExistsError
 from spoofray.models import dl
+
+log = logging.getLogger(__name__)
 
 META_COLUMNS = ("uri", "window_index", "label", "attack", "speaker", "group")
 EARLY_STOP_METRICS = ("dev_eer", "dev_eer_file")
@@ -271,17 +274,29 @@ def _prepare_output(output: str, *, resume: bool, overwrite: bool) -> str | None
 
 
 def latest_checkpoint(output: str) -> str | None:
-    """URI of the checkpoint with the highest epoch under ``<output>/ray`` (or None)."""
+    """URI of the complete checkpoint with the highest epoch under ``<output>/ray`` (or None).
+
+    Complete: its ``state.json`` reads, and every file it lists has the size it lists (an
+    upload killed part-way leaves files short or missing; such a checkpoint is skipped).
+    """
     fs, path = storage.filesystem(storage.join(output, "ray"))
     if not fs.exists(path):
         return None
     best: tuple[int, str] | None = None
     for state_path in fs.glob(f"{path}/**/state.json"):
+        folder = os.path.dirname(state_path)
         try:
-            epoch = int(json.loads(fs.cat_file(state_path))["epoch"])
+            state = json.loads(fs.cat_file(state_path))
+            epoch = int(state["epoch"])
+            complete = all(fs.size(f"{folder}/{name}") == size
+                           for name, size in state.get("files", {}).items())
         except (OSError, ValueError, KeyError):
-            continue  # a checkpoint being written or deleted
-        candidate = (epoch, storage.to_uri(fs, os.path.dirname(state_path)))
+            continue  # being written or deleted, or a file it lists never arrived
+        if not complete:
+            log.warning("skipping checkpoint %s: a file is shorter than its state.json says "
+                        "(an interrupted upload)", storage.to_uri(fs, folder))
+            continue
+        candidate = (epoch, storage.to_uri(fs, folder))
         if best is None or candidate > best:
             best = candidate
     return best[1] if best else None

@@ -273,20 +273,25 @@ def _score_and_track(name, epoch, loss, dev_batches, predict, kind, eval_model, 
 
 
 def _write_checkpoint(d: str, state, weights, opt_values, workdir: str) -> None:
-    with open(os.path.join(d, "state.json"), "w") as fh:
-        json.dump(state, fh, indent=1, default=float)
     for n in state["members"]:
         os.makedirs(os.path.join(d, n))
         np.savez(os.path.join(d, n, "weights.npz"), *weights[n])
         np.savez(os.path.join(d, n, "optimizer.npz"), *opt_values[n])
         for fname in ("best.keras", "best_dev_scores.parquet"):
             shutil.copyfile(os.path.join(workdir, n, fname), os.path.join(d, n, fname))
+    # Ray uploads a checkpoint file by file; a kill part-way leaves some files short or
+    # missing. The sizes let train.latest_checkpoint pass over such a checkpoint.
+    files = {f"{n}/{f}": os.path.getsize(os.path.join(d, n, f))
+             for n in state["members"] for f in sorted(os.listdir(os.path.join(d, n)))}
+    with open(os.path.join(d, "state.json"), "w") as fh:
+        json.dump({**state, "files": files}, fh, indent=1, default=float)
 
 
 def _restore(d: str, names, models, optimizers, workdir: str) -> dict[str, Any]:
     """Load weights, optimizer state, early-stopping state and best models of a checkpoint."""
     with open(os.path.join(d, "state.json")) as fh:
         state = json.load(fh)
+    state.pop("files", None)  # describes that checkpoint only
     for n in names:
         if n not in state["members"]:
             raise ValueError(f"checkpoint {d} has no member {n!r} (it has {sorted(state['members'])})")
