@@ -1,7 +1,8 @@
 """Benchmarks, run by hand; paste the printed table into docs/benchmarks.md.
 
   python jobs/benchmark.py extract [--files 200] [--repeats 3]
-                                                   pipeline (1 and 2 workers) vs a librosa loop
+                                                   pipeline (1 and 2 workers) vs a librosa loop;
+                                                   2 vs 1 plain processes (machine ceiling)
   python jobs/benchmark.py score [--files 100]     ML-only vs fused bundle; peak RSS at 1x and 10x
   python jobs/benchmark.py stages [--files 100]    CPU cost of each scoring stage on one core
 
@@ -53,9 +54,12 @@ def extract(args: argparse.Namespace) -> None:
     print(json.dumps({"machine": machine_info(), "rows": rows, "ratios": ratios}, indent=2))
     print(markdown_table(rows, ["repeat", "method", "cores", "files", "audio_s", "wall_s",
                                 "audio_x_realtime_per_core", "files_per_s"]))
-    print(markdown_table(ratios, ["repeat", "speedup_per_core", "two_vs_one_workers"]))
+    print(markdown_table(ratios, ["repeat", "speedup_per_core", "two_vs_one_workers",
+                                  "two_vs_one_plain_processes"]))
     for key, what in (("speedup_per_core", "speed-up per core vs librosa loop (1 worker)"),
-                      ("two_vs_one_workers", "2 workers vs 1 worker (wall)")):
+                      ("two_vs_one_workers", "2 workers vs 1 worker (wall)"),
+                      ("two_vs_one_plain_processes",
+                       "machine ceiling: 2 plain processes vs 1, no Ray (throughput)")):
         values = sorted(r[key] for r in ratios)
         print(f"{what}: median {statistics.median(values):.2f}x "
               f"(range {values[0]:.2f}-{values[-1]:.2f}x over {len(values)} repeats)")

@@ -5,7 +5,9 @@
 
 * the seeds' way: a plain per-file loop, ``librosa.load`` then ``librosa.feature.*`` per
   window, computing the same features with the same settings, on one core;
-* the spoofray pipeline on a local Ray with 1 worker and with 2 workers.
+* the spoofray pipeline on a local Ray with 1 worker and with 2 workers;
+* the machine's own ceiling for 2 vs 1: the per-file work (``featurize_file``) in one plain
+  process alone, then in two at once, without Ray.
 """
 
 from __future__ import annotations
@@ -115,6 +117,39 @@ def pipeline_run(items: Sequence[Any], cfg: FeatureConfig, *, workers: int,
             "files": manifest["counts"]["files_listed"], "windows": manifest["counts"]["windows"]}
 
 
+#: Files each plain process featurizes for the machine's 2-vs-1 ceiling (a few seconds).
+PLAIN_PROCESS_FILES = 150
+
+
+def featurize_seconds(paths: Sequence[str], cfg_dict: dict[str, Any]) -> tuple[float, float]:
+    """Featurize ``paths`` one by one in this process with one BLAS thread; return the wall
+    seconds and the seconds of audio."""
+    from threadpoolctl import threadpool_limits
+
+    from spoofray.featurize import featurize_file
+
+    cfg = FeatureConfig.from_dict(cfg_dict)
+    audio_s = 0.0
+    with threadpool_limits(limits=1):
+        started = time.perf_counter()
+        for p in paths:
+            audio_s += featurize_file({"uri": p}, cfg).duration_s or 0.0
+        return time.perf_counter() - started, audio_s
+
+
+def plain_process_rows(pool: Any, paths: Sequence[str], cfg: FeatureConfig) -> list[dict]:
+    """The same files featurized by one pool process alone, then by both at once (each all
+    of ``paths``): how well this machine runs two busy processes, with no Ray involved."""
+    job = (list(paths), cfg.to_dict())
+    alone, audio_s = pool.apply(featurize_seconds, job)
+    together = max(wall for wall, _ in pool.starmap(featurize_seconds, [job, job], chunksize=1))
+    method = "featurize_file in plain processes (no Ray), {} at once"
+    return [{"method": method.format(1), "cores": 1, "wall_s": alone, "audio_s": audio_s,
+             "files": len(paths)},
+            {"method": method.format(2), "cores": 2, "wall_s": together, "audio_s": 2 * audio_s,
+             "files": 2 * len(paths)}]
+
+
 def machine_info() -> dict[str, Any]:
     return {"cpus": os.cpu_count(), "machine": platform.machine(),
             "python": platform.python_version()}
@@ -128,6 +163,8 @@ def extract_benchmark(paths: Sequence[str], cfg: FeatureConfig,
     same files; interleaving them puts the machine's slow spells (other tenants, steal
     time) into every method rather than into one.
     """
+    import multiprocessing
+
     from spoofray.sources import AudioItem
 
     # Sizes as a listing fills them: the pipeline starts the largest files first.
@@ -136,15 +173,20 @@ def extract_benchmark(paths: Sequence[str], cfg: FeatureConfig,
     # the timed runs then measure steady-state throughput, not process start-up. One file per
     # task, so that both workers get tasks (one task would warm up only one of them).
     pipeline_run(items[:8], cfg, workers=2, files_per_task=1)
+    ceiling_paths = list(paths[:PLAIN_PROCESS_FILES])
     rows = []
-    for repeat in range(1, repeats + 1):
-        base = librosa_loop(paths, cfg)
-        rows.append({"repeat": repeat, "method": "librosa per-file loop (1 process)",
-                     "cores": 1, **base})
-        for workers in (1, 2):
-            res = pipeline_run(items, cfg, workers=workers)
-            rows.append({"repeat": repeat, "method": f"spoofray Ray Data, {workers} worker(s)",
-                         "cores": workers, **res})
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        pool.starmap(featurize_seconds, [(paths[:2], cfg.to_dict())] * 2, chunksize=1)
+        for repeat in range(1, repeats + 1):
+            base = librosa_loop(paths, cfg)
+            rows.append({"repeat": repeat, "method": "librosa per-file loop (1 process)",
+                         "cores": 1, **base})
+            for workers in (1, 2):
+                res = pipeline_run(items, cfg, workers=workers)
+                rows.append({"repeat": repeat,
+                             "method": f"spoofray Ray Data, {workers} worker(s)",
+                             "cores": workers, **res})
+            rows += [{"repeat": repeat, **r} for r in plain_process_rows(pool, ceiling_paths, cfg)]
     for r in rows:
         r["audio_x_realtime_per_core"] = r["audio_s"] / r["wall_s"] / r["cores"]
         r["files_per_s"] = r["files"] / r["wall_s"]
@@ -152,14 +194,17 @@ def extract_benchmark(paths: Sequence[str], cfg: FeatureConfig,
 
 
 def extract_ratios(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per repeat: pipeline (1 worker) vs librosa loop per core, and 2 workers vs 1 (wall)."""
+    """Per repeat: pipeline (1 worker) vs librosa loop per core, 2 workers vs 1 (wall), and
+    the same 2-vs-1 throughput ratio for plain processes (the machine's ceiling)."""
     out = []
     for repeat in sorted({r["repeat"] for r in rows}):
-        base, one, two = [r for r in rows if r["repeat"] == repeat]
+        base, one, two, plain_one, plain_two = [r for r in rows if r["repeat"] == repeat]
         out.append({"repeat": repeat,
                     "speedup_per_core": one["audio_x_realtime_per_core"]
                     / base["audio_x_realtime_per_core"],
-                    "two_vs_one_workers": one["wall_s"] / two["wall_s"]})
+                    "two_vs_one_workers": one["wall_s"] / two["wall_s"],
+                    # each plain process does all of its files: twice the work in the pair
+                    "two_vs_one_plain_processes": 2 * plain_one["wall_s"] / plain_two["wall_s"]})
     return out
 
 
