@@ -10,6 +10,7 @@ import dataclasses
 import glob
 import hashlib
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -277,32 +278,31 @@ def test_tune_state_files_are_replaced_whole(tmp_path):
         staging / "basic-variant-state-x.json").read_bytes()
 
 
+def _table_sweep(tmp_path: Path, n_rows: int, **settings) -> tuple[TuneMLConfig, dict]:
+    """A one-trial sweep of a small generated DEEP-VOICE table with quick members."""
+    table = cv_data.write_synthetic_table(str(tmp_path / "DATASET-balanced.csv"), n_rows=n_rows)
+    space = tmp_path / "stats.yaml"
+    space.write_text("weight_svc: 0.0\nweight_knn: 0.0\nhgb__max_iter: 10\n"
+                     "rf__n_estimators: {choice: [5, 10]}\n")
+    cfg = TuneMLConfig(space=str(space), output=str(tmp_path / "sweep"), table=table,
+                       num_samples=1, verbose=0, **settings)
+    return cfg, run_sweep(cfg)
+
+
 @pytest.mark.slow
 def test_resume_refuses_a_truncated_tune_state(ray_session, tmp_path):
-    table = cv_data.write_synthetic_table(str(tmp_path / "table.csv"), n_rows=60)
-    space = tmp_path / "rf.yaml"
-    space.write_text("weight_svc: 0.0\nweight_knn: 0.0\nhgb__max_iter: 5\n"
-                     "rf__n_estimators: 5\n")
-    cfg = TuneMLConfig(space=str(space), output=str(tmp_path / "sweep"), table=table,
-                       n_splits=2, num_samples=1, verbose=0)
-    run_sweep(cfg)
+    cfg, _ = _table_sweep(tmp_path, 60, n_splits=2)
     experiment = tmp_path / "sweep" / "ray_results" / "tune_ml"
     (searcher,) = experiment.glob("basic-variant-state-*.json")
     searcher.write_bytes(searcher.read_bytes()[:40])  # as a kill during a plain copy left it
-    with pytest.raises(ConfigError, match=f"{searcher}.* unreadable .*--overwrite"):
+    with pytest.raises(ConfigError, match=f"{re.escape(str(searcher))}.* unreadable .*--overwrite"):
         run_sweep(dataclasses.replace(cfg, resume=True))
 
 
 @pytest.mark.slow
 def test_deepvoice_table_sweep(ray_session, tmp_path):
-    table = cv_data.write_synthetic_table(str(tmp_path / "DATASET-balanced.csv"), n_rows=90)
-    space = tmp_path / "stats.yaml"
-    space.write_text("weight_svc: 0.0\nweight_knn: 0.0\nhgb__max_iter: 10\n"
-                     "rf__n_estimators: {choice: [5, 10]}\n")
+    _, summary = _table_sweep(tmp_path, 90, table_block_rows=5, n_splits=3)
     out = tmp_path / "sweep"
-    summary = run_sweep(TuneMLConfig(space=str(space), output=str(out), table=table,
-                                     table_block_rows=5, n_splits=3, num_samples=1,
-                                     verbose=0))
     assert "blocks of 5" in summary["caveat"]
     results = pd.read_parquet(out / "results.parquet")
     assert results[["eer", "accuracy", "precision", "recall", "f1"]].notna().all().all()
