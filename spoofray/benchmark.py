@@ -160,8 +160,9 @@ def extract_benchmark(paths: Sequence[str], cfg: FeatureConfig,
     """Rows of the extraction comparison (per-core throughput in audio s per wall s).
 
     Each repeat runs the librosa loop, then the pipeline with 1 and with 2 workers, on the
-    same files; interleaving them puts the machine's slow spells (other tenants, steal
-    time) into every method rather than into one.
+    same files, then the machine's 2-vs-1 ceiling on the first ``PLAIN_PROCESS_FILES`` of
+    them (:func:`plain_process_rows`); interleaving them puts the machine's slow spells
+    (other tenants, steal time) into every method rather than into one.
     """
     import multiprocessing
 
