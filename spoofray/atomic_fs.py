@@ -36,11 +36,19 @@ class _RenameOnClose(io.FileIO):
         super().close()
         os.replace(self._temp_path, self._final_path)
 
-    def __del__(self) -> None:
-        # Dropped without close(): the writer failed part-way, so the file is not published.
+    def discard(self) -> None:
+        """Close without publishing: the writer failed part-way."""
         if not self.closed:
             io.FileIO.close(self)
             os.remove(self._temp_path)
+
+    def __exit__(self, exc_type: Any, *rest: Any) -> None:
+        if exc_type is not None:
+            self.discard()
+        self.close()
+
+    def __del__(self) -> None:
+        self.discard()  # dropped without close(), as pyarrow does after a failed write
 
 
 class AtomicLocalHandler(pyarrow.fs.FileSystemHandler):
