@@ -36,6 +36,8 @@ stats
 Deltas are ``librosa.feature.delta(x, width=9, order=k, mode='interp')`` (a Savitzky-Golay
 derivative). With fewer than 9 frames, where librosa refuses, the polynomial is fitted to
 all frames instead (the same rule ``interp`` uses at the edges), so short windows work.
+Digital silence (every band at the floor) has deltas of exactly 0, whatever BLAS kernel
+computes the DCT (see :func:`_cepstrum`).
 """
 
 from __future__ import annotations
@@ -309,6 +311,24 @@ def _to_db(power: np.ndarray) -> np.ndarray:
     return out
 
 
+def _cepstrum(bands: np.ndarray, n_out: int) -> np.ndarray:
+    """First ``n_out`` DCT-II (orthonormal) coefficients of log band energies ``(..., N)``.
+
+    A flat row (every band equal; digital silence puts every band at the floor) gets its
+    exact transform, ``(sqrt(N) * value, 0, ..., 0)``, rather than the product's: a BLAS
+    kernel may round equal rows differently by where they sit in the product (OpenBLAS's
+    Haswell sgemm does, by an ulp), and silent frames must agree exactly for their deltas
+    to be 0 (:func:`_delta`), not rounding noise (~1e-4 beside c0 = -800).
+    """
+    n_bands = bands.shape[-1]
+    out = bands @ _dct_t(n_bands, n_out)
+    flat = (bands == bands[..., :1]).all(axis=-1)
+    if flat.any():
+        out[flat] = 0.0
+        out[flat, 0] = bands[flat][:, 0] * np.float32(math.sqrt(n_bands))
+    return out
+
+
 def _with_deltas(coeffs: np.ndarray) -> np.ndarray:
     """``(B, F, C)`` -> ``(B, F, 3C)``: the coefficients, their delta and delta-delta."""
     return np.concatenate([coeffs, _delta(coeffs, 1), _delta(coeffs, 2)], axis=-1)
@@ -349,10 +369,10 @@ def _frame_features(power: np.ndarray, cfg: FeatureConfig, kinds) -> dict[str, n
         if "logmel" in kinds:
             out["logmel"] = mel
         if "mfcc" in kinds:
-            out["mfcc"] = mel @ _dct_t(cfg.n_mels, cfg.n_mfcc)
+            out["mfcc"] = _cepstrum(mel, cfg.n_mfcc)
     if "lfcc" in kinds:
         fb = _linear_filterbank_t(sr, cfg.n_fft, cfg.n_linear_filters, cfg.fmin, fmax)
-        out["lfcc"] = _to_db(power @ fb) @ _dct_t(cfg.n_linear_filters, cfg.n_lfcc)
+        out["lfcc"] = _cepstrum(_to_db(power @ fb), cfg.n_lfcc)
     return out
 
 
