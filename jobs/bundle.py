@@ -48,6 +48,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="auto: logistic with --dev-features and >1 member, else mean")
     a.add_argument("--weight", action="append", default=[], metavar="NAME=W",
                    help="mean-fusion weight of a member (repeatable)")
+    a.add_argument("--threshold-rule", choices=("eer", "false_alarm_rate"), default="eer",
+                   help="eer: the dev EER point; false_alarm_rate: flag at most "
+                        "--target-false-alarm-rate of bona fide dev files or report rows")
+    a.add_argument("--target-false-alarm-rate", type=float, default=0.01,
+                   help="false-alarm budget on real speech (default: %(default)s)")
+    a.add_argument("--threshold-report", action="append", default=[], metavar="RUN_FOLDER",
+                   help="scoring run of a held-out fold whose bona fide rows set the "
+                        "false-alarm threshold (repeatable)")
     a.add_argument("--threshold", type=float, help="fixed decision threshold in [0, 1]")
     a.add_argument("--overwrite", action="store_true")
     i = sub.add_parser("inspect", help="print a bundle's description (reads bundle.json only)")
@@ -139,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
                                  version=args.version, output=args.output,
                                  publish=args.publish, dev_features=args.dev_features,
                                  fusion=args.fusion, weights=_weights(args.weight),
+                                 threshold_rule=args.threshold_rule,
+                                 target_false_alarm_rate=args.target_false_alarm_rate,
+                                 threshold_reports=tuple(args.threshold_report),
                                  threshold=args.threshold, overwrite=args.overwrite)
             made = assemble_bundle(cfg)
             m = made["manifest"]

@@ -24,7 +24,7 @@ from spoofray.models import ml
 from spoofray.models.assemble import (AssembleConfig, assemble_bundle, file_level, latest_bundle,
                                        list_registry)
 from spoofray.models.bundle import Bundle
-from spoofray.models.fusion import threshold_at_eer
+from spoofray.scoring import threshold_at_eer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -378,3 +378,35 @@ def test_registry_newest_bundle_and_job_cli(tmp_path, home, trained, monkeypatch
         fh.write(b"x")
     code, _, err = run("verify", latest_bundle())
     assert code == 2 and "sha256" in err
+
+
+def test_false_alarm_rule_flags_at_most_the_budget_of_bona_fide_dev_files(tmp_path, trained):
+    _, _, model = trained
+    tune_out = save_ml_member(model, tmp_path / "tune", SMALL, threshold=0.42)
+    dev_feats, dev_y = file_labelled_features(SMALL, 40, seed=7)
+    dev = write_feature_dataset(tmp_path / "dev", SMALL, dev_feats, dev_y)
+    made = assemble_bundle(AssembleConfig(members=(tune_out,), output=str(tmp_path / "b"),
+                                          dev_features=dev, threshold_rule="false_alarm_rate",
+                                          target_false_alarm_rate=0.1))
+    manifest = made["manifest"]
+    assert manifest["threshold_method"] == "dev_false_alarm_rate_file_level"
+    bundle = Bundle.load(made["uri"])
+    fused = bundle.score_windows(dev_feats)["spoof_score"].astype(np.float64)
+    uris = np.repeat([f"/dev/f{i}.wav" for i in range(40)], 3)
+    file_scores, file_labels = file_level(fused, dev_y, uris)
+    bona = file_scores[file_labels == 0]
+    flagged = int(np.sum(bona >= bundle.threshold))
+    assert flagged <= int(0.1 * len(bona))
+    # ... and it is the lowest such threshold: one step lower flags one file more.
+    assert int(np.sum(bona >= np.max(bona[bona < bundle.threshold]))) == flagged + 1
+    assert manifest["threshold_details"]["dev_false_alarm_rate"] == flagged / len(bona)
+
+
+def test_false_alarm_rule_without_bona_fide_scores_is_refused(tmp_path, trained):
+    _, _, model = trained
+    tune_out = save_ml_member(model, tmp_path / "tune", SMALL, threshold=0.42)
+    with pytest.raises(ConfigError, match="needs bona fide scores"):
+        assemble_bundle(AssembleConfig(members=(tune_out,), output=str(tmp_path / "b"),
+                                       threshold_rule="false_alarm_rate"))
+    with pytest.raises(ConfigError, match="threshold_rule"):
+        AssembleConfig(members=(tune_out,), threshold_reports=("x",))

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 import spoofray
-from spoofray import dataset, storage
+from spoofray import dataset, scoring, storage
 from spoofray.config import Config, FeatureConfig, register
 from spoofray.errors import BundleIntegrityError, ConfigError, MetricError, OutputExistsError
 from spoofray.models.bundle import (
@@ -38,11 +38,14 @@ from spoofray.models.bundle import (
     _check_compatible, _ordered_kinds, check_member_sidecar, member_inputs, member_kinds,
     sha256_bytes, spoofray_home, utc_now,
 )
-from spoofray.models.fusion import Fusion, fit_logistic_fusion, mean_fusion, threshold_at_eer
+from spoofray.models.fusion import Fusion, fit_logistic_fusion, mean_fusion
+from spoofray.scoring import threshold_at_eer
 
 log = logging.getLogger(__name__)
 
 FUSION_CHOICES = ("auto", "mean", "logistic")
+#: How the decision threshold is chosen on dev data (see :mod:`spoofray.scoring`).
+THRESHOLD_RULES = ("eer", "false_alarm_rate")
 
 
 # --- members as their producers left them --------------------------------------------------
@@ -316,15 +319,15 @@ def file_level(window_scores: np.ndarray, labels: np.ndarray, uris: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:
     """Per-file mean of window scores (the scorer's ``spoof_score``) and the file labels."""
     _, inverse = np.unique(uris.astype(str), return_inverse=True)
-    counts = np.bincount(inverse)
-    file_scores = np.bincount(inverse, weights=window_scores) / counts
-    file_labels = np.zeros(len(counts), np.int64)
+    file_labels = np.zeros(inverse.max() + 1, np.int64)
     file_labels[inverse] = labels
-    return file_scores, file_labels
+    return scoring.file_scores(window_scores, inverse), file_labels
 
 
 def calibrate_on_dev(bundle: Bundle, dev_features: str, *, rule: str,
-                     weights: Mapping[str, float] | None = None) -> dict[str, Any]:
+                     weights: Mapping[str, float] | None = None,
+                     threshold_rule: str = "eer", target_false_alarm_rate: float = 0.01
+                     ) -> dict[str, Any]:
     """Fit the fusion and choose the threshold on a dev feature dataset.
 
     Returns
@@ -344,6 +347,14 @@ def calibrate_on_dev(bundle: Bundle, dev_features: str, *, rule: str,
     file_scores, file_labels = file_level(fusion.apply(member_scores).astype(np.float64),
                                           labels, uris)
     threshold, eer = threshold_at_eer(file_labels, file_scores)
+    details = {"level": "file", "file_score": "mean of window scores", "dev_eer": eer,
+               "dataset": dev_features, "n_files": int(len(file_labels))}
+    if threshold_rule == "false_alarm_rate":
+        threshold, achieved = scoring.threshold_at_false_alarm_rate(
+            file_scores[file_labels == 0], target_false_alarm_rate)
+        details.update(target_false_alarm_rate=target_false_alarm_rate,
+                       dev_false_alarm_rate=achieved,
+                       n_bonafide_files=int(np.sum(file_labels == 0)))
     threshold = float(np.clip(threshold, 0.0, 1.0))
     per_member = {}
     for name, s in member_scores.items():
@@ -359,8 +370,6 @@ def calibrate_on_dev(bundle: Bundle, dev_features: str, *, rule: str,
         "fused": metrics.evaluate(file_labels, file_scores, threshold=threshold),
         "members": per_member,
     }
-    details = {"level": "file", "file_score": "mean of window scores", "dev_eer": eer,
-               "dataset": dev_features, "n_files": int(len(file_labels))}
     return {"fusion": fusion, "threshold": threshold, "threshold_details": details,
             "dev_metrics": dev}
 
@@ -388,6 +397,13 @@ class AssembleConfig(Config):
     fusion: str = "auto"
     #: Mean-fusion weights by member name (default 1.0 each).
     weights: dict[str, float] = dataclasses.field(default_factory=dict)
+    #: ``eer``: the dev EER point; ``false_alarm_rate``: flag at most
+    #: ``target_false_alarm_rate`` of bona fide dev files (or of ``threshold_reports``).
+    threshold_rule: str = "eer"
+    target_false_alarm_rate: float = 0.01
+    #: Scoring runs (``run_id=`` folders) of the members' held-out folds: their labelled
+    #: bona fide rows set a false-alarm-rate threshold that was never fitted in-sample.
+    threshold_reports: tuple[str, ...] = ()
     #: A fixed decision threshold (overrides any chosen one).
     threshold: float | None = None
     overwrite: bool = False
@@ -401,6 +417,40 @@ class AssembleConfig(Config):
             raise ConfigError("logistic fusion is fitted on dev scores; give --dev-features")
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise ConfigError(f"threshold must be in [0, 1], got {self.threshold}")
+        if self.threshold_rule not in THRESHOLD_RULES:
+            raise ConfigError(f"threshold_rule {self.threshold_rule!r} unknown; choose one of "
+                              f"{list(THRESHOLD_RULES)}")
+        if not 0.0 <= self.target_false_alarm_rate < 1.0:
+            raise ConfigError("target_false_alarm_rate must be in [0, 1), got "
+                              f"{self.target_false_alarm_rate}")
+        if self.threshold_reports and self.threshold_rule != "false_alarm_rate":
+            raise ConfigError("threshold_reports set a false-alarm-rate threshold; pass "
+                              "threshold_rule='false_alarm_rate' with them")
+
+
+def threshold_from_reports(reports: Sequence[str], target: float) -> tuple[float, dict[str, Any]]:
+    """A false-alarm-rate threshold from the labelled bona fide rows of scoring runs.
+
+    The runs are the held-out folds of a cross-validation: each fold's bundle scored
+    sources it never saw, so the threshold transfers to new recordings instead of sitting
+    on the training data's own (optimistic) scores.
+    """
+    from spoofray.reports import read_report
+
+    scores, per_report = [], []
+    for uri in reports:
+        rep = read_report(uri)
+        ok = rep[(rep["status"] == "ok") & (rep["true_label"] == "bonafide")]
+        if ok.empty:
+            raise MetricError(f"{uri}: no bona fide rows with true_label to set a threshold "
+                              "on; score labelled held-out audio (a manifest with labels)")
+        scores.append(ok["spoof_score"].to_numpy(np.float64))
+        per_report.append({"report": uri, "n_bonafide_files": int(len(ok))})
+    threshold, achieved = scoring.threshold_at_false_alarm_rate(np.concatenate(scores), target)
+    return threshold, {"target_false_alarm_rate": target,
+                       "held_out_false_alarm_rate": achieved,
+                       "n_bonafide_files": int(sum(len(s) for s in scores)),
+                       "reports": per_report}
 
 
 def _default_threshold(members: Sequence[MemberSource]) -> tuple[float, str, dict[str, Any]]:
@@ -454,14 +504,25 @@ def assemble_bundle(cfg: AssembleConfig) -> dict[str, Any]:
                                 threshold_details=details)
         if cfg.dev_features:
             calib = calibrate_on_dev(Bundle.load(staging), cfg.dev_features, rule=rule,
-                                     weights=cfg.weights)
+                                     weights=cfg.weights, threshold_rule=cfg.threshold_rule,
+                                     target_false_alarm_rate=cfg.target_false_alarm_rate)
             manifest.update(fusion=calib["fusion"].to_dict(), threshold=calib["threshold"],
-                            threshold_method="dev_eer_file_level",
+                            threshold_method=("dev_eer_file_level" if cfg.threshold_rule == "eer"
+                                              else "dev_false_alarm_rate_file_level"),
                             threshold_details=calib["threshold_details"],
                             dev_metrics=calib["dev_metrics"])
             if calib["fusion"].rule == "logistic":
                 for entry, w in zip(manifest["members"], calib["fusion"].weights):
                     entry["weight"] = w
+        if cfg.threshold_reports:
+            threshold, details = threshold_from_reports(cfg.threshold_reports,
+                                                        cfg.target_false_alarm_rate)
+            manifest.update(threshold=threshold,
+                            threshold_method="false_alarm_rate_on_held_out_reports",
+                            threshold_details=details)
+        elif cfg.threshold_rule == "false_alarm_rate" and not cfg.dev_features:
+            raise ConfigError("threshold_rule 'false_alarm_rate' needs bona fide scores: give "
+                              "dev_features or threshold_reports")
         if cfg.threshold is not None:
             manifest.update(threshold=float(cfg.threshold), threshold_method="user",
                             threshold_details={"previous": {

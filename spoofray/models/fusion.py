@@ -142,25 +142,3 @@ def fit_logistic_fusion(member_scores: Mapping[str, np.ndarray], labels: np.ndar
     return Fusion(rule="logistic", members=members,
                   weights=tuple(float(c) for c in model.coef_[0]),
                   intercept=float(model.intercept_[0]))
-
-
-def threshold_at_eer(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
-    """The decision threshold at the equal-error-rate point.
-
-    Parameters
-    ----------
-    labels : ndarray, shape (n,)
-        1 = spoof, 0 = bona fide.
-    scores : ndarray, shape (n,)
-        Higher = more likely spoof.
-
-    Returns
-    -------
-    threshold : float
-        Scores ``>= threshold`` are called spoof.
-    eer : float
-    """
-    from spoofray.metrics import compute_eer
-
-    eer, threshold = compute_eer(np.asarray(labels), np.asarray(scores, dtype=np.float64))
-    return float(threshold), float(eer)

@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from spoofray import reports, sources, storage
+from spoofray import reports, scoring, sources, storage
 from spoofray.config import Config, FeatureConfig, register
 from spoofray.errors import (ConfigError, OutputExistsError, SpoofrayError,
                              StorageUnavailableError)
@@ -209,9 +209,9 @@ def aggregate_file(window: dict[str, np.ndarray], start_s: np.ndarray, end_s: np
     """
     fused = np.asarray(window["spoof_score"], dtype=np.float64)
     top = int(np.argmax(fused))
-    score = float(fused.mean())
-    out = {k: float(np.mean(v)) for k, v in window.items()}
-    out.update(spoof_score=score, label="spoof" if score >= threshold else "bonafide",
+    score = scoring.file_score(fused)
+    out = {k: scoring.file_score(v) for k, v in window.items()}
+    out.update(spoof_score=score, label=scoring.decide(score, threshold),
                max_window_score=float(fused[top]), top_window_start_s=float(start_s[top]),
                top_window_end_s=float(end_s[top]))
     return out

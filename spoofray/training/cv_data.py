@@ -228,10 +228,10 @@ def file_scores(file_index: np.ndarray, window_scores: np.ndarray
     files : ndarray of int64, shape (n_files_present,)
     scores : ndarray of float64, shape (n_files_present,)
     """
+    from spoofray import scoring
+
     files, inverse = np.unique(file_index, return_inverse=True)
-    sums = np.bincount(inverse, weights=window_scores, minlength=len(files))
-    counts = np.bincount(inverse, minlength=len(files))
-    return files, sums / counts
+    return files, scoring.file_scores(window_scores, inverse)
 
 
 def spoof_proba(model: SpoofVotingEnsemble, X: np.ndarray) -> np.ndarray:
