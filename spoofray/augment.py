@@ -1,16 +1,19 @@
 """Data augmentation: feature-level (training loop), audio-level, and copy-synthesis.
 
-Three families, all pure numpy (plus librosa/pyworld/scipy kernels) except the two
-I/O helpers at the end:
+Three families, all pure numpy (plus librosa/pyworld/scipy kernels) except the I/O
+helpers at the end (:func:`copysyn_item`, :func:`make_copysyn_corpus`):
 
 * Feature batches (used in the training loop): SpecAugment-style frequency/time masking,
   mixup and time-axis cutmix over a batch of windows of every feature kind at once.
 * Audio (used when generating training audio): time-stretch, pitch-shift, additive noise
   at a set SNR, band-limiting, synthetic room reverberation, codec round-trips (ffmpeg).
-* Copy-synthesis: a bona fide clip analysed and resynthesised through a classical vocoder
-  (Griffin-Lim on a mel spectrogram, WORLD) gives a "spoof" with the source's words,
-  speaker and channel, so a detector must learn the vocoder's traces rather than content.
-  :func:`make_copysyn_corpus` turns your own bona fide audio into a labelled corpus.
+* Copy-synthesis: a bona fide clip analysed and resynthesised through a vocoder
+  (Griffin-Lim on a mel spectrogram, WORLD, or a trained HiFi-GAN: :mod:`spoofray.hifigan`)
+  gives a "spoof" with the source's words, speaker and channel, so a detector must learn
+  the vocoder's traces rather than content. :func:`copysyn_item` does it for one source
+  clip (read, synthesise, write); :func:`make_copysyn_corpus` (in this process) and
+  ``jobs/make_spoofs.py`` (on Ray, resumable) turn your own bona fide audio into a
+  labelled corpus with it.
 """
 
 from __future__ import annotations
@@ -582,7 +585,8 @@ def source_key(uri: str) -> str:
     return hashlib.sha256(uri.encode()).hexdigest()[:16]
 
 
-def copysyn_item(item: Mapping[str, Any], cfg: CopysynConfig, out_root: str) -> list[dict[str, str]]:
+def copysyn_item(item: Mapping[str, Any], cfg: CopysynConfig, out_root: str
+                 ) -> tuple[list[dict[str, str]], float]:
     """Decode one bona fide source and write every version through every channel.
 
     Files are ``<out_root>/<label>/<name>-<key8>__<tag>[__<channel>].flac`` (16-bit FLAC at
@@ -595,8 +599,10 @@ def copysyn_item(item: Mapping[str, Any], cfg: CopysynConfig, out_root: str) -> 
 
     Returns
     -------
-    list of dict
+    rows : list of dict
         Its manifest rows (:data:`MANIFEST_COLUMNS`), paths relative to ``out_root``.
+    duration_s : float
+        The source's duration.
 
     Raises
     ------
@@ -634,7 +640,7 @@ def copysyn_item(item: Mapping[str, Any], cfg: CopysynConfig, out_root: str) -> 
             storage.write_bytes_atomic(storage.join(out_root, *rel.split("/")), buf.getvalue())
             rows.append({"path": rel, "label": label, "attack": attack,
                          "speaker": item.get("speaker") or "", "group": group})
-    return rows
+    return rows, len(y) / cfg.sample_rate
 
 
 def manifest_csv(rows: Iterable[Mapping[str, str]]) -> bytes:
@@ -721,6 +727,6 @@ def make_copysyn_corpus(items_or_manifest: str | os.PathLike | Iterable[Any], ou
         items = items[:max_items]
     if not items:
         raise ConfigError("no bona fide items to copy-synthesise (all inputs are labelled spoof?)")
-    rows = [row for item in items for row in copysyn_item(item, cfg, out_root)]
+    rows = [row for item in items for row in copysyn_item(item, cfg, out_root)[0]]
     storage.write_bytes_atomic(manifest, manifest_csv(rows))
     return manifest
