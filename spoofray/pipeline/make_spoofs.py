@@ -239,10 +239,10 @@ class _Progress:
         self.last = time.perf_counter()
         elapsed = self.last - self.started
         rate = (self.done - self.resumed) / elapsed if elapsed > 0 else 0.0
-        left = (self.total - self.done) / rate if rate > 0 else float("nan")
+        left = f"about {(self.total - self.done) / rate:.0f} s left" if rate > 0 else ""
         log.info("make_spoofs: %d/%d sources done (errors %d, resumed %d), %.2f sources/s, "
-                 "%.1f s of source audio per s, about %.0f s left", self.done, self.total,
-                 self.errors, self.resumed, rate, self.audio_s / elapsed if elapsed else 0.0, left)
+                 "%.1f s of source audio per s %s", self.done, self.total, self.errors,
+                 self.resumed, rate, self.audio_s / elapsed if elapsed else 0.0, left)
 
     def finish(self) -> None:
         self.log()
