@@ -92,3 +92,39 @@ def test_resume_skips_finished_sources_and_writes_the_same_manifest(ray_session,
     with pytest.raises(ConfigError, match="other settings"):
         make_spoofs(MakeSpoofsConfig(input=str(calls / "manifest.csv"), output=str(out),
                                      copysyn=other, resume=True))
+
+
+def load_job(monkeypatch):
+    import importlib.util
+
+    jobs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "jobs")
+    monkeypatch.syspath_prepend(jobs)
+    spec = importlib.util.spec_from_file_location("job_make_spoofs",
+                                                  os.path.join(jobs, "make_spoofs.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_job_flags_build_the_config_and_refusals_come_before_ray(calls, tmp_path, monkeypatch,
+                                                                  capsys):
+    job = load_job(monkeypatch)
+    args = job.parse_args(["--input", str(calls), "--output", str(tmp_path / "o"),
+                           "--vocoders", "hifigan,world", "--hifigan-model", "LJSpeech",
+                           "--channels", "none,band:300-3400", "--resume"])
+    cfg = job.build_config(args)
+    assert cfg.copysyn.vocoders == ("hifigan", "world") and cfg.resume
+    assert cfg.copysyn.channels == ("none", "band:300-3400")
+    assert cfg.copysyn.vocoder_kwargs == {"hifigan": {"model": "LJSpeech"}}
+    assert job.build_config(job.parse_args(["--input", "x", "--output", "y"])).copysyn.vocoders \
+        == ("griffin_lim", "world", "hifigan")
+
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "manifest.csv").write_text("path\n")
+    for argv, message in (
+        (["--output", str(tmp_path / "used")], "pass --resume"),
+        (["--output", str(tmp_path / "o"), "--channels", "bitcrush:4"], "unknown channel spec"),
+        (["--output", str(tmp_path / "o"), "--vocoders", "wavenet"], "unknown vocoder"),
+    ):
+        assert job.main(["--input", str(calls), "--vocoders", "world", *argv]) == 2
+        assert message in capsys.readouterr().err  # refused before Ray starts (no cluster)
