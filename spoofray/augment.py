@@ -303,7 +303,13 @@ CODECS = {
     "gsm": ("libgsm", "gsm"),
     "mulaw": ("pcm_mulaw", "wav"),
     "alaw": ("pcm_alaw", "wav"),
+    "g726": ("g726", "wav"),
+    "g722": ("g722", "wav"),
+    "amr": ("libopencore_amrnb", "amr"),  # AMR-NB: only in ffmpeg builds with opencore-amr
 }
+
+#: Codecs that run at one rate only (ffmpeg refuses others): their default ``codec_sr``.
+CODEC_RATES = {"gsm": 8000, "g726": 8000, "g722": 16_000, "amr": 8000}
 
 
 def codec_roundtrip(y: np.ndarray, sr: int, codec: str = "mp3", bitrate: str | None = "32k",
@@ -316,7 +322,8 @@ def codec_roundtrip(y: np.ndarray, sr: int, codec: str = "mp3", bitrate: str | N
     bitrate : str, optional
         ffmpeg bit rate (lossy codecs), e.g. ``"16k"``.
     codec_sr : int, optional
-        Rate the codec runs at (8000 for telephone codecs); default ``sr``.
+        Rate the codec runs at; default the codec's own rate (:data:`CODEC_RATES`, e.g.
+        8000 for GSM), else ``sr``.
 
     Raises
     ------
@@ -338,7 +345,7 @@ def codec_roundtrip(y: np.ndarray, sr: int, codec: str = "mp3", bitrate: str | N
     wav = io.BytesIO()
     sf.write(wav, y, sr, format="WAV", subtype="FLOAT")
     enc_cmd = [ffmpeg, "-nostdin", "-loglevel", "error", "-f", "wav", "-i", "pipe:0",
-               "-ac", "1", "-ar", str(codec_sr or sr), "-c:a", encoder]
+               "-ac", "1", "-ar", str(codec_sr or CODEC_RATES.get(codec, sr)), "-c:a", encoder]
     if bitrate and not encoder.startswith("pcm_") and encoder != "libgsm":
         enc_cmd += ["-b:a", bitrate]
     enc_cmd += ["-f", fmt, "pipe:1"]
