@@ -358,6 +358,47 @@ def codec_roundtrip(y: np.ndarray, sr: int, codec: str = "mp3", bitrate: str | N
     return fit_length(out.reshape(len(out), -1)[:, 0], len(y))
 
 
+#: Telephone codec -> (rate the codec runs at, ffmpeg bit rate). G.711 mu-law (default) and
+#: A-law, GSM full rate, G.726 ADPCM at 32 kbit/s, AMR-NB at 12.2 kbit/s (ffmpeg builds with
+#: opencore-amr only), and G.722 (wideband, run at its 16 kHz on the 8 kHz call: a
+#: wideband leg transcoded into a narrowband one).
+TELEPHONE_CODECS = {
+    "mulaw": (8000, None),
+    "alaw": (8000, None),
+    "gsm": (8000, None),
+    "g726": (8000, "32k"),
+    "amr": (8000, "12.2k"),
+    "g722": (16_000, "64k"),
+}
+
+
+def telephone(y: np.ndarray, sr: int, codec: str = "mulaw", timeout_s: float = 60.0
+              ) -> np.ndarray:
+    """An 8 kHz telephone channel, and back at ``sr``; same length. (n,) → (n,).
+
+    300–3400 Hz band-pass (:func:`band_limit`), resampled to 8 kHz (soxr), through a
+    telephone codec (:data:`TELEPHONE_CODECS`, by ffmpeg: :func:`codec_roundtrip`), and
+    resampled back to ``sr``: nothing is left above 4 kHz.
+
+    Raises
+    ------
+    CodecUnavailableError
+        ffmpeg is not on PATH, or it lacks the codec's encoder.
+    """
+    from spoofray.audio import resample
+
+    if codec not in TELEPHONE_CODECS:
+        raise ConfigError(f"unknown telephone codec {codec!r}; choose from "
+                          f"{list(TELEPHONE_CODECS)}")
+    if sr < 8000:
+        raise ValueError(f"the telephone channel needs audio at 8 kHz or more, got {sr} Hz")
+    y = _as_float(y)
+    codec_sr, bitrate = TELEPHONE_CODECS[codec]
+    narrow = resample(band_limit(y, sr, high_hz=3400.0, low_hz=300.0), sr, 8000)
+    coded = codec_roundtrip(narrow, 8000, codec, bitrate, codec_sr=codec_sr, timeout_s=timeout_s)
+    return fit_length(resample(coded, 8000, sr).astype(np.float32), len(y))
+
+
 def _run_ffmpeg(cmd: list[str], data: bytes, codec: str, timeout_s: float) -> bytes:
     proc = subprocess.run(cmd, input=data, capture_output=True, timeout=timeout_s, check=False)
     if proc.returncode != 0 or not proc.stdout:
@@ -368,15 +409,42 @@ def _run_ffmpeg(cmd: list[str], data: bytes, codec: str, timeout_s: float) -> by
     return proc.stdout
 
 
-def apply_channel(y: np.ndarray, sr: int, spec: str, rng: np.random.Generator) -> np.ndarray:
-    """Apply one channel effect written as a string spec. (n,) → (n,).
+#: The channel spec language of :func:`apply_channel`, one entry per effect.
+CHANNEL_SPECS = (
+    "none",
+    "noise:<snr_db>",
+    "band:<low_hz>-<high_hz>",
+    "lowpass:<hz>",
+    "reverb:<rt60_s>",
+    "codec:<name>[:<bitrate>]",
+    "telephone[:<codec>]",
+)
 
-    ``none``, ``noise:<snr_db>``, ``band:<low_hz>-<high_hz>``, ``lowpass:<hz>``,
-    ``reverb:<rt60_s>``, ``codec:<name>[:<bitrate>]``.
+
+def apply_channel(y: np.ndarray, sr: int, spec: str, rng: np.random.Generator) -> np.ndarray:
+    """Apply one channel effect written as a string spec (:data:`CHANNEL_SPECS`). (n,) → (n,).
+
+    * ``none``: unchanged (a copy).
+    * ``noise:<snr_db>``: white noise at that SNR (:func:`add_noise`).
+    * ``band:<low_hz>-<high_hz>``, ``lowpass:<hz>``: :func:`band_limit`.
+    * ``reverb:<rt60_s>``: a synthetic room (:func:`reverberate`).
+    * ``codec:<name>[:<bitrate>]``: an ffmpeg round-trip (:func:`codec_roundtrip`,
+      :data:`CODECS`; bit rate 32k by default).
+    * ``telephone[:<codec>]``: an 8 kHz telephone channel (:func:`telephone`, codec
+      ``mulaw`` by default, or one of :data:`TELEPHONE_CODECS`).
+
+    Random choices (noise, rooms) are drawn from ``rng``.
+
+    Raises
+    ------
+    ConfigError
+        An unknown spec or a bad argument.
+    CodecUnavailableError
+        A codec spec without ffmpeg or its encoder.
     """
     kind, _, arg = spec.partition(":")
     try:
-        if kind == "none":
+        if kind == "none" and not arg:
             return _as_float(y).copy()
         if kind == "noise":
             return add_noise(y, float(arg), rng)
@@ -390,12 +458,11 @@ def apply_channel(y: np.ndarray, sr: int, spec: str, rng: np.random.Generator) -
         if kind == "codec":
             name, _, bitrate = arg.partition(":")
             return codec_roundtrip(y, sr, name, bitrate or "32k")
+        if kind == "telephone":
+            return telephone(y, sr, arg or "mulaw")
     except ValueError as exc:
         raise ConfigError(f"channel spec {spec!r}: {exc}") from exc
-    raise ConfigError(
-        f"unknown channel spec {spec!r}; use none, noise:<snr_db>, band:<low>-<high>, "
-        "lowpass:<hz>, reverb:<rt60_s> or codec:<name>[:<bitrate>]"
-    )
+    raise ConfigError(f"unknown channel spec {spec!r}; use one of {', '.join(CHANNEL_SPECS)}")
 
 
 def _parse_perturbation(spec: str) -> tuple[str, float]:

@@ -113,16 +113,63 @@ def test_codec_roundtrip_keeps_length_or_says_ffmpeg_is_missing(monkeypatch):
         A.codec_roundtrip(y, SR, "mp3")
 
 
-def test_apply_channel_specs_and_bad_spec():
+def test_apply_channel_specs_keep_length():
     y = voiced(0.5)
     rng = np.random.default_rng(0)
     for spec in ("none", "noise:20", "band:300-3400", "lowpass:4000", "reverb:0.2"):
         out = A.apply_channel(y, SR, spec, rng)
         assert out.shape == y.shape and np.isfinite(out).all()
-    with pytest.raises(ConfigError, match="unknown channel spec"):
-        A.apply_channel(y, SR, "bitcrush:4", rng)
-    with pytest.raises(ConfigError):
-        A.apply_channel(y, SR, "band:3400-300", rng)
+
+
+@pytest.mark.parametrize("spec,error", [
+    ("bitcrush:4", "unknown channel spec"),
+    ("none:3", "unknown channel spec"),
+    ("", "unknown channel spec"),
+    ("band:3400-300", "low_hz must be in"),
+    ("noise:loud", "could not convert"),
+    ("telephone:opus", "unknown telephone codec"),
+    ("codec:wav", "unknown codec"),
+])
+def test_apply_channel_refuses_bad_specs(spec, error):
+    with pytest.raises(ConfigError, match=error) as info:
+        A.apply_channel(voiced(0.1), SR, spec, np.random.default_rng(0))
+    if "unknown channel spec" in error:  # the message lists every spec
+        assert all(s in str(info.value) for s in A.CHANNEL_SPECS)
+
+
+def ffmpeg_encoders() -> str:
+    import subprocess
+
+    return subprocess.run(["ffmpeg", "-hide_banner", "-encoders"], capture_output=True,
+                          text=True, check=True).stdout
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg binary")
+@pytest.mark.parametrize("codec", list(A.TELEPHONE_CODECS))
+def test_telephone_leaves_nothing_above_4khz_and_keeps_length(codec):
+    y = A.add_noise(voiced(), 0.0, np.random.default_rng(3))  # energy up to 8 kHz
+    spec = f"telephone:{codec}"
+    if f" {A.CODECS[codec][0]} " not in ffmpeg_encoders():  # e.g. amr: opencore-amr builds only
+        with pytest.raises(A.CodecUnavailableError, match=codec):
+            A.apply_channel(y, SR, spec, np.random.default_rng(0))
+        return
+    out = A.apply_channel(y, SR, spec, np.random.default_rng(0))
+    assert out.shape == y.shape and out.dtype == np.float32 and np.isfinite(out).all()
+    assert band_energy(y, 4000, 8000) > 0.3 * band_energy(y, 300, 3400)  # there was some
+    above = 10 * np.log10(band_energy(out, 4000, 8000) / band_energy(out, 300, 3400))
+    assert above < -30
+    if codec in ("mulaw", "alaw"):  # G.711 is a sample-wise quantiser: same waveform
+        telephone_band = A.band_limit(y, SR, high_hz=3400.0, low_hz=300.0)
+        assert np.corrcoef(out, telephone_band)[0, 1] > 0.95
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg binary")
+def test_telephone_at_8khz_and_without_ffmpeg(monkeypatch):
+    y = voiced(0.5)[::2].copy()  # 8 kHz
+    assert A.telephone(y, 8000).shape == y.shape
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(A.CodecUnavailableError, match="ffmpeg"):
+        A.apply_channel(voiced(0.5), SR, "telephone", np.random.default_rng(0))
 
 
 # --- feature batches ---------------------------------------------------------------------
