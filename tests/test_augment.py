@@ -128,6 +128,8 @@ def test_apply_channel_specs_keep_length():
     ("band:3400-300", "low_hz must be in"),
     ("noise:loud", "could not convert"),
     ("telephone:opus", "unknown telephone codec"),
+    ("rawboost", "algorithm 1, 2 or 3"),
+    ("rawboost:4", "algorithm 1, 2 or 3"),
     ("codec:wav", "unknown codec"),
 ])
 def test_apply_channel_refuses_bad_specs(spec, error):
@@ -170,6 +172,53 @@ def test_telephone_at_8khz_and_without_ffmpeg(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(A.CodecUnavailableError, match="ffmpeg"):
         A.apply_channel(voiced(0.5), SR, "telephone", np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("algo", [1, 2, 3])
+def test_rawboost_changes_the_signal_keeps_length_and_follows_the_seed(algo):
+    y = voiced(0.5)
+    out = A.apply_channel(y, SR, f"rawboost:{algo}", np.random.default_rng(7))
+    assert out.shape == y.shape and out.dtype == np.float32
+    assert np.isfinite(out).all() and np.max(np.abs(out)) <= 1.0
+    assert not np.allclose(out, y, atol=1e-4)
+    again = A.apply_channel(y, SR, f"rawboost:{algo}", np.random.default_rng(7))
+    other = A.apply_channel(y, SR, f"rawboost:{algo}", np.random.default_rng(8))
+    assert np.array_equal(out, again) and not np.allclose(out, other, atol=1e-4)
+    loud = A.apply_channel(3 * y, SR, f"rawboost:{algo}", np.random.default_rng(7))  # peak 0.9
+    assert np.max(np.abs(loud)) <= 1.0
+
+
+def test_rawboost_convolutive_is_a_filter_plus_harmonics():
+    """Order 1 is a linear filter: twice the input, twice the output (same filter). The
+    default order 5 adds filtered y**2, y**3, ...: a 440 Hz tone gets energy at 880 Hz."""
+    y = voiced(0.5)
+    one = A.rawboost_convolutive(y, SR, np.random.default_rng(0), order=1)
+    two = A.rawboost_convolutive(2 * y, SR, np.random.default_rng(0), order=1)
+    assert np.allclose(two, 2 * one, atol=1e-6)
+    assert np.sum(one.astype(np.float64) ** 2) <= 1.05 * np.sum(y.astype(np.float64) ** 2)
+    tone = (0.5 * np.sin(2 * np.pi * 440.0 * np.arange(SR) / SR)).astype(np.float32)
+    assert band_energy(tone, 840, 920) < 1e-12 * band_energy(tone, 400, 480)
+    for seed in range(3):
+        out = A.rawboost_convolutive(tone, SR, np.random.default_rng(seed))
+        assert band_energy(out, 840, 920) > 1e-4 * band_energy(out, 400, 480)  # > -40 dB
+
+
+def test_rawboost_impulsive_hits_at_most_ten_percent_by_at_most_twice_the_sample():
+    y = voiced(0.5)  # peak 0.3: 0.3 * (1 + 2) < 1, so no rescaling
+    for seed in range(5):
+        out = A.rawboost_impulsive(y, np.random.default_rng(seed))
+        changed = out != y
+        assert 0 < changed.sum() <= 0.10 * len(y)
+        assert np.all(np.abs(out - y) <= 2.0 * np.abs(y) + 1e-7)
+
+
+def test_rawboost_stationary_adds_noise_at_10_to_40_db_snr():
+    y = voiced(0.5)
+    snrs = []
+    for seed in range(5):
+        noise = A.rawboost_stationary(y, SR, np.random.default_rng(seed)).astype(np.float64) - y
+        snrs.append(10 * np.log10(np.sum(y.astype(np.float64) ** 2) / np.sum(noise**2)))
+    assert all(10 - 1e-3 <= snr <= 40 + 1e-3 for snr in snrs) and np.ptp(snrs) > 3
 
 
 # --- feature batches ---------------------------------------------------------------------
