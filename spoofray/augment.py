@@ -539,6 +539,55 @@ def rawboost(y: np.ndarray, sr: int, algo: int, rng: np.random.Generator) -> np.
     raise ConfigError(f"RawBoost algorithm must be one of {list(RAWBOOST)}, got {algo!r}")
 
 
+#: Range of ``gain:random``, in dB: quieter recordings are commoner than louder ones.
+RANDOM_GAIN_DB = (-12.0, 6.0)
+
+
+def gain(y: np.ndarray, db: float) -> np.ndarray:
+    """Level change by ``db`` decibels, clipped into [-1, 1] as a recorder would. (n,) → (n,)."""
+    if not np.isfinite(db):
+        raise ValueError(f"gain must be a finite number of dB, got {db}")
+    return np.clip(_as_float(y) * np.float32(10.0 ** (db / 20.0)), -1.0, 1.0)
+
+
+def trim_silence(y: np.ndarray, top_db: float = 40.0, frame_length: int = 2048,
+                 hop_length: int = 512) -> np.ndarray:
+    """Leading and trailing silence removed: (n,) → (m,), m <= n.
+
+    Silence is frames whose RMS is more than ``top_db`` below the loudest frame's
+    (:func:`librosa.effects.trim`, whose frame sizes these are). A clip that is silence
+    throughout is returned whole.
+    """
+    import librosa
+
+    y = _as_float(y)
+    trimmed, _ = librosa.effects.trim(y, top_db=top_db, frame_length=frame_length,
+                                      hop_length=hop_length)
+    return (trimmed if len(trimmed) else y).astype(np.float32)
+
+
+#: Longest ``pad_silence`` pad, in seconds (a typo like ``pad_silence:50`` is refused).
+MAX_PAD_S = 10.0
+
+
+def pad_silence(y: np.ndarray, sr: int, max_s: float, rng: np.random.Generator,
+                floor_dbfs: float = -70.0) -> np.ndarray:
+    """Random leading and trailing pauses: (n,) → (n + a + b,), a and b uniform in
+    ``[0, max_s]`` seconds each.
+
+    The pauses hold white noise at ``floor_dbfs`` RMS (a recording's noise floor, not
+    digital zeros, which only synthesis or editing makes), so neither a pause's length
+    nor its level tells a bona fide clip from a spoof.
+    """
+    if not 0.0 <= max_s <= MAX_PAD_S:  # also refuses NaN
+        raise ValueError(f"pad_silence takes 0 to {MAX_PAD_S:g} seconds, got {max_s}")
+    y = _as_float(y)
+    level = 10.0 ** (floor_dbfs / 20.0)
+    lead, trail = (int(round(rng.uniform(0.0, max_s) * sr)) for _ in range(2))
+    floor = (level * rng.standard_normal(lead + trail)).astype(np.float32)
+    return np.concatenate([floor[:lead], y, floor[lead:]])
+
+
 #: The channel spec language of :func:`apply_channel`, one entry per effect.
 CHANNEL_SPECS = (
     "none",
@@ -549,11 +598,17 @@ CHANNEL_SPECS = (
     "codec:<name>[:<bitrate>]",
     "telephone[:<codec>]",
     "rawboost:<1|2|3>",
+    "gain:<db>|random",
+    "trim",
+    "pad_silence:<max_s>",
 )
 
 
 def apply_channel(y: np.ndarray, sr: int, spec: str, rng: np.random.Generator) -> np.ndarray:
-    """Apply one channel effect written as a string spec (:data:`CHANNEL_SPECS`). (n,) → (n,).
+    """Apply one channel effect written as a string spec (:data:`CHANNEL_SPECS`).
+
+    (n,) → (n,), except ``trim`` (shorter) and ``pad_silence`` (longer): callers must
+    take the length of what comes back, not of what went in.
 
     * ``none``: unchanged (a copy).
     * ``noise:<snr_db>``: white noise at that SNR (:func:`add_noise`).
@@ -565,8 +620,15 @@ def apply_channel(y: np.ndarray, sr: int, spec: str, rng: np.random.Generator) -
       ``mulaw`` by default, or one of :data:`TELEPHONE_CODECS`).
     * ``rawboost:<1|2|3>``: a RawBoost algorithm (:func:`rawboost`): 1 convolutive,
       2 impulsive, 3 coloured stationary noise.
+    * ``gain:<db>``: a level change in dB (:func:`gain`, clipped into [-1, 1]);
+      ``gain:random``: uniform in :data:`RANDOM_GAIN_DB` (-12 to +6 dB).
+    * ``trim``: leading and trailing silence removed (:func:`trim_silence`, 40 dB below
+      the peak frame).
+    * ``pad_silence:<max_s>``: pauses of 0 to ``max_s`` seconds before and after, at a
+      -70 dBFS noise floor (:func:`pad_silence`).
 
-    Random choices (noise, rooms, RawBoost's filters) are drawn from ``rng``.
+    Random choices (noise, rooms, RawBoost's filters, random gains, pauses) are drawn
+    from ``rng``.
 
     Raises
     ------
@@ -597,6 +659,12 @@ def apply_channel(y: np.ndarray, sr: int, spec: str, rng: np.random.Generator) -
             if arg not in ("1", "2", "3"):
                 raise ValueError(f"rawboost takes an algorithm 1, 2 or 3, got {arg!r}")
             return rawboost(y, sr, int(arg), rng)
+        if kind == "gain":
+            return gain(y, rng.uniform(*RANDOM_GAIN_DB) if arg == "random" else float(arg))
+        if kind == "trim" and not arg:
+            return trim_silence(y)
+        if kind == "pad_silence":
+            return pad_silence(y, sr, float(arg), rng)
     except ValueError as exc:
         raise ConfigError(f"channel spec {spec!r}: {exc}") from exc
     raise ConfigError(f"unknown channel spec {spec!r}; use one of {', '.join(CHANNEL_SPECS)}")

@@ -130,6 +130,14 @@ def test_apply_channel_specs_keep_length():
     ("telephone:opus", "unknown telephone codec"),
     ("rawboost", "algorithm 1, 2 or 3"),
     ("rawboost:4", "algorithm 1, 2 or 3"),
+    ("gain", "could not convert"),
+    ("gain:loud", "could not convert"),
+    ("gain:inf", "finite"),
+    ("trim:5", "unknown channel spec"),
+    ("pad_silence", "could not convert"),
+    ("pad_silence:-1", "0 to 10 seconds"),
+    ("pad_silence:nan", "0 to 10 seconds"),
+    ("pad_silence:60", "0 to 10 seconds"),
     ("codec:wav", "unknown codec"),
 ])
 def test_apply_channel_refuses_bad_specs(spec, error):
@@ -219,6 +227,57 @@ def test_rawboost_stationary_adds_noise_at_10_to_40_db_snr():
         noise = A.rawboost_stationary(y, SR, np.random.default_rng(seed)).astype(np.float64) - y
         snrs.append(10 * np.log10(np.sum(y.astype(np.float64) ** 2) / np.sum(noise**2)))
     assert all(10 - 1e-3 <= snr <= 40 + 1e-3 for snr in snrs) and np.ptp(snrs) > 3
+
+
+def tone(seconds: float, hz: float = 440.0, amplitude: float = 0.3) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    return (amplitude * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+
+
+def test_gain_scales_and_clips():
+    y = tone(0.2)
+    # 10 ** (6 / 20) = 1.995: +6 dB doubles the amplitude, within 0.3 %.
+    assert np.allclose(A.apply_channel(y, SR, "gain:6", None), 2 * y, rtol=0.003, atol=1e-6)
+    assert np.allclose(A.apply_channel(y, SR, "gain:-20", None), 0.1 * y, atol=1e-6)
+    loud = A.apply_channel(y, SR, "gain:20", None)  # 0.3 * 10 = 3: clipped
+    assert np.max(np.abs(loud)) == 1.0 and loud.shape == y.shape
+    ratios = [np.max(np.abs(A.apply_channel(y, SR, "gain:random", np.random.default_rng(s)))) / 0.3
+              for s in range(20)]
+    db = 20 * np.log10(ratios)
+    assert np.all((db >= -12 - 1e-3) & (db <= 6 + 1e-3)) and np.ptp(db) > 6
+
+
+def test_trim_removes_leading_and_trailing_silence():
+    """[0.5 s silence, 1 s tone, 0.5 s silence]: librosa's frames (2048 long, hop 512,
+    centred) that overlap the tone at all are within 40 dB of the peak, so the cut
+    starts at the first frame centre c with c + 1024 > 8000 (7168) and ends at the first
+    with c - 1024 >= 24000 (25088): 17 920 samples, 1.12 s."""
+    for silence in (np.zeros(SR // 2, np.float32),  # digital, or a -75 dB noise floor
+                    (1e-4 * np.random.default_rng(0).standard_normal(SR // 2)).astype(np.float32)):
+        y = np.concatenate([silence, tone(1.0), silence])
+        out = A.apply_channel(y, SR, "trim", None)
+        assert len(out) == 17_920
+        assert np.array_equal(out, y[7168:25_088])
+    quiet = np.zeros(SR, np.float32)  # nothing but silence: kept whole, never empty
+    assert len(A.apply_channel(quiet, SR, "trim", None)) == SR
+
+
+def test_pad_silence_adds_a_noise_floor_of_zero_to_twice_max_s():
+    y = tone(0.5)
+    added = []
+    for seed in range(10):
+        out = A.apply_channel(y, SR, "pad_silence:0.5", np.random.default_rng(seed))
+        extra = len(out) - len(y)
+        assert 0 <= extra <= 2 * 0.5 * SR
+        lead = next(k for k in range(extra + 1) if np.array_equal(out[k:k + len(y)], y))
+        pads = np.concatenate([out[:lead], out[lead + len(y):]])
+        if len(pads) > 100:  # -70 dBFS white noise, not digital zeros
+            rms_db = 20 * np.log10(np.sqrt(np.mean(pads.astype(np.float64) ** 2)))
+            assert rms_db == pytest.approx(-70, abs=1.5)
+            assert np.count_nonzero(pads) == len(pads)
+        added.append(extra)
+    assert len(set(added)) > 5  # random, not a fixed pause
+    assert len(A.apply_channel(y, SR, "pad_silence:0", np.random.default_rng(0))) == len(y)
 
 
 # --- feature batches ---------------------------------------------------------------------
