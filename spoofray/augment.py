@@ -349,7 +349,9 @@ def codec_roundtrip(y: np.ndarray, sr: int, codec: str = "mp3", bitrate: str | N
     if bitrate and not encoder.startswith("pcm_") and encoder != "libgsm":
         enc_cmd += ["-b:a", bitrate]
     enc_cmd += ["-f", fmt, "pipe:1"]
-    dec_cmd = [ffmpeg, "-nostdin", "-loglevel", "error", "-i", "pipe:0", "-ac", "1",
+    # Raw GSM has no header to probe: on a short clip ffmpeg would not recognise it.
+    dec_cmd = [ffmpeg, "-nostdin", "-loglevel", "error", *(["-f", fmt] if fmt == "gsm" else []),
+               "-i", "pipe:0", "-ac", "1",
                "-ar", str(sr), "-f", "wav", "-c:a", "pcm_f32le", "pipe:1"]
     encoded = _run_ffmpeg(enc_cmd, wav.getvalue(), codec, timeout_s)
     decoded = _run_ffmpeg(dec_cmd, encoded, codec, timeout_s)
