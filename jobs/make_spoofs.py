@@ -10,6 +10,8 @@ Examples
   python jobs/make_spoofs.py --input ~/calls --output out/spoofs
   python jobs/make_spoofs.py --input ~/calls --output out/spoofs \\
       --vocoders hifigan,griffin_lim,world --channels none,codec:mp3:32k,band:300-3400
+  python jobs/make_spoofs.py --input ~/calls --output out/spoofs \\
+      --channels none,telephone:gsm+noise:20,rawboost:1,trim+pad_silence:0.5+gain:random
   python jobs/make_spoofs.py --input ~/calls --output out/spoofs --resume   # after a kill
   python jobs/extract_features.py --input out/spoofs/manifest.csv --output out/features
   python jobs/make_spoofs.py --smoke-test
@@ -29,7 +31,7 @@ import tempfile
 
 import _bootstrap  # sys.path + logging, absolute()
 
-from spoofray.augment import CopysynConfig
+from spoofray.augment import CHANNEL_SPECS, CopysynConfig
 from spoofray.errors import SpoofrayError
 
 
@@ -47,9 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hifigan-model", default="universal", choices=["universal", "LJSpeech"],
                    help="trained HiFi-GAN generator (default: %(default)s)")
     p.add_argument("--channels", default=",".join(CopysynConfig.channels),
-                   help="comma-separated channel effects applied to every clip and copy: none, "
-                        "noise:<snr_db>, band:<low>-<high>, lowpass:<hz>, reverb:<rt60_s>, "
-                        "codec:<name>[:<bitrate>] (default: %(default)s)")
+                   help="comma-separated channels applied to every clip and copy alike, each "
+                        "one effect or several joined by '+' (applied in order): "
+                        f"{', '.join(CHANNEL_SPECS)} (default: %(default)s)")
     p.add_argument("--perturbations", default="",
                    help="comma-separated stretch:<rate> / pitch:<semitones>; the perturbed clip "
                         "and its copies are added as spoofs")

@@ -6,7 +6,9 @@ helpers at the end (:func:`copysyn_item`, :func:`make_copysyn_corpus`):
 * Feature batches (used in the training loop): SpecAugment-style frequency/time masking,
   mixup and time-axis cutmix over a batch of windows of every feature kind at once.
 * Audio (used when generating training audio): time-stretch, pitch-shift, additive noise
-  at a set SNR, band-limiting, synthetic room reverberation, codec round-trips (ffmpeg).
+  at a set SNR, band-limiting, synthetic room reverberation, codec round-trips and an
+  8 kHz telephone channel (ffmpeg), RawBoost, level changes, silence trimmed or padded;
+  the channel effects are named by specs that chain (:func:`apply_channel`).
 * Copy-synthesis: a bona fide clip analysed and resynthesised through a vocoder
   (Griffin-Lim on a mel spectrogram, WORLD, or a trained HiFi-GAN: :mod:`spoofray.hifigan`)
   gives a "spoof" with the source's words, speaker and channel, so a detector must learn
@@ -22,6 +24,7 @@ import csv
 import dataclasses
 import io
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
@@ -607,7 +610,9 @@ CHANNEL_SPECS = (
 
 
 def apply_channel(y: np.ndarray, sr: int, spec: str, rng: np.random.Generator) -> np.ndarray:
-    """Apply one channel effect written as a string spec (:data:`CHANNEL_SPECS`).
+    """Apply a channel written as a string spec: one effect of :data:`CHANNEL_SPECS`, or a
+    chain ``<spec>+<spec>+...`` of them applied left to right (``telephone:gsm+noise:20``:
+    the call, then noise at its far end; ``trim+pad_silence:0.5``: new pauses for old).
 
     (n,) → (n,), except ``trim`` (shorter) and ``pad_silence`` (longer): callers must
     take the length of what comes back, not of what went in.
@@ -630,7 +635,8 @@ def apply_channel(y: np.ndarray, sr: int, spec: str, rng: np.random.Generator) -
       -70 dBFS noise floor (:func:`pad_silence`).
 
     Random choices (noise, rooms, RawBoost's filters, random gains, pauses) are drawn
-    from ``rng``.
+    from ``rng``, in chain order. A ``+`` joins specs only before a letter, so
+    ``gain:+3`` is one spec.
 
     Raises
     ------
@@ -639,37 +645,54 @@ def apply_channel(y: np.ndarray, sr: int, spec: str, rng: np.random.Generator) -
     CodecUnavailableError
         A codec spec without ffmpeg or its encoder.
     """
+    parts = re.split(r"\+(?=[A-Za-z])", spec)
+    out = _as_float(y)
+    for part in parts:
+        where = f"channel spec {spec!r}" + (f" (part {part!r})" if len(parts) > 1 else "")
+        try:
+            out = _apply_effect(out, sr, part, rng)
+        except _UnknownEffect:
+            raise ConfigError(f"unknown {where}; use one of {', '.join(CHANNEL_SPECS)}, "
+                              "or several joined by '+' (applied in order)") from None
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
+    return out
+
+
+class _UnknownEffect(Exception):
+    """A spec that names no effect of :data:`CHANNEL_SPECS` (worded by :func:`apply_channel`)."""
+
+
+def _apply_effect(y: np.ndarray, sr: int, spec: str, rng: np.random.Generator) -> np.ndarray:
+    """One effect of :data:`CHANNEL_SPECS` (see :func:`apply_channel`)."""
     kind, _, arg = spec.partition(":")
-    try:
-        if kind == "none" and not arg:
-            return _as_float(y).copy()
-        if kind == "noise":
-            return add_noise(y, float(arg), rng)
-        if kind == "band":
-            low, high = (float(v) for v in arg.split("-"))
-            return band_limit(y, sr, high_hz=high, low_hz=low)
-        if kind == "lowpass":
-            return band_limit(y, sr, high_hz=float(arg), low_hz=None)
-        if kind == "reverb":
-            return reverberate(y, sr, float(arg), rng)
-        if kind == "codec":
-            name, _, bitrate = arg.partition(":")
-            return codec_roundtrip(y, sr, name, bitrate or "32k")
-        if kind == "telephone":
-            return telephone(y, sr, arg or "mulaw")
-        if kind == "rawboost":
-            if arg not in ("1", "2", "3"):
-                raise ValueError(f"rawboost takes an algorithm 1, 2 or 3, got {arg!r}")
-            return rawboost(y, sr, int(arg), rng)
-        if kind == "gain":
-            return gain(y, rng.uniform(*RANDOM_GAIN_DB) if arg == "random" else float(arg))
-        if kind == "trim" and not arg:
-            return trim_silence(y)
-        if kind == "pad_silence":
-            return pad_silence(y, sr, float(arg), rng)
-    except ValueError as exc:
-        raise ConfigError(f"channel spec {spec!r}: {exc}") from exc
-    raise ConfigError(f"unknown channel spec {spec!r}; use one of {', '.join(CHANNEL_SPECS)}")
+    if kind == "none" and not arg:
+        return _as_float(y).copy()
+    if kind == "noise":
+        return add_noise(y, float(arg), rng)
+    if kind == "band":
+        low, high = (float(v) for v in arg.split("-"))
+        return band_limit(y, sr, high_hz=high, low_hz=low)
+    if kind == "lowpass":
+        return band_limit(y, sr, high_hz=float(arg), low_hz=None)
+    if kind == "reverb":
+        return reverberate(y, sr, float(arg), rng)
+    if kind == "codec":
+        name, _, bitrate = arg.partition(":")
+        return codec_roundtrip(y, sr, name, bitrate or "32k")
+    if kind == "telephone":
+        return telephone(y, sr, arg or "mulaw")
+    if kind == "rawboost":
+        if arg not in ("1", "2", "3"):
+            raise ValueError(f"rawboost takes an algorithm 1, 2 or 3, got {arg!r}")
+        return rawboost(y, sr, int(arg), rng)
+    if kind == "gain":
+        return gain(y, rng.uniform(*RANDOM_GAIN_DB) if arg == "random" else float(arg))
+    if kind == "trim" and not arg:
+        return trim_silence(y)
+    if kind == "pad_silence":
+        return pad_silence(y, sr, float(arg), rng)
+    raise _UnknownEffect(spec)
 
 
 def _parse_perturbation(spec: str) -> tuple[str, float]:
@@ -824,8 +847,9 @@ class CopysynConfig(Config):
 
     def check_runnable(self) -> None:
         """Refuse, before any work, what would fail every clip: a bad or unavailable
-        channel (each runs once on a short tone; ``codec:`` needs ffmpeg) or a vocoder
-        whose package is missing (:class:`spoofray.hifigan.VocoderUnavailableError`)."""
+        channel (each runs once on a short tone; ``codec:`` and ``telephone`` need ffmpeg)
+        or a vocoder whose package is missing
+        (:class:`spoofray.hifigan.VocoderUnavailableError`)."""
         tone = (0.3 * np.sin(2 * np.pi * 440.0 * np.arange(self.sample_rate // 4)
                              / self.sample_rate)).astype(np.float32)
         for spec in self.channels:
@@ -870,7 +894,8 @@ def copysyn_item(item: Mapping[str, Any], cfg: CopysynConfig, out_root: str
                  ) -> tuple[list[dict[str, str]], float]:
     """Decode one bona fide source and write every version through every channel.
 
-    Files are ``<out_root>/<label>/<name>-<key8>__<tag>[__<channel>].flac`` (16-bit FLAC at
+    Files are ``<out_root>/<label>/<name>-<key8>__<tag>[__<channel>].flac`` (``:`` of the
+    channel spec written ``-``, ``+`` written ``_``, as S3 treats ``+`` specially; 16-bit FLAC at
     ``cfg.sample_rate``, each written atomically); the same source and config always give
     the same names and samples, so a rerun rewrites rather than adds.
 
@@ -914,7 +939,7 @@ def copysyn_item(item: Mapping[str, Any], cfg: CopysynConfig, out_root: str
             peak = float(np.max(np.abs(out)))
             if peak > 0.999:  # 16-bit FLAC would clip
                 out = out * (0.999 / peak)
-            chan = "" if channel == "none" else "__" + channel.replace(":", "-")
+            chan = "" if channel == "none" else "__" + channel.replace(":", "-").replace("+", "_")
             rel = f"{label}/{stem}__{tag}{chan}.flac"
             buf = io.BytesIO()
             sf.write(buf, out, cfg.sample_rate, format="FLAC", subtype="PCM_16")

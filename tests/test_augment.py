@@ -139,6 +139,10 @@ def test_apply_channel_specs_keep_length():
     ("pad_silence:nan", "0 to 10 seconds"),
     ("pad_silence:60", "0 to 10 seconds"),
     ("codec:wav", "unknown codec"),
+    ("noise:20+bitcrush", r"unknown channel spec 'noise:20\+bitcrush' \(part 'bitcrush'\)"),
+    ("+trim", "unknown channel spec"),
+    ("trim+", "unknown channel spec"),
+    ("noise:20+pad_silence:60", r"\(part 'pad_silence:60'\): pad_silence takes 0 to 10"),
 ])
 def test_apply_channel_refuses_bad_specs(spec, error):
     with pytest.raises(ConfigError, match=error) as info:
@@ -294,6 +298,31 @@ def test_pad_silence_adds_a_noise_floor_of_zero_to_twice_max_s():
     assert len(A.apply_channel(y, SR, "pad_silence:0", np.random.default_rng(0))) == len(y)
 
 
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg binary")
+def test_chains_apply_in_order():
+    y = tone(0.5)
+    # Clipping makes the order visible: 0.3 -> 3 clipped to 1 -> 0.1, or 0.3 -> 0.03 -> 0.3.
+    assert np.max(np.abs(A.apply_channel(y, SR, "gain:20+gain:-20", None))) == pytest.approx(0.1)
+    assert np.allclose(A.apply_channel(y, SR, "gain:-20+gain:20", None), y, atol=1e-6)
+    assert np.array_equal(A.apply_channel(y, SR, "gain:+3", None), A.gain(y, 3.0))  # one spec
+    # Noise after the call reaches above 4 kHz; noise before it is cut off with the rest.
+    after = A.apply_channel(y, SR, "telephone:gsm+noise:20", np.random.default_rng(0))
+    before = A.apply_channel(y, SR, "noise:20+telephone:gsm", np.random.default_rng(0))
+    assert after.shape == before.shape == y.shape
+    assert band_energy(after, 4000, 8000) > 1e-3 * band_energy(after, 300, 3400)
+    assert band_energy(before, 4000, 8000) < 1e-3 * band_energy(before, 300, 3400)
+    # Each effect draws from the one rng, in order: the same as applying them one by one.
+    rng = np.random.default_rng(5)
+    by_hand = A.apply_channel(A.apply_channel(y, SR, "rawboost:2", rng), SR, "gain:random", rng)
+    chain = A.apply_channel(y, SR, "rawboost:2+gain:random", np.random.default_rng(5))
+    assert np.array_equal(chain, by_hand)
+    # New pauses for old: the trimmed tone, with 0 to 2 x 0.5 s around it.
+    padded = np.concatenate([np.zeros(SR, np.float32), y, np.zeros(SR, np.float32)])
+    out = A.apply_channel(padded, SR, "trim+pad_silence:0.5", np.random.default_rng(0))
+    trimmed = len(A.trim_silence(padded))
+    assert trimmed <= len(out) <= trimmed + SR and len(out) < len(padded)
+
+
 # --- feature batches ---------------------------------------------------------------------
 
 
@@ -395,6 +424,30 @@ def test_make_copysyn_corpus_writes_labelled_flac_and_a_readable_manifest(tmp_pa
         A.make_copysyn_corpus(items, str(out), vocoders=("world",))
     with pytest.raises(ConfigError, match="vocoder"):
         A.make_copysyn_corpus(items, str(tmp_path / "x"), vocoders=("wavenet",))
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg binary")
+def test_copysyn_corpus_through_chains_and_length_changing_channels(tmp_path):
+    """Every version of a source goes through every channel, whatever length comes back:
+    a 0.5 s pause + 0.6 s voice + 0.5 s pause source, trimmed and re-paused, and a call."""
+    from spoofray.sources import read_manifest
+
+    pause = np.zeros(SR // 2, np.float32)
+    sf.write(tmp_path / "utt.wav", np.concatenate([pause, voiced(0.6), pause]), SR)
+    items = [{"uri": str(tmp_path / "utt.wav"), "label": "bonafide"}]
+    manifest = A.make_copysyn_corpus(items, str(tmp_path / "c"), vocoders=("world",),
+                                     channels=("trim+pad_silence:0.3", "telephone:gsm+noise:30"))
+    rows = read_manifest(manifest)
+    names = sorted(it.uri.rsplit("/", 1)[1] for it in rows)
+    assert [n.split("__", 1)[1] for n in names] == [
+        "bonafide__telephone-gsm_noise-30.flac", "bonafide__trim_pad_silence-0.3.flac",
+        "copysyn-world__telephone-gsm_noise-30.flac", "copysyn-world__trim_pad_silence-0.3.flac"]
+    for it in rows:
+        n = len(sf.read(it.uri, dtype="float32")[0])
+        if "telephone" in it.uri:
+            assert n == int(1.6 * SR)
+        else:  # 0.6 s of voice and a frame or so either side, then 0 to 2 x 0.3 s of pauses
+            assert 0.6 * SR <= n <= (0.6 + 0.3 + 2 * 0.3) * SR
 
 
 def dominant_hz(y: np.ndarray) -> float:

@@ -111,10 +111,12 @@ def test_job_flags_build_the_config_and_refusals_come_before_ray(calls, tmp_path
     job = load_job(monkeypatch)
     args = job.parse_args(["--input", str(calls), "--output", str(tmp_path / "o"),
                            "--vocoders", "hifigan,world", "--hifigan-model", "LJSpeech",
-                           "--channels", "none,band:300-3400", "--resume"])
+                           "--channels", "none,band:300-3400,telephone:gsm+noise:20,"
+                           "trim+pad_silence:0.5+gain:-6", "--resume"])
     cfg = job.build_config(args)
     assert cfg.copysyn.vocoders == ("hifigan", "world") and cfg.resume
-    assert cfg.copysyn.channels == ("none", "band:300-3400")
+    assert cfg.copysyn.channels == ("none", "band:300-3400", "telephone:gsm+noise:20",
+                                    "trim+pad_silence:0.5+gain:-6")  # ',' between, '+' within
     assert cfg.copysyn.vocoder_kwargs == {"hifigan": {"model": "LJSpeech"}}
     assert job.build_config(job.parse_args(["--input", "x", "--output", "y"])).copysyn.vocoders \
         == ("griffin_lim", "world", "hifigan")
@@ -124,6 +126,7 @@ def test_job_flags_build_the_config_and_refusals_come_before_ray(calls, tmp_path
     for argv, message in (
         (["--output", str(tmp_path / "used")], "pass --resume"),
         (["--output", str(tmp_path / "o"), "--channels", "bitcrush:4"], "unknown channel spec"),
+        (["--output", str(tmp_path / "o"), "--channels", "none,trim+rawboost:9"], "1, 2 or 3"),
         (["--output", str(tmp_path / "o"), "--vocoders", "wavenet"], "unknown vocoder"),
     ):
         assert job.main(["--input", str(calls), "--vocoders", "world", *argv]) == 2
