@@ -424,8 +424,8 @@ def _run_ffmpeg(cmd: list[str], data: bytes, codec: str, timeout_s: float) -> by
 class NotchFilters:
     """RawBoost's random filter: ``n_bands`` FIR band-stop (notch) filters in cascade.
 
-    Each band has a centre uniform in ``[min_hz, max_hz]`` (``max_hz`` at most the Nyquist
-    rate), a width uniform in ``[min_bw_hz, max_bw_hz]`` and ``[min_taps, max_taps)`` taps
+    Each band has a centre uniform in ``[min_hz, max_hz]`` (``max_hz`` capped at ``sr / 2``),
+    a width uniform in ``[min_bw_hz, max_bw_hz]`` and ``[min_taps, max_taps)`` taps
     (made odd: linear phase, a whole-sample delay); Hamming-window design.
     """
 
