@@ -20,7 +20,7 @@ import tempfile
 
 import _bootstrap  # sys.path + logging, absolute()
 
-from spoofray.config import FEATURE_KINDS, AudioConfig, FeatureConfig
+from spoofray.config import FEATURE_KINDS, PAD_MODES, AudioConfig, FeatureConfig
 from spoofray.errors import SpoofrayError
 
 
@@ -39,6 +39,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hop-s", type=float, default=AudioConfig.hop_s,
                    help="hop between windows in seconds (default: %(default)s)")
     p.add_argument("--n-mels", type=int, default=FeatureConfig.n_mels)
+    p.add_argument("--pad", choices=PAD_MODES, default=AudioConfig.pad,
+                   help="fill of the last partial window (default: %(default)s)")
+    p.add_argument("--trim-db", type=float, default=AudioConfig.trim_db,
+                   help="cut leading/trailing audio this many dB below the loudest frame "
+                        "(default: keep)")
     p.add_argument("--max-duration-s", type=float, default=AudioConfig.max_duration_s,
                    help="longer files become error rows (default: %(default)s)")
     p.add_argument("--float16", action="store_true", help="store tensors as float16 (half size)")
@@ -62,7 +67,7 @@ def build_config(args: argparse.Namespace):
     from spoofray.pipeline.extract import ExtractConfig
 
     audio = AudioConfig(window_s=args.window_s, hop_s=args.hop_s,
-                        max_duration_s=args.max_duration_s)
+                        max_duration_s=args.max_duration_s, pad=args.pad, trim_db=args.trim_db)
     features = FeatureConfig(audio=audio, kinds=tuple(args.features.split(",")),
                              n_mels=args.n_mels, store_float16=args.float16)
     return ExtractConfig(input=_bootstrap.absolute(args.input),

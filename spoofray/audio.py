@@ -441,10 +441,28 @@ def window_count(n_samples: int, cfg: AudioConfig) -> int:
     return 1 + -(-(n_samples - w) // h)
 
 
+def trim_silence(x: np.ndarray, cfg: AudioConfig) -> tuple[np.ndarray, int]:
+    """Cut leading and trailing audio quieter than ``cfg.trim_db`` below the loudest frame.
+
+    Frames are 20 ms, not overlapping. Returns the kept audio and the index of its first
+    sample in ``x`` (``(x, 0)`` when ``cfg.trim_db`` is None).
+    """
+    if cfg.trim_db is None:
+        return x, 0
+    frame = max(1, int(round(0.02 * cfg.sample_rate)))
+    n_frames = -(-len(x) // frame)
+    padded = np.zeros(n_frames * frame, np.float32)
+    padded[: len(x)] = x
+    energy = np.mean(padded.reshape(n_frames, frame).astype(np.float64) ** 2, axis=1)
+    loud = np.flatnonzero(energy >= energy.max() * 10.0 ** (-cfg.trim_db / 10.0))
+    start, stop = loud[0] * frame, min(len(x), (loud[-1] + 1) * frame)
+    return x[start:stop], int(start)
+
+
 def frame_windows(
     x: np.ndarray, cfg: AudioConfig
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cut mono audio into fixed windows; the last partial window is zero-padded.
+    """Cut mono audio into fixed windows; the last partial window is padded (``cfg.pad``).
 
     Parameters
     ----------
@@ -473,11 +491,14 @@ def frame_windows(
     full = 0 if n < w else min(count, (n - w) // h + 1)
     if full:
         windows[:full] = np.lib.stride_tricks.sliding_window_view(x, w)[::h][:full]
-    # ... then the few partial windows at the end, zero-padded.
+    # ... then the few partial windows at the end, padded.
     for i in range(full, count):
         real = n - i * h
-        windows[i, :real] = x[i * h :]
-        windows[i, real:] = 0.0
+        if cfg.pad == "repeat":
+            windows[i] = np.resize(x[i * h :], w)  # np.resize repeats the audio
+        else:
+            windows[i, :real] = x[i * h :]
+            windows[i, real:] = 0.0
     starts = np.arange(count, dtype=np.int64) * h
     return windows, starts / sr, np.minimum(starts + w, n) / sr
 

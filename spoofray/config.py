@@ -20,6 +20,7 @@ T = TypeVar("T", bound="Config")
 CONFIG_REGISTRY: dict[str, type["Config"]] = {}
 
 FEATURE_KINDS = ("logmel", "mfcc", "lfcc", "stats")
+PAD_MODES = ("zeros", "repeat")
 
 #: The DEEP-VOICE summary feature names, in the column order of its public CSV.
 STATS_NAMES = (
@@ -48,6 +49,10 @@ class Config:
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            # Settings added after datasets and bundles were made are left out while they
+            # keep their default, so the configs (and hashes) of those stay the same.
+            if f.metadata.get("omit_default") and value == f.default:
+                continue
             if isinstance(value, Config):
                 value = value.to_dict()
             elif isinstance(value, tuple):
@@ -98,6 +103,14 @@ class AudioConfig(Config):
     max_file_bytes: int = 2 * 1024**3
     #: Peak absolute amplitude below this counts as digital silence (an error).
     silence_peak: float = 1e-6
+    #: How the last, partial window is filled: ``zeros`` (digital silence) or ``repeat``
+    #: (the window's audio again). With zeros, a clip shorter than a window is mostly
+    #: padding, and how much is a shortcut a model can learn (short clip = one class).
+    pad: str = dataclasses.field(default="zeros", metadata={"omit_default": True})
+    #: Leading and trailing audio more than this many dB below the loudest 20 ms frame is
+    #: cut before windowing (None: keep). How much silence a corpus leaves around its
+    #: clips says which corpus it is, not whether the speech is real.
+    trim_db: float | None = dataclasses.field(default=None, metadata={"omit_default": True})
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0:
@@ -110,6 +123,11 @@ class AudioConfig(Config):
             raise ConfigError(
                 f"hop_s ({self.hop_s}) larger than window_s ({self.window_s}) would skip audio"
             )
+        if self.pad not in PAD_MODES:
+            raise ConfigError(f"pad must be one of {list(PAD_MODES)}, got {self.pad!r}")
+        if self.trim_db is not None and not self.trim_db > 0:
+            raise ConfigError(f"trim_db must be positive (dB below the peak) or None, got "
+                              f"{self.trim_db}")
 
     @property
     def window_samples(self) -> int:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from spoofray import audio, features, storage
-from spoofray.config import FeatureConfig
+from spoofray.config import AudioConfig, FeatureConfig
 from spoofray.errors import (AudioTooLongError, FileReadError, InputFileError,
                              InvalidAudioError)
 
@@ -126,6 +126,17 @@ def _check_finite(uri: str, feats: Mapping[str, np.ndarray], samples: np.ndarray
                 "The file is corrupt or was written unscaled: re-export it as normal audio.")
 
 
+def _shared_hop(cfg: AudioConfig) -> int | None:
+    """The hop at which windows share STFT frames, or None when they cannot.
+
+    Repeat padding fills a partial window with its own audio again, which a window before
+    it (also partial, only when the hop is under half a window) does not hold.
+    """
+    if cfg.pad == "repeat" and 2 * cfg.hop_samples < cfg.window_samples:
+        return None
+    return cfg.hop_samples
+
+
 def featurize_file(item: Mapping[str, Any], cfg: FeatureConfig,
                    kinds: tuple[str, ...] | None = None) -> FileFeatures:
     """Turn one listed file into windowed features, or an error result.
@@ -143,10 +154,12 @@ def featurize_file(item: Mapping[str, Any], cfg: FeatureConfig,
     try:
         data = read_item_bytes(record, cfg)
         decoded = audio.load(data, record["uri"], cfg.audio)
-        windows, start_s, end_s = audio.frame_windows(decoded.samples, cfg.audio)
+        kept, first = audio.trim_silence(decoded.samples, cfg.audio)
+        windows, start_s, end_s = audio.frame_windows(kept, cfg.audio)
+        start_s, end_s = start_s + first / cfg.audio.sample_rate, end_s + first / cfg.audio.sample_rate
         wanted = cfg if kinds is None else dataclasses.replace(cfg, kinds=tuple(kinds))
         with np.errstate(over="ignore", invalid="ignore"):  # checked just below
-            feats = features.extract(windows, wanted, window_hop=cfg.audio.hop_samples)
+            feats = features.extract(windows, wanted, window_hop=_shared_hop(cfg.audio))
         _check_finite(record["uri"], feats, decoded.samples)
     except InputFileError as exc:
         return FileFeatures(item=record, status="error", error_type=exc.error_type,

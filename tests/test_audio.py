@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spoofray import audio, errors, testing
-from spoofray.config import AudioConfig
+from spoofray.config import AudioConfig, FeatureConfig
+from spoofray.errors import ConfigError
 
 HAS_FFMPEG = shutil.which("ffmpeg") is not None and shutil.which("ffprobe") is not None
 needs_ffmpeg = pytest.mark.skipif(not HAS_FFMPEG, reason="ffmpeg not installed (make system-deps)")
@@ -394,3 +395,60 @@ def test_write_wav_float_has_no_timestamp(tmp_path):
     assert raw.getvalue()[peak + 12 : peak + 16] != b"\0\0\0\0"  # libsndfile's own stamp
     samples, _ = audio.decode(data, "a.wav")
     np.testing.assert_array_equal(samples[0], x)
+
+
+def test_repeat_padding_fills_a_short_clip_with_its_own_audio():
+    cfg = AudioConfig(sample_rate=10, window_s=1.0, hop_s=0.5, pad="repeat")
+    windows, start, end = audio.frame_windows(np.arange(1, 5, dtype=np.float32), cfg)
+    np.testing.assert_array_equal(windows, [[1, 2, 3, 4, 1, 2, 3, 4, 1, 2]])
+    np.testing.assert_array_equal(end, [0.4])  # the audio covered, not the padding
+
+
+def test_repeat_padding_repeats_the_last_windows_own_audio():
+    cfg = AudioConfig(sample_rate=4, window_s=1.0, hop_s=0.5, pad="repeat")
+    windows, _, _ = audio.frame_windows(np.arange(1, 8, dtype=np.float32), cfg)  # 7 samples
+    np.testing.assert_array_equal(windows, [[1, 2, 3, 4], [3, 4, 5, 6], [5, 6, 7, 5]])
+
+
+def test_trim_cuts_quiet_edges_and_says_where_the_audio_starts():
+    cfg = AudioConfig(sample_rate=1000, trim_db=40.0)
+    tone = np.sin(2 * np.pi * 50 * np.arange(300) / 1000).astype(np.float32)
+    quiet = np.full(200, 1e-4, np.float32)  # -77 dB against the tone
+    x = np.concatenate([quiet, tone, quiet[:100]])
+    kept, first = audio.trim_silence(x, cfg)
+    assert first == 200 and len(kept) == 300
+    np.testing.assert_array_equal(kept, tone)
+    assert audio.trim_silence(x, AudioConfig(sample_rate=1000))[1] == 0
+
+
+@pytest.mark.parametrize("kwargs, error", [({"pad": "mirror"}, "pad must be one of"),
+                                           ({"trim_db": 0.0}, "trim_db must be positive")])
+def test_bad_pad_and_trim_settings_are_refused(kwargs, error):
+    with pytest.raises(ConfigError, match=error):
+        AudioConfig(**kwargs)
+
+
+def test_new_audio_settings_at_their_defaults_keep_old_config_hashes():
+    # Datasets and bundles made before pad/trim_db existed must keep their identity.
+    assert "pad" not in AudioConfig().to_dict() and "trim_db" not in AudioConfig().to_dict()
+    assert FeatureConfig().config_hash() == FeatureConfig.from_dict(
+        FeatureConfig().to_dict()).config_hash()
+    changed = FeatureConfig(audio=AudioConfig(pad="repeat", trim_db=40.0))
+    assert changed.to_dict()["audio"]["pad"] == "repeat"
+    assert changed.config_hash() != FeatureConfig().config_hash()
+    assert FeatureConfig.from_dict(changed.to_dict()) == changed
+
+
+def test_trimmed_windows_keep_times_of_the_original_file(tmp_path):
+    from spoofray.featurize import featurize_file
+
+    sr = 16_000
+    tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(3 * sr) / sr)).astype(np.float32)
+    x = np.concatenate([np.full(sr, 1e-5, np.float32), tone])  # 1 s near-silence, 3 s tone
+    path = tmp_path / "late.wav"
+    sf.write(path, x, sr)
+    cfg = FeatureConfig(audio=AudioConfig(trim_db=40.0, pad="repeat"), kinds=("logmel",))
+    result = featurize_file({"uri": str(path)}, cfg)
+    assert result.status == "ok" and result.duration_s == pytest.approx(4.0)
+    np.testing.assert_allclose(result.start_s, [1.0])
+    np.testing.assert_allclose(result.end_s, [4.0])
