@@ -9,8 +9,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassif
 from sklearn.tree import DecisionTreeClassifier
 
 from spoofray.errors import BundleIntegrityError, ConfigError
-from spoofray.models.ml import (MEMBERS, SpoofVotingEnsemble, design_matrix, load_ensemble,
-                                make_ensemble, save_ensemble)
+from spoofray.models.ml import (MEMBERS, SpoofVotingEnsemble, design_matrix, input_array,
+                                load_ensemble, make_ensemble, save_ensemble)
 
 
 @pytest.fixture(autouse=True)
@@ -164,3 +164,29 @@ def test_load_refuses_a_file_that_is_not_skops(tmp_path):
     path.write_bytes(b"\x80\x04not a zip")  # e.g. a pickle
     with pytest.raises(BundleIntegrityError, match="not a readable skops file"):
         load_ensemble(str(path))
+
+
+def test_dynamics_input_by_hand_and_blind_to_a_fixed_channel():
+    # c = 2 coefficients: rows [c0, c1, d0, d1, dd0, dd1], 4 frames.
+    lfcc = np.array([[[9, 9, 9, 9], [1, 3, 1, 3], [0, 2, 0, -2], [1, 1, 1, 1],
+                      [0, 0, 0, 0], [-1, 1, -1, 1]]], dtype=np.float32)
+    block = input_array({"lfcc": lfcc}, "lfcc_dynamics")
+    # std of c1; std of d0, d1, dd0, dd1; mean |.| of d0, d1, dd0, dd1
+    np.testing.assert_allclose(block, [[1, np.sqrt(2), 0, 0, 1, 1, 1, 0, 1]])
+    shifted = lfcc.copy()
+    shifted[:, :2] += np.array([5.0, -3.0], np.float32)[None, :, None]  # channel + level
+    np.testing.assert_array_equal(input_array({"lfcc": shifted}, "lfcc_dynamics"), block)
+    with pytest.raises(ConfigError, match="with deltas"):
+        input_array({"lfcc": lfcc[:, :4]}, "lfcc_dynamics")
+
+
+def test_logistic_member_is_off_by_default_and_votes_when_weighted():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 30)
+    X = rng.normal(size=(60, 3)) + y[:, None]
+    assert "lr" not in make_ensemble({"random_state": 0}).fit(X, y).named_estimators_
+    model = make_ensemble({"weight_rf": 0, "weight_hgb": 0, "weight_svc": 0, "weight_knn": 0,
+                           "weight_dt": 0, "weight_lr": 1, "lr__C": 0.5}).fit(X, y)
+    assert list(model.named_estimators_) == ["lr"]
+    assert model.named_estimators_["lr"].named_steps["lr"].C == 0.5
+    assert model.score(X, y) > 0.7

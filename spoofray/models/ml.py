@@ -30,7 +30,7 @@ from spoofray import storage
 from spoofray.errors import BundleIntegrityError, ConfigError
 
 #: Ensemble members in a fixed order (also the order of ``estimators_``).
-MEMBERS = ("rf", "hgb", "svc", "knn", "dt")
+MEMBERS = ("rf", "hgb", "svc", "knn", "dt", "lr")
 
 #: Input name -> the feature-dataset kind it is computed from.
 INPUTS = {
@@ -38,15 +38,18 @@ INPUTS = {
     "mfcc_pooled": "mfcc",
     "lfcc_pooled": "lfcc",
     "logmel_pooled": "logmel",
+    "mfcc_dynamics": "mfcc",
+    "lfcc_dynamics": "lfcc",
 }
 
 #: Members that see standardised inputs (distance- and margin-based).
-SCALED_MEMBERS = ("svc", "knn")
+SCALED_MEMBERS = ("svc", "knn", "lr")
 
 
 def _default_member(name: str) -> BaseEstimator:
     """A fresh member with scikit-learn's defaults (what ``None`` stands for)."""
     from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.svm import SVC
     from sklearn.tree import DecisionTreeClassifier
@@ -57,6 +60,7 @@ def _default_member(name: str) -> BaseEstimator:
         "svc": SVC,
         "knn": KNeighborsClassifier,
         "dt": DecisionTreeClassifier,
+        "lr": lambda: LogisticRegression(max_iter=2000),
     }
     return factories[name]()
 
@@ -108,8 +112,13 @@ def input_array(features: Mapping[str, np.ndarray], name: str) -> np.ndarray:
 
     Returns
     -------
-    block : ndarray, shape (n, 26) for ``stats``, (n, 2 * rows) for ``<kind>_pooled``
+    block : ndarray, shape (n, 26) for ``stats``, (n, 2 * rows) for ``<kind>_pooled``,
+        (n, 3 * c - 1) for ``<kind>_dynamics`` (``c`` coefficients, deltas stored).
         Pooled blocks are ``[mean over frames (rows), std over frames (rows)]``.
+        Dynamics blocks are ``[std over frames of coefficients 1..c-1, std of the delta
+        rows, mean |delta rows|]``: no per-window mean of a static coefficient, so a fixed
+        channel (microphone, codec, room: an additive offset of the cepstrum) and the level
+        (coefficient 0) leave them unchanged.
     """
     check_inputs([name])
     kind = INPUTS[name]
@@ -120,6 +129,13 @@ def input_array(features: Mapping[str, np.ndarray], name: str) -> np.ndarray:
             f"{name!r} from the inputs"
         )
     arr = np.asarray(features[kind], dtype=np.float32)
+    if name.endswith("_dynamics"):
+        if arr.ndim != 3 or arr.shape[1] % 3 or arr.shape[2] < 1:
+            raise ConfigError(f"{name!r} needs {kind!r} with deltas, shape (n, 3 * c, frames); "
+                              f"got {arr.shape}. Extract with FeatureConfig.deltas=True")
+        c = arr.shape[1] // 3
+        return np.concatenate([arr[:, 1:c].std(axis=2), arr[:, c:].std(axis=2),
+                               np.abs(arr[:, c:]).mean(axis=2)], axis=1)
     if name == "stats":
         if arr.ndim != 2:
             raise ConfigError(f"'stats' must have shape (n, 26), got {arr.shape}")
@@ -156,20 +172,24 @@ def design_matrix(features: Mapping[str, np.ndarray], inputs: Sequence[str]) -> 
 
 
 class SpoofVotingEnsemble(ClassifierMixin, BaseEstimator):
-    """Soft-voting ensemble of five scikit-learn classifiers.
+    """Soft-voting ensemble of up to six scikit-learn classifiers.
 
     Parameters
     ----------
-    rf, hgb, svc, knn, dt : estimator, None or "drop", default None
+    rf, hgb, svc, knn, dt, lr : estimator, None or "drop", default None
         The unfitted member; None means the scikit-learn default (RandomForestClassifier,
-        HistGradientBoostingClassifier, SVC, KNeighborsClassifier, DecisionTreeClassifier),
+        HistGradientBoostingClassifier, SVC, KNeighborsClassifier, DecisionTreeClassifier,
+        LogisticRegression with ``max_iter=2000``),
         ``"drop"`` leaves it out. Nested parameters work even when the member is None:
         ``set_params(rf__n_estimators=300)`` materialises the default member first.
-        ``svc`` and ``knn`` are fitted behind a StandardScaler; ``svc`` is wrapped in
+        ``svc``, ``knn`` and ``lr`` are fitted behind a StandardScaler; ``svc`` is wrapped in
         CalibratedClassifierCV for probabilities.
     weight_rf, weight_hgb, weight_svc, weight_knn, weight_dt : float, default 1.0
         Voting weights (>= 0). A member with weight 0 is not fitted at all, so weights are
         also the on/off switches of a search space.
+    weight_lr : float, default 0.0
+        The logistic-regression member is off by default (ensembles made before it
+        existed keep their meaning).
     inputs : tuple of str, default ("stats",)
         Names of :data:`INPUTS` that ``X`` was built from with :func:`design_matrix`.
         Recorded for whoever scores with the model; ``fit`` checks only the names.
@@ -198,12 +218,14 @@ class SpoofVotingEnsemble(ClassifierMixin, BaseEstimator):
         svc: Any = None,
         knn: Any = None,
         dt: Any = None,
+        lr: Any = None,
         *,
         weight_rf: float = 1.0,
         weight_hgb: float = 1.0,
         weight_svc: float = 1.0,
         weight_knn: float = 1.0,
         weight_dt: float = 1.0,
+        weight_lr: float = 0.0,
         inputs: tuple[str, ...] = ("stats",),
         calibration_method: str = "sigmoid",
         calibration_cv: int = 3,
@@ -215,16 +237,22 @@ class SpoofVotingEnsemble(ClassifierMixin, BaseEstimator):
         self.svc = svc
         self.knn = knn
         self.dt = dt
+        self.lr = lr
         self.weight_rf = weight_rf
         self.weight_hgb = weight_hgb
         self.weight_svc = weight_svc
         self.weight_knn = weight_knn
         self.weight_dt = weight_dt
+        self.weight_lr = weight_lr
         self.inputs = inputs
         self.calibration_method = calibration_method
         self.calibration_cv = calibration_cv
         self.n_jobs = n_jobs
         self.random_state = random_state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Models saved before the logistic-regression member existed lack its parameters.
+        super().__setstate__({"lr": None, "weight_lr": 0.0, **state})
 
     # -- parameters: nested names also for members left at None --
 
