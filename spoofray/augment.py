@@ -377,12 +377,41 @@ TELEPHONE_CODECS = {
 }
 
 
+G711_LAWS = ("mulaw", "alaw")
+
+
+def g711_roundtrip(y: np.ndarray, law: str = "mulaw") -> np.ndarray:
+    """G.711 companding to 8 bits and back (the law of ITU-T G.711, continuous form).
+
+    mu-law with mu = 255, A-law with A = 87.6; the 8-bit code keeps 1 sign bit and 7
+    magnitude bits. (n,) → (n,), clipped into [-1, 1].
+    """
+    x = np.clip(_as_float(y).astype(np.float64), -1.0, 1.0)
+    mag = np.abs(x)
+    if law == "mulaw":
+        comp = np.log1p(255.0 * mag) / np.log1p(255.0)
+    elif law == "alaw":
+        big = mag >= 1 / 87.6
+        comp = np.where(big, 1 + np.log(np.maximum(87.6 * mag, 1.0)), 87.6 * mag)
+        comp = comp / (1 + np.log(87.6))
+    else:
+        raise ConfigError(f"G.711 law must be one of {list(G711_LAWS)}, got {law!r}")
+    code = np.round(comp * 127.0) / 127.0  # 7 magnitude bits
+    if law == "mulaw":
+        out = np.expm1(code * np.log1p(255.0)) / 255.0
+    else:
+        scaled = code * (1 + np.log(87.6))
+        out = np.where(scaled >= 1.0, np.exp(scaled - 1.0) / 87.6, scaled / 87.6)
+    return (np.sign(x) * out).astype(np.float32)
+
+
 def telephone(y: np.ndarray, sr: int, codec: str = "mulaw", timeout_s: float = 60.0
               ) -> np.ndarray:
     """An 8 kHz telephone channel, and back at ``sr``; same length. (n,) → (n,).
 
     300–3400 Hz band-pass (:func:`band_limit`), resampled to 8 kHz (soxr), through a
-    telephone codec (:data:`TELEPHONE_CODECS`, by ffmpeg: :func:`codec_roundtrip`), and
+    telephone codec (:data:`TELEPHONE_CODECS`: G.711 mu-law/A-law in numpy,
+    :func:`g711_roundtrip`; the others by ffmpeg, :func:`codec_roundtrip`), and
     resampled back to ``sr``: nothing is left above 4 kHz.
 
     Raises
@@ -400,7 +429,11 @@ def telephone(y: np.ndarray, sr: int, codec: str = "mulaw", timeout_s: float = 6
     y = _as_float(y)
     codec_sr, bitrate = TELEPHONE_CODECS[codec]
     narrow = resample(band_limit(y, sr, high_hz=3400.0, low_hz=300.0), sr, 8000)
-    coded = codec_roundtrip(narrow, 8000, codec, bitrate, codec_sr=codec_sr, timeout_s=timeout_s)
+    if codec in G711_LAWS:  # a sample-wise law: numpy, ~1000x faster than two ffmpeg runs
+        coded = g711_roundtrip(narrow, codec)
+    else:
+        coded = codec_roundtrip(narrow, 8000, codec, bitrate, codec_sr=codec_sr,
+                                timeout_s=timeout_s)
     return fit_length(resample(coded, 8000, sr).astype(np.float32), len(y))
 
 

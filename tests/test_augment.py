@@ -197,7 +197,25 @@ def test_telephone_at_8khz_and_without_ffmpeg(monkeypatch):
     assert A.telephone(y, 8000).shape == y.shape
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(A.CodecUnavailableError, match="ffmpeg"):
-        A.apply_channel(voiced(0.5), SR, "telephone", np.random.default_rng(0))
+        A.apply_channel(voiced(0.5), SR, "telephone:gsm", np.random.default_rng(0))
+    # G.711 needs no ffmpeg.
+    assert A.apply_channel(voiced(0.5), SR, "telephone", np.random.default_rng(0)).shape == (
+        voiced(0.5).shape)
+
+
+@pytest.mark.parametrize("law", ["mulaw", "alaw"])
+def test_g711_quantises_to_256_levels_and_keeps_the_signal(law):
+    x = np.linspace(-1, 1, 20001).astype(np.float32)
+    out = A.g711_roundtrip(x, law)
+    assert len(np.unique(out)) <= 256 and np.all(np.abs(out) <= 1.0)
+    audible = np.abs(x) > 5e-4  # below half the smallest A-law step a sample rounds to 0
+    np.testing.assert_array_equal(np.sign(out[audible]), np.sign(x[audible]))
+    # Companding: small samples keep fine steps, loud ones coarse; error stays a few %.
+    loud = np.abs(x) > 0.1
+    assert np.max(np.abs(out - x)[loud] / np.abs(x)[loud]) < 0.05
+    assert np.max(np.abs(out - x)[np.abs(x) < 0.01]) < 0.001
+    speech = voiced(0.5)
+    assert np.corrcoef(A.g711_roundtrip(speech, law), speech)[0, 1] > 0.999
 
 
 @pytest.mark.parametrize("algo", [1, 2, 3])
