@@ -257,9 +257,19 @@ def metric_table(joined: pd.DataFrame, threshold: float) -> pd.DataFrame:
     usable = joined[(joined["status"] == "ok") & joined["true_label"].isin(["bonafide", "spoof"])]
     labels = (usable["true_label"] == "spoof").to_numpy()
     scores = usable["spoof_score"].to_numpy(dtype=np.float64)
+    if labels.size == 0:
+        raise MetricError("evaluation needs scored, labelled files; none of the report's "
+                          "ok rows has a bonafide/spoof label")
     if labels.all() or not labels.any():
-        raise MetricError(f"evaluation needs scored files of both classes; got "
-                          f"{int(labels.sum())} spoof and {int((~labels).sum())} bonafide")
+        # One class (a folder of known-real calls, say): only its rate at the threshold.
+        c = metrics.confusion_matrix(labels, scores, threshold)
+        one = {"n_bonafide": int((~labels).sum()), "n_spoof": int(labels.sum()),
+               "threshold": threshold, "confusion": c}
+        if labels.any():
+            one["recall"] = metrics.recall(labels, scores, threshold)
+        else:
+            one["false_alarm_rate"] = metrics.false_alarm_rate(labels, scores, threshold)
+        return pd.DataFrame([_row("overall", None, one)]).reindex(columns=list(METRIC_COLUMNS))
     rows = [_row("overall", None, metrics.evaluate(labels, scores, threshold=threshold))]
     attacks = usable["true_attack"].fillna("").astype(str).to_numpy()
     for attack in sorted(set(attacks[labels]) - {""}):
@@ -343,6 +353,7 @@ def evaluate_report(cfg: EvaluateConfig) -> dict[str, Any]:
                                sink.getvalue().to_pybytes())
     storage.write_bytes_atomic(storage.join(cfg.output, "metrics.json"),
                                json.dumps(result, indent=2).encode())
-    for name, png in evaluation_plots(joined).items():
-        storage.write_bytes_atomic(storage.join(cfg.output, name), png)
+    if table["n_bonafide"].iloc[0] and table["n_spoof"].iloc[0]:  # curves need both classes
+        for name, png in evaluation_plots(joined).items():
+            storage.write_bytes_atomic(storage.join(cfg.output, name), png)
     return result

@@ -69,8 +69,15 @@ def test_evaluate_scored_archive_gives_the_metric_table(ray_session, tmp_path):
             assert fh.read(8) == PNG
 
 
-def test_metric_table_needs_both_classes():
-    joined = pd.DataFrame({"uri": ["a", "b"], "status": ["ok", "ok"], "spoof_score": [0.2, 0.9],
-                           "true_label": ["spoof", "spoof"], "true_attack": ["x", "y"]})
-    with pytest.raises(MetricError, match="both classes"):
-        metric_table(joined, 0.5)
+def test_one_class_gives_only_its_rate_at_the_threshold():
+    # A folder of known-real recordings: the false-alarm rate is what there is to know.
+    real = pd.DataFrame({"uri": list("abcd"), "status": ["ok"] * 3 + ["error"],
+                         "spoof_score": [0.2, 0.6, 0.9, np.nan],
+                         "true_label": ["bonafide"] * 4, "true_attack": [None] * 4})
+    row = metric_table(real, 0.5).iloc[0]
+    assert row["false_alarm_rate"] == pytest.approx(2 / 3) and row["n_bonafide"] == 3
+    assert pd.isna(row["eer"]) and (row["fp"], row["tn"]) == (2, 1)
+    fakes = real.assign(true_label="spoof", true_attack="x")
+    assert metric_table(fakes, 0.7).iloc[0]["recall"] == pytest.approx(1 / 3)
+    with pytest.raises(MetricError, match="none of the report"):
+        metric_table(real.assign(true_label=None), 0.5)
