@@ -49,8 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", help="archive: folder, s3:// prefix, manifest or ASVspoof protocol")
     p.add_argument("--output", help="audit root, local or s3:// (date= partitions, _audit/)")
-    p.add_argument("--bundle", help="bundle folder, local or s3:// (default: newest in the "
-                   "local registry)")
+    p.add_argument("--bundle", help="bundle folder, local or s3://, or 'latest' (the newest "
+                   "in the local registry); default: the shipped spoofray-base "
+                   "(docs/model_card.md)")
     p.add_argument("--audio-root", help="audio folder of an ASVspoof protocol")
     p.add_argument("--rules", help="alert rules YAML (e.g. audit_rules/default.yaml); "
                    "without it no alert can fire")

@@ -10,7 +10,8 @@ Examples
   python jobs/score_archive.py --smoke-test
 
 Input: a folder or s3:// prefix (recursive), a manifest .csv/.parquet or an ASVspoof protocol.
-Without --bundle the newest bundle of the local registry ($SPOOFRAY_HOME/bundles) is used.
+Without --bundle the shipped default bundle spoofray-base is used (docs/model_card.md);
+--bundle latest takes the newest bundle of the local registry ($SPOOFRAY_HOME/bundles).
 Output: <output>/run_id=<id>/report/*.parquet (one row per input file, bad files as error
 rows), summary.json, plots/*.png and _SUCCESS (written last).
 """
@@ -32,8 +33,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", help="folder, s3:// prefix, manifest or ASVspoof protocol")
     p.add_argument("--output", help="report root, local or s3:// (a run_id=<id>/ folder is added)")
-    p.add_argument("--bundle", help="bundle folder, local or s3:// (default: newest in the "
-                   "local registry)")
+    p.add_argument("--bundle", help="bundle folder, local or s3://, or 'latest' (the newest "
+                   "in the local registry); default: the shipped spoofray-base "
+                   "(docs/model_card.md)")
     p.add_argument("--audio-root", help="audio folder of an ASVspoof protocol")
     p.add_argument("--threshold", type=float, help="decision threshold overriding the bundle's")
     p.add_argument("--run-id", help="name of this run (default: UTC time + random suffix)")
@@ -98,9 +100,13 @@ def main(argv: list[str] | None = None) -> int:
         except SpoofrayError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        if summary["bundle"]["from_registry"]:
-            print(f"note: no --bundle given; used the newest registry bundle "
-                  f"{summary['bundle']['uri']}", file=sys.stderr)
+        if summary["bundle"]["source"] != "given":
+            from spoofray.models.bundle import Bundle
+            from spoofray.pipeline.score import bundle_note
+
+            b = summary["bundle"]
+            print("note: " + bundle_note(Bundle.load(b["uri"]), b["uri"], b["source"]),
+                  file=sys.stderr)
         print(json.dumps({k: summary[k] for k in ("run_uri", "counts", "spoof_rate",
                                                   "audio_hours", "wall_s", "throughput")},
                          indent=2))

@@ -172,9 +172,10 @@ def test_keras_only_bundle_from_the_registry(ray_session, tmp_path, monkeypatch)
     uris = [testing.write_wav(folder / "a.wav", testing.voiced(150.0, 3.0, 16000), 16000),
             testing.write_wav(folder / "b.wav", testing.white_noise(5.0, 22050, amp=0.2), 22050)]
 
-    summary = score_archive(ScoreConfig(input=str(folder), output=str(tmp_path / "out")))
+    summary = score_archive(ScoreConfig(input=str(folder), output=str(tmp_path / "out"),
+                                        bundle="latest"))
 
-    assert summary["bundle"]["from_registry"] and summary["bundle"]["uri"] == made["uri"]
+    assert summary["bundle"]["source"] == "registry" and summary["bundle"]["uri"] == made["uri"]
     report = reports.read_report(summary["run_uri"]).set_index("uri")
     bundle = Bundle.load(made["uri"])
     for uri in uris:
@@ -187,8 +188,9 @@ def test_refusals_before_any_work(tmp_path, monkeypatch, trained_small_bundle):
     folder = tmp_path / "in"
     folder.mkdir()
     testing.write_wav(folder / "a.wav", testing.voiced(150.0, 1.0, 16000), 16000)
-    with pytest.raises(ConfigError, match="registry .* is empty.*jobs/bundle.py assemble"):
-        score_archive(ScoreConfig(input=str(folder), output=str(tmp_path / "out")))
+    with pytest.raises(ConfigError, match="registry, but .* is empty.*jobs/bundle.py assemble"):
+        score_archive(ScoreConfig(input=str(folder), output=str(tmp_path / "out"),
+                                  bundle="latest"))
     os.makedirs(tmp_path / "out" / "run_id=taken" / "report")
     open(tmp_path / "out" / "run_id=taken" / "report" / "x.parquet", "w").close()
     # A folder without _SUCCESS is what an interrupted publish on S3 leaves: say so.

@@ -287,7 +287,12 @@ def run_audit(cfg: AuditConfig) -> dict[str, Any]:
 
     rules = _alerts.load_rules(cfg.rules)
     date = cfg.date or _dt.datetime.now(_dt.timezone.utc).date().isoformat()
-    bundle_uri, _ = resolve_bundle(cfg.bundle)
+    bundle_uri, bundle_source = resolve_bundle(cfg.bundle)
+    if bundle_source != "given":
+        from spoofray.models.bundle import Bundle
+        from spoofray.pipeline.score import bundle_note
+
+        log.warning("%s", bundle_note(Bundle.load(bundle_uri), bundle_uri, bundle_source))
     bundle_name, bundle_version = _bundle_identity(bundle_uri)
     finished = recover(cfg, rules)
 

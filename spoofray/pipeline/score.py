@@ -43,6 +43,7 @@ from spoofray.errors import (ConfigError, OutputExistsError, SpoofrayError,
                              StorageUnavailableError)
 from spoofray.featurize import FileFeatures, featurize_file
 from spoofray.models.assemble import latest_bundle, registry_root
+from spoofray.models.default import MODEL_CARD, default_bundle
 from spoofray.models.bundle import Bundle, load_payload
 from spoofray.pipeline import runtime
 from spoofray.reports import PLOTS_DIR, REPORT_DIR, SUCCESS_MARKER, SUMMARY_NAME
@@ -52,6 +53,9 @@ log = logging.getLogger(__name__)
 #: Report rows buffered on the driver before a part file is written.
 ROWS_PER_PART = 200_000
 MAX_BLOCKS = 4096
+
+#: ``--bundle`` value naming the newest bundle of the local registry.
+LATEST = "latest"
 
 ITEM_KEYS = ("uri", "label", "attack", "speaker", "group", "size_bytes")
 
@@ -301,17 +305,34 @@ class BundleScorer:
 # --- driver ---------------------------------------------------------------------------------
 
 
-def resolve_bundle(uri: str | None) -> tuple[str, bool]:
-    """The bundle to use and whether it came from the local registry."""
-    if uri:
-        return uri, False
+def resolve_bundle(uri: str | None) -> tuple[str, str]:
+    """The bundle to use and where it came from: ``given``, ``default`` or ``registry``.
+
+    No ``uri``: the bundle shipped inside the package (:func:`default_bundle`).
+    ``"latest"``: the newest bundle of the local registry.
+    """
+    if uri is None:
+        return default_bundle(), "default"
+    if uri != LATEST:
+        return uri, "given"
     newest = latest_bundle()
     if newest is None:
         raise ConfigError(
-            f"no --bundle given and the local bundle registry {registry_root()} is empty. "
-            "Make a bundle with `python jobs/bundle.py assemble --member <tune or train "
-            "output> ...` (it publishes to the registry), or pass --bundle <folder or s3://>")
-    return newest, True
+            f"--bundle {LATEST} names the newest bundle of the local registry, but "
+            f"{registry_root()} is empty. Make a bundle with `python jobs/bundle.py assemble "
+            "--member <tune or train output> ...` (it publishes to the registry), or pass "
+            "--bundle <folder or s3://>, or leave --bundle out for the shipped default")
+    return newest, "registry"
+
+
+def bundle_note(bundle: Bundle, uri: str, source: str) -> str:
+    """The line a job prints when it picked the bundle itself."""
+    if source == "default":
+        return (f"no --bundle given: scoring with the shipped default {bundle.name} "
+                f"{bundle.version} ({uri}); what it was trained on, how well it does and where "
+                f"it fails: {MODEL_CARD}")
+    return f"--bundle {LATEST}: the newest bundle of the local registry, {bundle.name} " \
+           f"{bundle.version} ({uri})"
 
 
 def check_accounting(listed: Sequence[str], reported: Iterable[str]) -> None:
@@ -419,11 +440,10 @@ def score_archive(cfg: ScoreConfig,
 
     started = time.perf_counter()
     started_at = _dt.datetime.now(_dt.timezone.utc)
-    bundle_uri, from_registry = resolve_bundle(cfg.bundle)
-    if from_registry:
-        log.warning("no --bundle given: using the newest bundle in the local registry, %s",
-                    bundle_uri)
+    bundle_uri, bundle_source = resolve_bundle(cfg.bundle)
     bundle = Bundle.load(bundle_uri)  # refuse a bad bundle before any work
+    if bundle_source != "given":
+        log.warning("%s", bundle_note(bundle, bundle_uri, bundle_source))
     threshold = bundle.threshold if cfg.threshold is None else cfg.threshold
 
     if items is None:
@@ -486,7 +506,7 @@ def score_archive(cfg: ScoreConfig,
             report, wall_s=wall_s, input_uri=cfg.input, run_id=run_id,
             started_at=started_at.isoformat(timespec="seconds"),
             bundle={"uri": bundle_uri, "name": bundle.name, "version": bundle.version,
-                    "from_registry": from_registry, "threshold": threshold,
+                    "source": bundle_source, "threshold": threshold,
                     "threshold_method": "user" if cfg.threshold is not None
                     else bundle.threshold_method})
         summary.update(run_uri=final, score_config=cfg.to_dict(),
