@@ -406,6 +406,9 @@ class AssembleConfig(Config):
     threshold_reports: tuple[str, ...] = ()
     #: A fixed decision threshold (overrides any chosen one).
     threshold: float | None = None
+    #: Held-out evaluation of the recipe that made these members (e.g. leave-one-source-out
+    #: metrics), recorded in ``bundle.json`` as ``evaluation`` for the model card.
+    evaluation: dict[str, Any] = dataclasses.field(default_factory=dict)
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -523,6 +526,8 @@ def assemble_bundle(cfg: AssembleConfig) -> dict[str, Any]:
         elif cfg.threshold_rule == "false_alarm_rate" and not cfg.dev_features:
             raise ConfigError("threshold_rule 'false_alarm_rate' needs bona fide scores: give "
                               "dev_features or threshold_reports")
+        if cfg.evaluation:
+            manifest["evaluation"] = cfg.evaluation
         if cfg.threshold is not None:
             manifest.update(threshold=float(cfg.threshold), threshold_method="user",
                             threshold_details={"previous": {
