@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 DEMO_DIR ?= demo_out
 DEB_PACKAGES := ffmpeg sox espeak-ng
 
-.PHONY: demo test system-deps venv clean
+.PHONY: demo test system-deps venv clean default-bundle
 
 venv: $(STAMP)
 
@@ -33,6 +33,12 @@ system-deps:
 
 demo: system-deps venv
 	$(PY) jobs/demo.py --output $(DEMO_DIR)
+
+# Rebuild the shipped spoofray-base from ../shared/data: leave-one-source-out folds, then the
+# bundle (threshold from the folds' held-out real speech) into spoofray/models/default_bundle.
+GEN_WORK ?= /tmp/spoofray-generalisation
+default-bundle: system-deps venv
+	$(PY) experiments/generalisation.py --work $(GEN_WORK) --ship
 
 test: system-deps venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)

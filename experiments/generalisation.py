@@ -1,0 +1,415 @@
+"""Leave-one-source-out quality of a training recipe, through the production path only.
+
+    python experiments/generalisation.py --work /tmp/gen                 # the shipped recipe
+    python experiments/generalisation.py --work /tmp/gen --recipe no-trim --seed 1
+    python experiments/generalisation.py --work /tmp/gen --ship          # also build spoofray-base
+
+Data: devcorpus + trainpool (``pool.py``). Folds hold out one source repository at a time
+(a demo page takes its bona fide clips with it; the three tiny real-only sources form one
+fold), so every test clip comes from a recording setup, a speaker set and generators that
+no training clip shares. For each fold:
+
+1. training rows: the other folds' clips (recipe: licence filter, per-(source, label) cap)
+   plus their channel copies and copy-syntheses;
+2. ``run_sweep`` with the recipe's constant search space → member; ``assemble_bundle``;
+3. ``score_archive`` on the held-out clips and the 8 kHz telephone copies of its bona fide
+   clips → report.
+
+Then every fold's threshold is set by ``assemble.threshold_from_reports`` on the OTHER
+folds' reports (a false-alarm budget on real speech, never fitted on the fold it is applied
+to), and ``reports.evaluate_report`` measures each fold at it; pooled numbers come from the
+same evaluation of all fold reports together. Nothing here computes a score, a fusion or a
+threshold itself.
+
+Writes ``<work>/<recipe>-seed<seed>/results.json`` and ``results.md`` (the tables of
+docs/quality.md). Steps already done in ``--work`` are reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import pool as pool_mod  # noqa: E402
+
+#: Version of the bundle ``--ship`` puts into the package.
+SHIPPED_VERSION = "1.0.0"
+#: The three tiny real-only sources are one fold.
+SMALL_REAL = {"CorentinJ/Real-Time-Voice-Cloning", "Uberi/speech_recognition",
+              "voxserv/audio_quality_testing_samples"}
+#: 8 kHz channels (G.711 in numpy; GSM by ffmpeg, ~1 s a clip, so a sixth of them).
+TELEPHONE = ("telephone:mulaw", "telephone:alaw", "telephone:mulaw+noise:30",
+             "telephone:alaw+rawboost:3", "telephone:mulaw+gain:random", "telephone:gsm")
+#: Other channels: codecs, RawBoost, noise, reverberation, level.
+OTHER_CHANNELS = ("codec:mp3:32k", "codec:opus:16k", "rawboost:1", "rawboost:3",
+                  "noise:15", "reverb:0.4", "gain:random+rawboost:2", "rawboost:1+noise:25")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    name: str
+    pad: str = "repeat"
+    trim_db: float | None = 40.0
+    inputs: tuple[str, ...] = ("lfcc_dynamics", "stats")
+    members: tuple[tuple[str, object], ...] = (("weight_lr", 1.0), ("lr__C", 0.1),
+                                               ("lr__class_weight", "balanced"))
+    datasets: tuple[str, ...] = ("devcorpus", "trainpool")
+    channel_copies: bool = True
+    copysyn_vocoders: tuple[str, ...] = ("griffin_lim", "world", "hifigan")
+    copysyn_sources: int = 100
+    shippable_only: bool = True
+    cap_per_source_label: int = 150
+    target_false_alarm_rate: float = 0.01
+
+    def feature_kinds(self) -> tuple[str, ...]:
+        from spoofray.models.ml import INPUTS
+
+        return tuple(k for k in ("logmel", "mfcc", "lfcc", "stats")
+                     if k in {INPUTS[i] for i in self.inputs})
+
+
+BASE = Recipe("base")
+RECIPES = {r.name: r for r in (
+    BASE,
+    dataclasses.replace(BASE, name="no-trainpool", datasets=("devcorpus",)),
+    dataclasses.replace(BASE, name="no-channel", channel_copies=False),
+    dataclasses.replace(BASE, name="no-copysyn", copysyn_vocoders=()),
+    dataclasses.replace(BASE, name="no-trim", pad="zeros", trim_db=None),
+    dataclasses.replace(BASE, name="pooled-inputs", inputs=("lfcc_pooled", "stats")),
+    dataclasses.replace(BASE, name="plus-hgb", members=BASE.members + (
+        ("weight_hgb", 1.0), ("hgb__class_weight", "balanced"), ("hgb__max_iter", 150))),
+)}
+
+
+def fold_of(source: str) -> str:
+    return "misc-real" if source in SMALL_REAL else source
+
+
+# --- data ----------------------------------------------------------------------------------
+
+
+def _channel_copy(args: tuple[str, str, str, int]) -> str | None:
+    import soundfile as sf
+
+    from spoofray import augment
+
+    src, dst, spec, seed = args
+    if os.path.exists(dst):
+        return None
+    y, sr = sf.read(src, dtype="float32")
+    out = augment.apply_channel(y if y.ndim == 1 else y.mean(axis=1), sr, spec,
+                                np.random.default_rng(seed))
+    peak = float(np.max(np.abs(out)))
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    sf.write(dst + ".tmp.flac", out * (0.999 / peak) if peak > 0.999 else out, sr,
+             subtype="PCM_16")
+    os.replace(dst + ".tmp.flac", dst)
+    return None
+
+
+def channel_copies(root: str, clips: pd.DataFrame, kinds: tuple[str, ...]) -> pd.DataFrame:
+    """Copies of clips with the label kept: ``telephone`` (8 kHz) and/or ``channel`` (other).
+
+    Each clip's channel is drawn from a hash of its path, so a copy is the same file
+    whichever subset asked for it.
+    """
+    rows, jobs = [], []
+    for row in clips.itertuples(index=False):
+        stem = os.path.splitext(row.path)[0]
+        seed = int(hashlib.sha256(row.path.encode()).hexdigest()[:8], 16)
+        for kind in kinds:
+            specs = TELEPHONE if kind == "telephone" else OTHER_CHANNELS
+            spec = specs[seed % len(specs)]
+            rel = f"aug/{kind}/{stem}.flac"
+            jobs.append((os.path.join(root, row.path), os.path.join(root, rel), spec, seed))
+            rows.append({**row._asdict(), "path": rel, "role": kind, "channel": spec,
+                         "origin": row.path})
+    started = time.perf_counter()
+    with concurrent.futures.ProcessPoolExecutor(max_workers=os.cpu_count() or 2) as ex:
+        list(ex.map(_channel_copy, jobs, chunksize=16))
+    print(f"channel copies: {len(jobs)} files in {time.perf_counter() - started:.0f} s")
+    return pd.DataFrame(rows, columns=[*clips.columns])
+
+
+def copy_syntheses(root: str, clips: pd.DataFrame, recipe: Recipe, seed: int) -> pd.DataFrame:
+    """Copy-synthesis spoofs of some bona fide clips, through ``make_spoofs`` (Ray)."""
+    from spoofray import augment, sources
+    from spoofray.pipeline.make_spoofs import MakeSpoofsConfig, make_spoofs
+
+    out = os.path.join(root, "aug", f"copysyn-{'-'.join(recipe.copysyn_vocoders)}")
+    bona = clips[clips["label"] == "bonafide"]
+    picked = bona.sample(n=min(recipe.copysyn_sources, len(bona)), random_state=seed)
+    manifest = os.path.join(out, "manifest.csv")
+    if not os.path.exists(manifest):
+        items = [sources.AudioItem(uri=os.path.join(root, r.path), label="bonafide",
+                                   speaker=r.speaker, group=r.group)
+                 for r in picked.itertuples(index=False)]
+        make_spoofs(MakeSpoofsConfig(
+            input=root, output=out, resume=os.path.exists(out),
+            copysyn=augment.CopysynConfig(vocoders=recipe.copysyn_vocoders,
+                                          include_bonafide=False, seed=seed)), items=items)
+    made = pd.read_csv(manifest, keep_default_na=False)
+    by_group = picked.drop_duplicates("group").set_index("group")
+    made["path"] = os.path.relpath(out, root) + "/" + made["path"]
+    for col in ("corpus", "source", "license", "shippable", "dataset"):
+        made[col] = made["group"].map(by_group[col])
+    made["family"] = "copysyn"
+    made["role"] = "copysyn"
+    return made
+
+
+def extract(root: str, rows: pd.DataFrame, out: str, recipe: Recipe) -> str:
+    from spoofray import dataset
+    from spoofray.config import AudioConfig, FeatureConfig
+    from spoofray.pipeline.extract import ExtractConfig, extract_features
+
+    if os.path.exists(os.path.join(out, dataset.MANIFEST_NAME)):
+        return out
+    manifest = pool_mod.write_manifest(rows, os.path.join(root, f"extract-{recipe.name}.csv"))
+    extract_features(ExtractConfig(input=manifest, output=out, overwrite=True, features=FeatureConfig(
+        audio=AudioConfig(pad=recipe.pad, trim_db=recipe.trim_db),
+        kinds=recipe.feature_kinds(), store_float16=True)))
+    return out
+
+
+# --- one fold ------------------------------------------------------------------------------
+
+
+def train_bundle(features: str, train: pd.DataFrame, work: str, recipe: Recipe, seed: int,
+                 *, name: str, version: str, threshold_reports: tuple[str, ...] = (),
+                 evaluation: dict | None = None) -> str:
+    import yaml
+
+    from spoofray.models.assemble import AssembleConfig, assemble_bundle
+    from spoofray.training.tune import TuneMLConfig, run_sweep
+    from spoofray.quality import subset_dataset
+
+    bundle = os.path.join(work, "bundle")
+    if os.path.exists(os.path.join(bundle, "bundle.json")):
+        return bundle
+    train_ds = os.path.join(work, "train_features")
+    shutil.rmtree(train_ds, ignore_errors=True)
+    subset_dataset(features, train["uri"].tolist(), train_ds)
+    space = os.path.join(work, "space.yaml")
+    members = {f"weight_{m}": 0.0 for m in ("rf", "hgb", "svc", "knn", "dt")}
+    members.update(dict(recipe.members))
+    with open(space, "w") as fh:
+        yaml.safe_dump({"inputs": list(recipe.inputs), **members}, fh)
+    sweep = os.path.join(work, "sweep")
+    run_sweep(TuneMLConfig(space=space, output=sweep, dataset=train_ds, group_by="group",
+                           n_splits=2, num_samples=1, seed=seed, overwrite=True, verbose=0))
+    assemble_bundle(AssembleConfig(
+        members=(sweep,), name=name, version=version, output=bundle, overwrite=True,
+        threshold_rule="false_alarm_rate" if threshold_reports else "eer",
+        target_false_alarm_rate=recipe.target_false_alarm_rate,
+        threshold_reports=threshold_reports, evaluation=evaluation or {}))
+    shutil.rmtree(train_ds, ignore_errors=True)
+    return bundle
+
+
+def score(bundle: str, rows: pd.DataFrame, root: str, out: str, run_id: str) -> str:
+    from spoofray.pipeline.score import ScoreConfig, score_archive
+
+    run = os.path.join(out, f"run_id={run_id}")
+    if os.path.exists(os.path.join(run, "_SUCCESS")):
+        return run
+    shutil.rmtree(out, ignore_errors=True)
+    manifest = pool_mod.write_manifest(rows, os.path.join(root, f"score-{run_id}.csv"))
+    score_archive(ScoreConfig(input=manifest, bundle=bundle, output=out, run_id=run_id,
+                              plots=False))
+    return run
+
+
+# --- evaluation ----------------------------------------------------------------------------
+
+
+def evaluate(report: str, labels: pd.DataFrame, root: str, out: str, threshold: float,
+             tag: str) -> dict:
+    """``evaluate_report`` of ``report`` restricted to ``labels``' rows, at ``threshold``."""
+    from spoofray.reports import EvaluateConfig, evaluate_report
+
+    # Manifests name audio below their own folder: the labels live in the data root.
+    name = f"labels-{abs(hash((report, tag))):x}.csv"
+    manifest = pool_mod.write_manifest(labels, os.path.join(root, name))
+    result = evaluate_report(EvaluateConfig(report=report, output=os.path.join(out, tag),
+                                            labels=manifest, threshold=threshold))
+    return {"overall": result["metrics"][0], "counts": result["counts"]}
+
+
+def _rates(ev: dict) -> dict:
+    m = ev["overall"]
+    return {k: m.get(k) for k in ("eer", "auc", "recall", "false_alarm_rate", "n_bonafide",
+                                  "n_spoof", "tn", "fp", "fn", "tp")}
+
+
+def headline(results: dict) -> dict:
+    """The numbers the model card quotes, as recorded in the shipped bundle.json."""
+    folds = results["folds"]
+    eers = {f: e["original"]["eer"] for f, e in folds.items() if e["original"]["eer"] is not None}
+    fa = {c: r["false_alarm_rate"] for e in folds.values()
+          for c, r in e.get("bonafide_by_corpus", {}).items()}
+    return {"protocol": "leave-one-source-out over devcorpus + trainpool, file level",
+            "recipe": results["recipe"]["name"], "seed": results["seed"],
+            "pooled_eer": results["pooled"]["eer"], "pooled_auc": results["pooled"]["auc"],
+            "threshold": results["shipped_threshold"],
+            "target_false_alarm_rate": results["recipe"]["target_false_alarm_rate"],
+            "recall_at_threshold": results["pooled"]["recall"],
+            "false_alarm_rate_at_threshold": results["pooled"]["false_alarm_rate"],
+            "false_alarm_rate_8khz_telephone": results["pooled_telephone_bonafide"][
+                "false_alarm_rate"],
+            "eer_by_held_out_source": eers, "worst_source_eer": max(eers.values()),
+            "false_alarm_rate_by_real_corpus": fa}
+
+
+def run(recipe: Recipe, work: str, seed: int, ship: bool) -> dict:
+    from spoofray.models.assemble import threshold_from_reports
+    from spoofray.pipeline.runtime import init_ray
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    root = pool_mod.link_root(os.path.join(work, "data"))
+    clips = pool_mod.load_pool()
+    clips["role"], clips["channel"], clips["origin"] = "original", "none", clips["path"]
+    clips["fold"] = clips["source"].map(fold_of)
+    init_ray()
+    allowed = clips[clips["dataset"].isin(recipe.datasets)]
+    if recipe.shippable_only:
+        allowed = allowed[allowed["shippable"]]
+    # Large sources would drown the rest (590 Tacotron 2 clips of one voice): a cap per
+    # (source, label), drawn once.
+    shuffled = allowed.sample(frac=1.0, random_state=seed)
+    capped = shuffled[shuffled.groupby(["source", "label"]).cumcount()
+                      < recipe.cap_per_source_label]
+    parts = [capped]
+    # Every bona fide clip gets a telephone copy: held out, they measure 8 kHz false alarms.
+    tel = channel_copies(root, clips[clips["label"] == "bonafide"], ("telephone",))
+    if recipe.channel_copies:
+        parts += [channel_copies(root, capped[capped["label"] == "spoof"], ("telephone",)),
+                  channel_copies(root, capped, ("channel",)),
+                  tel[tel["origin"].isin(capped["path"])]]
+    timings["channel_copies_s"] = time.perf_counter() - t0
+    if recipe.copysyn_vocoders:
+        t = time.perf_counter()
+        parts.append(copy_syntheses(root, capped, recipe, seed=0))
+        timings["copysyn_s"] = time.perf_counter() - t
+    usable = pd.concat(parts, ignore_index=True)
+    usable["fold"] = usable["source"].map(fold_of)
+    tel["fold"] = tel["source"].map(fold_of)
+    everything = pd.concat([clips, tel, usable], ignore_index=True).drop_duplicates("path")
+    t = time.perf_counter()
+    feat_name = f"features-pad{recipe.pad}-trim{recipe.trim_db}-{'-'.join(recipe.feature_kinds())}"
+    features = extract(root, everything, os.path.join(work, feat_name), recipe)
+    timings["extract_s"] = time.perf_counter() - t
+    for frame in (usable, tel):
+        frame["uri"] = [os.path.join(root, p) for p in frame["path"]]
+
+    out = os.path.join(work, f"{recipe.name}-seed{seed}")
+    os.makedirs(out, exist_ok=True)
+    folds = sorted(clips["fold"].unique())
+    reports = {}
+    t = time.perf_counter()
+    for fold in folds:
+        fwork = os.path.join(out, "folds", fold.replace("/", "__"))
+        os.makedirs(fwork, exist_ok=True)
+        train = usable[usable["fold"] != fold]
+        bundle = train_bundle(features, train, fwork, recipe, seed, name=f"loso-{recipe.name}",
+                              version=fold.replace("/", "__"))
+        test = pd.concat([clips[clips["fold"] == fold],
+                          tel[(tel["fold"] == fold) & (tel["role"] == "telephone")
+                              & (tel["label"] == "bonafide")]])
+        reports[fold] = score(bundle, test, root, os.path.join(fwork, "report"),
+                              run_id=f"fold-{seed}")
+        print(f"fold {fold}: train {len(train)} clips, test {len(test)}")
+    timings["folds_s"] = time.perf_counter() - t
+
+    results = {"recipe": dataclasses.asdict(recipe), "seed": seed, "folds": {}}
+    pooled_frames = []
+    for fold in folds:
+        others = tuple(reports[f] for f in folds if f != fold)
+        threshold, _ = threshold_from_reports(others, recipe.target_false_alarm_rate)
+        held = clips[clips["fold"] == fold]
+        bona_tel = tel[(tel["fold"] == fold) & (tel["role"] == "telephone")
+                       & (tel["label"] == "bonafide")]
+        ev_dir = os.path.join(out, "folds", fold.replace("/", "__"), "eval")
+        entry = {"threshold": threshold, "n_clips": int(len(held))}
+        entry["original"] = _rates(evaluate(reports[fold], held, root, ev_dir, threshold, "original"))
+        if len(bona_tel):
+            entry["telephone_bonafide"] = _rates(evaluate(reports[fold], bona_tel, root, ev_dir,
+                                                          threshold, "telephone"))
+        for corpus, g in held[held["label"] == "bonafide"].groupby("corpus"):
+            entry.setdefault("bonafide_by_corpus", {})[corpus] = _rates(
+                evaluate(reports[fold], g, root, ev_dir, threshold, f"bona-{corpus}"))
+        results["folds"][fold] = entry
+        from spoofray.reports import read_report
+
+        rep = read_report(reports[fold])
+        rep["fold_threshold"] = threshold
+        pooled_frames.append(rep)
+    pooled_dir = os.path.join(out, "pooled")
+    os.makedirs(pooled_dir, exist_ok=True)
+    pooled = pd.concat(pooled_frames, ignore_index=True)
+    pooled.to_parquet(os.path.join(pooled_dir, "report.parquet"))
+    shipped_threshold, details = threshold_from_reports(tuple(reports.values()),
+                                                        recipe.target_false_alarm_rate)
+    results["shipped_threshold"] = shipped_threshold
+    results["pooled"] = _rates(evaluate(os.path.join(pooled_dir, "report.parquet"), clips, root,
+                                        pooled_dir, shipped_threshold, "original"))
+    results["pooled_telephone_bonafide"] = _rates(evaluate(
+        os.path.join(pooled_dir, "report.parquet"),
+        tel[(tel["role"] == "telephone") & (tel["label"] == "bonafide")], root, pooled_dir,
+        shipped_threshold, "telephone"))
+    by_family = {}
+    for fam, g in clips[clips["label"] == "spoof"].groupby("family"):
+        ev = evaluate(os.path.join(pooled_dir, "report.parquet"),
+                      pd.concat([g, clips[clips["label"] == "bonafide"]]), root, pooled_dir,
+                      shipped_threshold, f"family-{fam}")
+        by_family[fam] = _rates(ev)
+    results["pooled_by_family"] = by_family
+    if ship:
+        from spoofray.models import default
+
+        t = time.perf_counter()
+        shipped = train_bundle(features, usable, os.path.join(out, "ship"), recipe, seed,
+                               name=default.NAME, version=SHIPPED_VERSION,
+                               threshold_reports=tuple(reports.values()),
+                               evaluation=headline(results))
+        shutil.rmtree(default.FOLDER, ignore_errors=True)
+        shutil.copytree(shipped, default.FOLDER)
+        results["shipped_bundle"] = default.FOLDER
+        timings["ship_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t0
+    results["timings"] = timings
+    with open(os.path.join(out, "results.json"), "w") as fh:
+        json.dump(results, fh, indent=2, default=str)
+    print(json.dumps({"pooled": results["pooled"], "telephone": results["pooled_telephone_bonafide"],
+                      "timings": timings}, indent=2, default=str))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", required=True)
+    p.add_argument("--recipe", default="base", choices=sorted(RECIPES))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ship", action="store_true", help="also train the shipped bundle")
+    args = p.parse_args(argv)
+    run(RECIPES[args.recipe], os.path.abspath(args.work), args.seed, args.ship)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Write docs/quality.md and docs/model_card.md from the driver's results (no number by hand).
+
+    python experiments/write_docs.py --work /tmp/gen            # base-seed0 + any ablations
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+
+def pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f} %"
+
+
+def load(work: str) -> dict[str, dict]:
+    out = {}
+    for path in sorted(glob.glob(os.path.join(work, "*-seed*", "results.json"))):
+        with open(path) as fh:
+            r = json.load(fh)
+        out[f"{r['recipe']['name']} (seed {r['seed']})"] = r
+    return out
+
+
+def fold_table(r: dict) -> list[str]:
+    lines = ["| held-out source | clips | EER | recall at its fold threshold | false alarms at it | "
+             "8 kHz real false alarms |", "|---|---|---|---|---|---|"]
+    for fold, e in sorted(r["folds"].items()):
+        o, tel = e["original"], e.get("telephone_bonafide", {})
+        lines.append(f"| {fold} | {e['n_clips']} | {pct(o['eer'])} | {pct(o['recall'])} | "
+                     f"{pct(o['false_alarm_rate'])} | {pct(tel.get('false_alarm_rate'))} |")
+    return lines
+
+
+def corpus_table(r: dict) -> list[str]:
+    lines = ["| real corpus (held out with its source) | files | false alarms at the fold threshold |",
+             "|---|---|---|"]
+    for e in r["folds"].values():
+        for corpus, c in sorted(e.get("bonafide_by_corpus", {}).items()):
+            lines.append(f"| {corpus} | {c['n_bonafide']} | {pct(c['false_alarm_rate'])} |")
+    return lines
+
+
+def family_table(r: dict) -> list[str]:
+    lines = ["| generator family | spoof files | EER (vs all real files) | recall at the shipped threshold |",
+             "|---|---|---|---|"]
+    for fam, m in sorted(r["pooled_by_family"].items()):
+        lines.append(f"| {fam} | {m['n_spoof']} | {pct(m['eer'])} | {pct(m['recall'])} |")
+    return lines
+
+
+def headline_rows(h: dict) -> list[str]:
+    return ["| what | value |", "|---|---|",
+            f"| pooled EER | {100 * h['pooled_eer']:.1f} % |",
+            f"| pooled AUC | {h['pooled_auc']:.3f} |",
+            f"| worst held-out source EER | {100 * h['worst_source_eer']:.1f} % |",
+            f"| decision threshold | {h['threshold']:.4f} |",
+            f"| recall at the threshold (pooled held-out spoofs) | {pct(h['recall_at_threshold'])} |",
+            f"| false alarms at the threshold (pooled held-out real) | "
+            f"{pct(h['false_alarm_rate_at_threshold'])} |",
+            f"| false alarms at the threshold, 8 kHz telephone copies of held-out real | "
+            f"{pct(h['false_alarm_rate_8khz_telephone'])} |"]
+
+
+def ablation_table(runs: dict[str, dict]) -> list[str]:
+    lines = ["| recipe | pooled EER | worst source EER | recall at 1 % FA threshold | "
+             "real false alarms | 8 kHz real false alarms | wall time |", "|---|---|---|---|---|---|---|"]
+    for name, r in runs.items():
+        eers = [e["original"]["eer"] for e in r["folds"].values() if e["original"]["eer"] is not None]
+        lines.append(f"| {name} | {pct(r['pooled']['eer'])} | {pct(max(eers))} | "
+                     f"{pct(r['pooled']['recall'])} | {pct(r['pooled']['false_alarm_rate'])} | "
+                     f"{pct(r['pooled_telephone_bonafide']['false_alarm_rate'])} | "
+                     f"{r['timings']['total_s'] / 60:.0f} min |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--work", required=True)
+    p.add_argument("--base", default="base (seed 0)")
+    args = p.parse_args(argv)
+    runs = load(args.work)
+    base = runs[args.base]
+    from spoofray.models import default
+
+    with open(os.path.join(default.FOLDER, "bundle.json")) as fh:
+        bundle = json.load(fh)
+    h = bundle["evaluation"]
+    with open(os.path.join(REPO, "docs", "quality.md.in")) as fh:
+        quality = fh.read()
+    with open(os.path.join(REPO, "docs", "model_card.md.in")) as fh:
+        card = fh.read()
+    fill = {
+        "{{HEADLINE}}": "\n".join(headline_rows(h)),
+        "{{FOLDS}}": "\n".join(fold_table(base)),
+        "{{CORPORA}}": "\n".join(corpus_table(base)),
+        "{{FAMILIES}}": "\n".join(family_table(base)),
+        "{{ABLATION}}": "\n".join(ablation_table(runs)),
+        "{{TIMINGS}}": ", ".join(f"{k.removesuffix('_s')} {v / 60:.1f} min"
+                                 for k, v in base["timings"].items()),
+        "{{VERSION}}": bundle["version"],
+        "{{EVALUATION_JSON}}": json.dumps(h, sort_keys=True),
+    }
+    for key, value in fill.items():
+        quality, card = quality.replace(key, value), card.replace(key, value)
+    with open(os.path.join(REPO, "docs", "quality.md"), "w") as fh:
+        fh.write(quality)
+    with open(os.path.join(REPO, "docs", "model_card.md"), "w") as fh:
+        fh.write(card)
+    print("wrote docs/quality.md and docs/model_card.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
