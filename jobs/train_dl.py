@@ -41,7 +41,7 @@ from spoofray.splits import GROUP_BY
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from spoofray.models.dl import MEMBER_CONFIGS
-    from spoofray.training.train import EARLY_STOP_METRICS
+    from spoofray.training.dl_config import EARLY_STOP_METRICS
     from spoofray.training.train import DLTrainConfig as C
 
     p = argparse.ArgumentParser(description=__doc__,

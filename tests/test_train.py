@@ -211,6 +211,8 @@ def test_output_refusals(trained, toy_root, tmp_path):
 
 
 def test_fixed_steps_gives_exactly_the_step_count_and_closes_the_source():
+    from spoofray.training import train_worker as W
+
     closed = []
 
     def source(n):
@@ -219,11 +221,11 @@ def test_fixed_steps_gives_exactly_the_step_count_and_closes_the_source():
         finally:
             closed.append(n)
 
-    assert list(T.fixed_steps(source(10), 4)) == [0, 1, 2, 3]
+    assert list(W.fixed_steps(source(10), 4)) == [0, 1, 2, 3]
     assert closed == [10]  # the abandoned iterator was closed (Ray Data stops its executor)
-    assert list(T.fixed_steps(source(2), 5)) == [0, 1, 1, 1, 1]  # a short shard pads
+    assert list(W.fixed_steps(source(2), 5)) == [0, 1, 1, 1, 1]  # a short shard pads
     with pytest.raises(RuntimeError, match="empty"):
-        list(T.fixed_steps(iter([]), 2))
+        list(W.fixed_steps(iter([]), 2))
 
 
 def test_train_config_checks():
