@@ -31,7 +31,7 @@ def _input_files(n: int, tmp: str) -> list[str]:
         root = os.path.abspath(DEVCORPUS)
         rows = pd.read_csv(os.path.join(root, "manifest.csv"))
     else:
-        from spoofray.synth import make_demo_archive
+        from spoofray.testing.synth import make_demo_archive
 
         archive = make_demo_archive(os.path.join(tmp, "archive"), seed=0, broken=False)
         root = str(archive.root)

@@ -199,13 +199,13 @@ def record(tmp_path_factory):
     ``<basetemp>/reliability``), from which docs/reliability.md is generated, and prints it
     into the test log. Returns the path.
     """
-    from spoofray import hostile
+    from spoofray.testing import reliability
 
     directory = os.environ.get("SPOOFRAY_RELIABILITY_DIR") or str(
         tmp_path_factory.getbasetemp() / "reliability")
 
     def write(name: str, outcome: dict) -> str:
-        path = hostile.write_record(directory, name, outcome)
+        path = reliability.write_record(directory, name, outcome)
         print(f"reliability record {path}:\n{json.dumps(outcome, indent=1, default=str)}")
         return path
 

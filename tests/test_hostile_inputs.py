@@ -2,8 +2,8 @@
 (windows or an error row naming it), nothing hangs, memory stays bounded, and manifests
 that point outside their folder are refused before any work.
 
-The corpus is :func:`spoofray.hostile.make_hostile_corpus`. Measured counts are written
-with :func:`spoofray.hostile.write_record` for docs/reliability.md (directory:
+The corpus is :func:`spoofray.testing.hostile.make_hostile_corpus`. Measured counts are
+written with :func:`spoofray.testing.reliability.write_record` for docs/reliability.md (directory:
 ``$SPOOFRAY_RELIABILITY_DIR``, else ``<pytest basetemp>/reliability``).
 """
 
@@ -20,10 +20,11 @@ import time
 import pandas as pd
 import pytest
 
-from spoofray import dataset, hostile, reports, sources
+from spoofray import dataset, reports, sources
 from spoofray.config import AudioConfig, FeatureConfig
 from spoofray.errors import SourceError
 from spoofray.pipeline.extract import ExtractConfig, extract_features
+from spoofray.testing import hostile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -96,7 +97,7 @@ def test_each_file_alone_bounded_time_and_memory(corpus, record):
                "max_as_bytes": 8 * 2**30}  # a guard against runaway allocation, not a target
     started = time.perf_counter()
     run = subprocess.run([sys.executable, "-c",
-                          "from spoofray.hostile import _probe_main; _probe_main()"],
+                          "from spoofray.testing.hostile import _probe_main; _probe_main()"],
                          input=json.dumps(request), capture_output=True, text=True,
                          timeout=PROBE_TIMEOUT_S, cwd=REPO)
     wall = time.perf_counter() - started

@@ -21,7 +21,7 @@ from spoofray.featurize import featurize_file
 from spoofray.models.assemble import AssembleConfig, assemble_bundle
 from spoofray.models.bundle import Bundle
 from spoofray.pipeline.score import ScoreConfig, check_accounting, score_archive
-from spoofray.synth import make_demo_archive
+from spoofray.testing.synth import make_demo_archive
 from tests.test_bundle import make_keras_model, save_keras_member, save_ml_member, train_ml
 
 #: 2-s windows and 32 mel bands: the 30-minute recording is 900 cheap windows.

@@ -1,4 +1,4 @@
-"""spoofray.synth: the demo archive's layout, labels, determinism and artefacts."""
+"""spoofray.testing.synth: the demo archive's layout, labels, determinism and artefacts."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from spoofray import audio, errors, synth
+from spoofray import audio, errors
+from spoofray.testing import synth
 from spoofray.config import AudioConfig
 
 CFG = AudioConfig()

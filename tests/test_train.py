@@ -20,6 +20,7 @@ from spoofray.augment import FeatureAugmentConfig
 from spoofray.config import AudioConfig, FeatureConfig
 from spoofray.errors import ConfigError, OutputExistsError
 from spoofray.models import dl
+from spoofray.testing import datasets
 from spoofray.training import train as T
 
 # Tiny members: the point is the distributed loop and the contract, not accuracy.
@@ -59,7 +60,7 @@ def toy_root(tmp_path_factory) -> str:
     # 38 files x 3 windows in 3 uneven parts: 87 training windows (odd) -> 43 per worker,
     # which is not a multiple of the batch of 8: the uneven case that hangs naive loops.
     root = str(tmp_path_factory.mktemp("toy") / "features")
-    return T.write_toy_feature_dataset(root, FC, n_files=38, windows_per_file=3, n_parts=3)
+    return datasets.write_toy_feature_dataset(root, FC, n_files=38, windows_per_file=3, n_parts=3)
 
 
 def _cfg(**overrides) -> T.DLTrainConfig:
