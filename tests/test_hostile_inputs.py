@@ -21,16 +21,13 @@ import pandas as pd
 import pytest
 
 from spoofray import dataset, reports, sources
-from spoofray.config import AudioConfig, FeatureConfig
 from spoofray.errors import SourceError
 from spoofray.pipeline.extract import ExtractConfig, extract_features
 from spoofray.testing import hostile
+from spoofray.testing.datasets import SMALL
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-#: The feature config of tests/test_bundle.py's small bundles: the scorer run needs one.
-SMALL = FeatureConfig(audio=AudioConfig(window_s=1.0, hop_s=1.0), kinds=("logmel", "stats"),
-                      n_mels=16, n_mfcc=13)
 #: Ceilings for one worker process over the whole corpus (it needs ~400 MiB here: the
 #: hours-long FLAC costs ~110 MiB; anything that reads a stream without end would not stop).
 MAX_RSS_MIB = 1024
@@ -172,7 +169,8 @@ def test_corpus_through_the_extraction_pipeline(ray_session, corpus, tmp_path, r
 @pytest.fixture(scope="module")
 def small_bundle(tmp_path_factory):
     from spoofray.models.assemble import AssembleConfig, assemble_bundle
-    from tests.test_bundle import save_ml_member, synthetic_features, train_ml
+    from spoofray.testing.datasets import synthetic_features
+    from spoofray.testing.members import save_ml_member, train_ml
 
     tmp = tmp_path_factory.mktemp("bundle")
     feats, y = synthetic_features(SMALL, 20)

@@ -25,8 +25,9 @@ import pytest
 from spoofray.errors import BundleIntegrityError, ConfigError
 from spoofray.models.assemble import AssembleConfig, assemble_bundle
 from spoofray.models.bundle import Bundle
-from tests.test_bundle import (SMALL, make_keras_model, save_keras_member, save_ml_member,
-                               synthetic_features, train_ml)
+from spoofray.testing.datasets import SMALL, synthetic_features
+from spoofray.testing.members import (make_keras_model, save_keras_member, save_ml_member,
+                                      train_ml)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,14 @@ hostile
 reliability
     Measured outcomes of the reliability tests, and the tables of ``docs/reliability.md``.
 datasets
-    Generated feature datasets and DEEP-VOICE tables in the real on-disk formats.
+    Generated window features: in memory, and as datasets and DEEP-VOICE tables in the real
+    on-disk formats.
+members
+    Small real ensemble members (skops sklearn, Keras) in their producers' folder layouts.
+bundles
+    Small real bundles assembled from those members.
+archives
+    Tiny archives of real WAV files in a local folder or an ``s3://`` prefix.
 """
 
 from spoofray.testing.signals import (chirp, make_broken_files, sine, voiced, wav_header,

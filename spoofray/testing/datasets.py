@@ -1,8 +1,9 @@
-"""Generated feature datasets and tables in the real on-disk formats (no audio).
+"""Generated window features: in memory, and as datasets and tables in the real on-disk
+formats (no audio).
 
-Written through :mod:`spoofray.dataset` like the output of ``extract_features``, so training,
-sweeps and bundles read them as they read real features; the classes are learnable but not
-trivially so. For smoke runs of the jobs and for tests.
+Datasets are written through :mod:`spoofray.dataset` like the output of
+``extract_features``, so training, sweeps and bundles read them as they read real features;
+the classes are learnable but not trivially so. For smoke runs of the jobs and for tests.
 """
 
 from __future__ import annotations
@@ -15,6 +16,25 @@ import pandas as pd
 
 from spoofray import dataset, storage
 from spoofray.config import STATS_NAMES, AudioConfig, FeatureConfig
+
+
+#: Small windows and few mel bands: the feature config of the tests' small members and
+#: bundles (featurizing a 1-s file costs milliseconds).
+SMALL = FeatureConfig(audio=AudioConfig(window_s=1.0, hop_s=1.0), kinds=("logmel", "stats"),
+                      n_mels=16, n_mfcc=13)
+
+
+# --- window features in memory ----------------------------------------------------------------
+
+
+def synthetic_features(cfg: FeatureConfig, n: int, seed: int = 0):
+    """Windows whose features shift with the label: (features, labels 1 = spoof)."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    shapes = cfg.feature_shapes()
+    feats = {k: (rng.normal(size=(n, *shapes[k])) + y.reshape(-1, *[1] * len(shapes[k])))
+             .astype(np.float32) for k in cfg.kinds}
+    return feats, y
 
 
 # --- window feature datasets (the layout of spoofray.dataset) ---------------------------------
