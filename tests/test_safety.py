@@ -247,7 +247,8 @@ def _unsafe_uses(path: Path) -> list[str]:
 
 
 def test_no_unsafe_deserialisation_in_the_code_base():
-    files = [Path(p) for pattern in ("spoofray/**/*.py", "jobs/**/*.py")
+    files = [Path(p) for pattern in ("spoofray/**/*.py", "jobs/**/*.py", "benchmarks/**/*.py",
+                                     "experiments/**/*.py")
              for p in glob.glob(str(REPO / pattern), recursive=True)]
     assert len(files) > 20
     found = [hit for f in files for hit in _unsafe_uses(f)]
