@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from spoofray import audio, errors
-from spoofray.testing import synth
 from spoofray.config import AudioConfig
+from spoofray.testing import synth
 
 CFG = AudioConfig()
 
