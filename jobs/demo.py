@@ -5,7 +5,7 @@
 
   python jobs/demo.py --output demo_out
 
-The archive is synthetic (spoofray.synth): it only demonstrates the pipeline, and its
+The archive is synthetic (spoofray.testing.synth): it only demonstrates the pipeline, and its
 quality numbers say nothing about real deepfakes (see docs/quality.md for those).
 """
 
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from spoofray.pipeline.runtime import init_ray
     from spoofray.pipeline.score import ScoreConfig, score_archive
     from spoofray.reports import EvaluateConfig, evaluate_report
-    from spoofray.synth import make_demo_archive
+    from spoofray.testing.synth import make_demo_archive
     from spoofray.training.train import DLTrainConfig, train_members
     from spoofray.training.tune import TuneMLConfig, run_sweep
 

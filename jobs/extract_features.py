@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="spoofray-smoke-") as tmp:
         if args.smoke_test:
-            from spoofray.synth import make_demo_archive
+            from spoofray.testing.synth import make_demo_archive
 
             archive = make_demo_archive(f"{tmp}/archive", seed=0)
             args.input = args.input or str(archive.manifest_path)

@@ -123,10 +123,10 @@ def _print(result: dict) -> None:
 
 
 def _smoke(args: argparse.Namespace, tmp: str) -> int:
-    from spoofray import testing
     from spoofray.audit import run_audit
     from spoofray.models.assemble import build_demo_bundle
-    from spoofray.synth import make_demo_archive
+    from spoofray.testing import signals
+    from spoofray.testing.synth import make_demo_archive
 
     archive = make_demo_archive(f"{tmp}/archive", seed=0, n_bonafide=3, n_spoof=3,
                                 broken=False, duration_range_s=(1.0, 2.0))
@@ -134,8 +134,8 @@ def _smoke(args: argparse.Namespace, tmp: str) -> int:
     args.bundle = args.bundle or build_demo_bundle(f"{tmp}/demo_bundle")
     first = run_audit(build_config(args))
     _print(first)
-    testing.write_wav(os.path.join(archive.root, "bonafide", "added.wav"),
-                      testing.voiced(140.0, 1.5, 16_000), 16_000)
+    signals.write_wav(os.path.join(archive.root, "bonafide", "added.wav"),
+                      signals.voiced(140.0, 1.5, 16_000), 16_000)
     second = run_audit(build_config(args))
     _print(second)
     if first["runs"][-1]["n_scored"] != len(archive.items) or second["runs"][-1]["n_scored"] != 1:

@@ -41,7 +41,7 @@ from spoofray.splits import GROUP_BY
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from spoofray.models.dl import MEMBER_CONFIGS
-    from spoofray.training.train import EARLY_STOP_METRICS
+    from spoofray.training.dl_config import EARLY_STOP_METRICS
     from spoofray.training.train import DLTrainConfig as C
 
     p = argparse.ArgumentParser(description=__doc__,
@@ -121,12 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from spoofray.config import AudioConfig, FeatureConfig
     from spoofray.pipeline.runtime import init_ray
-    from spoofray.training.train import train_members, write_toy_feature_dataset
+    from spoofray.training.train import train_members
 
     with tempfile.TemporaryDirectory(prefix="spoofray-train-dl-smoke-") as tmp:
         try:
             cfg = build_config(args)
             if args.smoke_test and not args.dataset:
+                from spoofray.testing.datasets import write_toy_feature_dataset
+
                 toy = FeatureConfig(audio=AudioConfig(window_s=1.0, hop_s=1.0), n_mels=16,
                                     n_mfcc=8, n_lfcc=8, n_linear_filters=20)
                 args.dataset = write_toy_feature_dataset(os.path.join(tmp, "features"), toy)

@@ -110,11 +110,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from spoofray.training.cv_data import write_synthetic_dataset
     from spoofray.training.tune import TuneMLConfig, run_sweep
 
     with tempfile.TemporaryDirectory(prefix="spoofray-tune-smoke-") as tmp:
         if args.smoke_test and not (args.dataset or args.table):
+            from spoofray.testing.datasets import write_synthetic_dataset
+
             args.dataset = write_synthetic_dataset(os.path.join(tmp, "features"))
         if args.smoke_test and not args.output:
             args.output = os.path.join(tmp, "sweep")

@@ -586,9 +586,9 @@ def load_path(uri: str, cfg: AudioConfig) -> DecodedAudio:
     FileReadError
         The file cannot be read (missing, permissions, not a regular file, storage fault).
     """
-    # featurize.read_item_bytes is the one reader of input files (regular files only,
-    # size limit, storage retries); featurize imports this module, hence the late import.
-    from spoofray.featurize import read_item_bytes
+    # The one reader of input files (regular files only, size limit, storage retries);
+    # imported here so that decoding alone never loads the storage layer (fsspec).
+    from spoofray.reader import read_item_bytes
 
     data = read_item_bytes({"uri": uri}, FeatureConfig(audio=cfg))
     return load(data, uri, cfg)

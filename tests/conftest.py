@@ -170,25 +170,30 @@ def _head_env() -> dict[str, str]:
     return env
 
 
-def submit_job(address: str, entrypoint: list[str], *, timeout: float = 600):
-    """``ray job submit --working-dir <repo>`` to ``address``; returns the CompletedProcess."""
+@pytest.fixture(scope="session")
+def submit_job(ray_head):
+    """``submit_job(entrypoint, timeout=600)``: ``ray job submit --working-dir <repo>`` to the
+    test head (``ray_head``); returns the CompletedProcess, with the ANSI colour codes of the
+    Ray CLI stripped from its stdout and stderr."""
+    import re
     import shutil
     import subprocess
     import sys
 
     ray_cli = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_ADDRESS": address}
-    return subprocess.run(
-        [ray_cli, "job", "submit", "--address", address, "--working-dir", str(REPO_ROOT),
-         "--", *entrypoint],
-        capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO_ROOT,
-    )
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_ADDRESS": ray_head}
 
+    def submit(entrypoint: list[str], *, timeout: float = 600) -> subprocess.CompletedProcess:
+        run = subprocess.run(
+            [ray_cli, "job", "submit", "--address", ray_head, "--working-dir", str(REPO_ROOT),
+             "--", *entrypoint],
+            capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO_ROOT,
+        )
+        run.stdout, run.stderr = (re.sub(r"\x1b\[[0-9;]*m", "", text)
+                                  for text in (run.stdout, run.stderr))
+        return run
 
-def strip_ansi(text: str) -> str:
-    import re
-
-    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+    return submit
 
 
 @pytest.fixture(scope="session")
@@ -199,13 +204,13 @@ def record(tmp_path_factory):
     ``<basetemp>/reliability``), from which docs/reliability.md is generated, and prints it
     into the test log. Returns the path.
     """
-    from spoofray import hostile
+    from spoofray.testing import reliability
 
     directory = os.environ.get("SPOOFRAY_RELIABILITY_DIR") or str(
         tmp_path_factory.getbasetemp() / "reliability")
 
     def write(name: str, outcome: dict) -> str:
-        path = hostile.write_record(directory, name, outcome)
+        path = reliability.write_record(directory, name, outcome)
         print(f"reliability record {path}:\n{json.dumps(outcome, indent=1, default=str)}")
         return path
 

@@ -31,9 +31,8 @@ from spoofray.audit.page import (audit_plots, render_page, speak, summary_text,
                                  suspicious_table)
 from spoofray.errors import ConfigError
 from spoofray.sources import AudioItem, resolve_inputs
-
-from conftest import strip_ansi, submit_job
-from tests.helpers_audit import ARCHIVE, BROKEN, make_archive, make_bundle, put, wav_bytes
+from spoofray.testing.archives import ARCHIVE, BROKEN, make_archive, put, wav_bytes
+from spoofray.testing.bundles import make_audit_bundle
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -261,7 +260,7 @@ def _load_job(monkeypatch):
 def test_two_nights_on_s3_score_only_what_changed(ray_session, s3_bucket, tmp_path):
     archive, output = f"{s3_bucket}/archive", f"{s3_bucket}/audit"
     uris = make_archive(archive)
-    bundle = make_bundle(str(tmp_path), "1")
+    bundle = make_audit_bundle(str(tmp_path), "1")
     cfg = dict(input=archive, output=output, bundle=bundle, drift_min_files=2,
                files_per_task=4, batch_size=8, spoken_summary=False, plots=False)
 
@@ -303,7 +302,7 @@ def test_two_nights_on_s3_score_only_what_changed(ray_session, s3_bucket, tmp_pa
 def test_bundle_upgrade_policies_and_alert_exit_codes(ray_session, tmp_path, monkeypatch, capsys):
     archive, output = str(tmp_path / "archive"), str(tmp_path / "audit")
     uris = make_archive(archive)
-    v1, v2 = make_bundle(str(tmp_path), "1"), make_bundle(str(tmp_path), "2", seed=1)
+    v1, v2 = make_audit_bundle(str(tmp_path), "1"), make_audit_bundle(str(tmp_path), "2", seed=1)
     rules = tmp_path / "rules.yaml"
     rules.write_text("rules:\n  - {name: errors, metric: error_rate, above: 0.05}\n"
                      "  - {name: nothing-new, metric: n_current, below: 1}\n")
@@ -351,21 +350,21 @@ def test_bundle_upgrade_policies_and_alert_exit_codes(ray_session, tmp_path, mon
 # --- ray job submit, and a kill between commit and ledger update ------------------------------
 
 
-def _submit(ray_head, args, fault=None):
+def _submit(submit_job, args, fault=None):
     prefix = ["env", f"SPOOFRAY_AUDIT_FAULT={fault}"] if fault else []
-    run = submit_job(ray_head, [*prefix, "python", "jobs/nightly_audit.py", *args], timeout=300)
-    return run, strip_ansi(run.stdout + run.stderr)
+    run = submit_job([*prefix, "python", "jobs/nightly_audit.py", *args], timeout=300)
+    return run, run.stdout + run.stderr
 
 
 def test_nightly_audit_via_ray_job_submit_survives_a_kill_before_the_ledger_update(
-        ray_head, tmp_path):
+        submit_job, tmp_path):
     archive, output = str(tmp_path / "archive"), str(tmp_path / "audit")
     uris = make_archive(archive)
-    bundle = make_bundle(str(tmp_path), "1")
+    bundle = make_audit_bundle(str(tmp_path), "1")
     args = ["--input", archive, "--output", output, "--bundle", bundle, "--no-plots",
             "--drift-min-files", "2"]
 
-    run, log = _submit(ray_head, [*args, "--date", "2025-01-01"])
+    run, log = _submit(submit_job, [*args, "--date", "2025-01-01"])
     assert run.returncode == 0, log[-3000:]
     assert re.search(r"Job 'raysubmit_\w+' succeeded", log), log[-2000:]
     night1 = read_ledger(output)
@@ -374,12 +373,12 @@ def test_nightly_audit_via_ray_job_submit_survives_a_kill_before_the_ledger_upda
     added = put(archive, "calls/late.wav", wav_bytes("sine", 300.0))
     changed = put(archive, "calls/a.wav", wav_bytes("voiced", 125.0, 2.0))
     # Killed before scoring: only the plan is left.
-    run, log = _submit(ray_head, [*args, "--date", "2025-01-02"], fault="after-plan")
+    run, log = _submit(submit_job, [*args, "--date", "2025-01-02"], fault="after-plan")
     assert run.returncode != 0 and re.search(r"Job 'raysubmit_\w+' failed", log), log[-2000:]
     assert len(audit_ledger.open_plans(output)) == 1
     assert [r["date"] for r in audit_ledger.committed_runs(output)] == ["2025-01-01"]
     # Repeated, and killed again after its report was committed.
-    run, log = _submit(ray_head, [*args, "--date", "2025-01-02"], fault="after-commit")
+    run, log = _submit(submit_job, [*args, "--date", "2025-01-02"], fault="after-commit")
     assert run.returncode != 0 and re.search(r"Job 'raysubmit_\w+' failed", log), log[-2000:]
     assert "interrupted before its report was committed" in log
     # Killed after the commit: the report is there, the ledger is night 1's, the plan waits.
@@ -388,7 +387,7 @@ def test_nightly_audit_via_ray_job_submit_survives_a_kill_before_the_ledger_upda
     assert read_ledger(output).equals(night1)
     assert len(audit_ledger.open_plans(output)) == 1
 
-    run, log = _submit(ray_head, [*args, "--date", "2025-01-02"])
+    run, log = _submit(submit_job, [*args, "--date", "2025-01-02"])
     assert run.returncode == 0, log[-3000:]
     assert "applying its report now" in log and '"recovered": true' in log
     reports = read_audit_reports(output)

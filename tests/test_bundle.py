@@ -1,8 +1,7 @@
 """Model bundles: assemble, load, score, calibrate on dev, and refuse tampering.
 
-Members are real: a small SpoofVotingEnsemble saved with skops, a small Keras model saved
-as ``.keras``, each with the sidecar their producers write. The helpers here are shared
-with ``test_score.py`` and ``test_evaluate.py``.
+Members are real (:mod:`spoofray.testing.members`): a small SpoofVotingEnsemble saved with
+skops, a small Keras model saved as ``.keras``, each with the sidecar their producers write.
 """
 
 from __future__ import annotations
@@ -25,71 +24,14 @@ from spoofray.models.assemble import (AssembleConfig, assemble_bundle, file_leve
                                        list_registry)
 from spoofray.models.bundle import Bundle
 from spoofray.scoring import threshold_at_eer
+from spoofray.testing.datasets import SMALL, synthetic_features
+from spoofray.testing.members import (make_keras_model, save_keras_member, save_ml_member,
+                                      train_ml)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-#: Small windows and few mel bands keep every test fast.
-SMALL = FeatureConfig(audio=AudioConfig(window_s=1.0, hop_s=1.0), kinds=("logmel", "stats"),
-                      n_mels=16, n_mfcc=13)
 
-
-# --- member makers (the sidecar formats of training/tune.py and training/train.py) --------
-
-
-def synthetic_features(cfg: FeatureConfig, n: int, seed: int = 0):
-    """Windows whose features shift with the label: (features, labels 1 = spoof)."""
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 2
-    shapes = cfg.feature_shapes()
-    feats = {k: (rng.normal(size=(n, *shapes[k])) + y.reshape(-1, *[1] * len(shapes[k])))
-             .astype(np.float32) for k in cfg.kinds}
-    return feats, y
-
-
-def train_ml(features, y, inputs=("stats",)):
-    model = ml.make_ensemble({"weight_svc": 0, "weight_knn": 0, "weight_hgb": 0,
-                              "rf__n_estimators": 8, "dt__max_depth": 3,
-                              "inputs": tuple(inputs), "random_state": 0})
-    return model.fit(ml.design_matrix(features, inputs), y)
-
-
-def save_ml_member(model, out_dir, cfg, *, name="ml", inputs=("stats",), threshold=0.5) -> str:
-    """A tune output folder: ``<out_dir>/model/ensemble.skops`` + ``member.json``."""
-    model_dir = os.path.join(out_dir, "model")
-    os.makedirs(model_dir, exist_ok=True)
-    ml.save_ensemble(model, os.path.join(model_dir, "ensemble.skops"))
-    sidecar = {"name": name, "kind": "sklearn", "file": "ensemble.skops", "inputs": list(inputs),
-               "feature_config": cfg.to_dict(), "feature_config_hash": cfg.config_hash(),
-               "threshold": threshold, "threshold_method": "oof_eer",
-               "oof_metrics": {"eer": 0.1}, "training_data_fingerprint": "fp-ml"}
-    with open(os.path.join(model_dir, "member.json"), "w") as fh:
-        json.dump(sidecar, fh)
-    return str(out_dir)
-
-
-def make_keras_model(cfg, kind="logmel", *, gain=2.0, bias=-1.0):
-    """``sigmoid(gain * mean(x) + bias)`` over a window's tensor, as a real Keras model."""
-    import keras
-
-    shape = cfg.feature_shapes()[kind]
-    inputs = keras.Input(shape=shape)
-    x = keras.layers.Flatten()(inputs)
-    dense = keras.layers.Dense(1, activation="sigmoid")
-    model = keras.Model(inputs, dense(x))
-    size = int(np.prod(shape))
-    dense.set_weights([np.full((size, 1), gain / size, np.float32), np.array([bias], np.float32)])
-    return model
-
-
-def save_keras_member(model, out_dir, cfg, *, name="cnn", kind="logmel") -> str:
-    """A train output folder: ``<out_dir>/<name>.keras`` + ``<name>.json``; returns the json."""
-    from spoofray.models import dl
-
-    sidecar = {"name": name, "kind": "keras", "file": f"{name}.keras", "input": kind,
-               "input_shape": list(cfg.feature_shapes()[kind]),
-               "feature_config": cfg.to_dict(), "feature_config_hash": cfg.config_hash(),
-               "dev_metrics": {"eer": 0.2}, "training_data_fingerprint": "fp-dl"}
-    return dl.save_member(model, str(out_dir), sidecar)[1]
+# --- datasets and features of file-level labels ------------------------------------------
 
 
 def write_feature_dataset(root, cfg, features, labels, windows_per_file=3) -> str:

@@ -17,8 +17,8 @@ from spoofray import metrics
 from spoofray.errors import MetricError
 from spoofray.pipeline.score import ScoreConfig, score_archive
 from spoofray.reports import EvaluateConfig, evaluate_report, metric_table
-from spoofray.synth import make_demo_archive
-from tests.test_score import make_audio_bundle
+from spoofray.testing.bundles import make_audio_bundle
+from spoofray.testing.synth import make_demo_archive
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -2,8 +2,8 @@
 (windows or an error row naming it), nothing hangs, memory stays bounded, and manifests
 that point outside their folder are refused before any work.
 
-The corpus is :func:`spoofray.hostile.make_hostile_corpus`. Measured counts are written
-with :func:`spoofray.hostile.write_record` for docs/reliability.md (directory:
+The corpus is :func:`spoofray.testing.hostile.make_hostile_corpus`. Measured counts are
+written with :func:`spoofray.testing.reliability.write_record` for docs/reliability.md (directory:
 ``$SPOOFRAY_RELIABILITY_DIR``, else ``<pytest basetemp>/reliability``).
 """
 
@@ -20,16 +20,14 @@ import time
 import pandas as pd
 import pytest
 
-from spoofray import dataset, hostile, reports, sources
-from spoofray.config import AudioConfig, FeatureConfig
+from spoofray import dataset, reports, sources
 from spoofray.errors import SourceError
 from spoofray.pipeline.extract import ExtractConfig, extract_features
+from spoofray.testing import hostile
+from spoofray.testing.datasets import SMALL
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-#: The feature config of tests/test_bundle.py's small bundles: the scorer run needs one.
-SMALL = FeatureConfig(audio=AudioConfig(window_s=1.0, hop_s=1.0), kinds=("logmel", "stats"),
-                      n_mels=16, n_mfcc=13)
 #: Ceilings for one worker process over the whole corpus (it needs ~400 MiB here: the
 #: hours-long FLAC costs ~110 MiB; anything that reads a stream without end would not stop).
 MAX_RSS_MIB = 1024
@@ -96,7 +94,7 @@ def test_each_file_alone_bounded_time_and_memory(corpus, record):
                "max_as_bytes": 8 * 2**30}  # a guard against runaway allocation, not a target
     started = time.perf_counter()
     run = subprocess.run([sys.executable, "-c",
-                          "from spoofray.hostile import _probe_main; _probe_main()"],
+                          "from spoofray.testing.hostile import _probe_main; _probe_main()"],
                          input=json.dumps(request), capture_output=True, text=True,
                          timeout=PROBE_TIMEOUT_S, cwd=REPO)
     wall = time.perf_counter() - started
@@ -171,7 +169,8 @@ def test_corpus_through_the_extraction_pipeline(ray_session, corpus, tmp_path, r
 @pytest.fixture(scope="module")
 def small_bundle(tmp_path_factory):
     from spoofray.models.assemble import AssembleConfig, assemble_bundle
-    from tests.test_bundle import save_ml_member, synthetic_features, train_ml
+    from spoofray.testing.datasets import synthetic_features
+    from spoofray.testing.members import save_ml_member, train_ml
 
     tmp = tmp_path_factory.mktemp("bundle")
     feats, y = synthetic_features(SMALL, 20)

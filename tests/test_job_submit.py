@@ -7,10 +7,8 @@ import re
 
 from spoofray import dataset, testing
 
-from conftest import strip_ansi, submit_job
 
-
-def test_extract_features_via_ray_job_submit(ray_head, tmp_path):
+def test_extract_features_via_ray_job_submit(submit_job, tmp_path):
     src = tmp_path / "in"
     (src / "real").mkdir(parents=True)
     (src / "fake").mkdir(parents=True)
@@ -19,11 +17,11 @@ def test_extract_features_via_ray_job_submit(ray_head, tmp_path):
     (src / "fake" / "c.wav").write_bytes(b"")
     out = tmp_path / "ds"
 
-    run = submit_job(ray_head, ["python", "jobs/extract_features.py", "--input", str(src),
-                                "--output", str(out), "--features", "stats"])
+    run = submit_job(["python", "jobs/extract_features.py", "--input", str(src),
+                      "--output", str(out), "--features", "stats"])
 
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert re.search(r"Job 'raysubmit_\w+' succeeded", strip_ansi(run.stdout)), run.stdout[-2000:]
+    assert re.search(r"Job 'raysubmit_\w+' succeeded", run.stdout), run.stdout[-2000:]
     manifest = json.loads((out / "_manifest.json").read_text())
     assert manifest["counts"]["files_ok"] == 2 and manifest["counts"]["files_error"] == 1
     assert len(dataset.read_errors(str(out))) == 1

@@ -229,7 +229,8 @@ def archive(tmp_path_factory):
 def bundle(tmp_path_factory):
     from spoofray.config import AudioConfig, FeatureConfig
     from spoofray.models.assemble import AssembleConfig, assemble_bundle
-    from tests.test_bundle import save_ml_member, synthetic_features, train_ml
+    from spoofray.testing.datasets import synthetic_features
+    from spoofray.testing.members import save_ml_member, train_ml
 
     tmp = tmp_path_factory.mktemp("nl-bundle")
     cfg = FeatureConfig(audio=AudioConfig(window_s=1.0, hop_s=1.0), kinds=("logmel",), n_mels=16,

@@ -25,8 +25,9 @@ import pytest
 from spoofray.errors import BundleIntegrityError, ConfigError
 from spoofray.models.assemble import AssembleConfig, assemble_bundle
 from spoofray.models.bundle import Bundle
-from tests.test_bundle import (SMALL, make_keras_model, save_keras_member, save_ml_member,
-                               synthetic_features, train_ml)
+from spoofray.testing.datasets import SMALL, synthetic_features
+from spoofray.testing.members import (make_keras_model, save_keras_member, save_ml_member,
+                                      train_ml)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -246,7 +247,8 @@ def _unsafe_uses(path: Path) -> list[str]:
 
 
 def test_no_unsafe_deserialisation_in_the_code_base():
-    files = [Path(p) for pattern in ("spoofray/**/*.py", "jobs/**/*.py")
+    files = [Path(p) for pattern in ("spoofray/**/*.py", "jobs/**/*.py", "benchmarks/**/*.py",
+                                     "experiments/**/*.py")
              for p in glob.glob(str(REPO / pattern), recursive=True)]
     assert len(files) > 20
     found = [hit for f in files for hit in _unsafe_uses(f)]

@@ -6,50 +6,22 @@ with what the generated archive is known to hold (formats, rates, channels, fail
 
 from __future__ import annotations
 
-import functools
 import os
-import tempfile
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from spoofray import audio, reports, sources, testing
-from spoofray.config import AudioConfig, FeatureConfig
 from spoofray.errors import ConfigError, OutputExistsError, SpoofrayError
 from spoofray.featurize import featurize_file
 from spoofray.models.assemble import AssembleConfig, assemble_bundle
 from spoofray.models.bundle import Bundle
 from spoofray.pipeline.score import ScoreConfig, check_accounting, score_archive
-from spoofray.synth import make_demo_archive
-from tests.test_bundle import make_keras_model, save_keras_member, save_ml_member, train_ml
-
-#: 2-s windows and 32 mel bands: the 30-minute recording is 900 cheap windows.
-AUDIO_CFG = FeatureConfig(audio=AudioConfig(window_s=2.0, hop_s=2.0), kinds=("logmel",),
-                          n_mels=32)
-
-
-@functools.lru_cache(maxsize=1)
-def audio_trained_model():
-    """An ensemble trained on the windows of a demo archive (seed 1, never scored here)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        archive = make_demo_archive(tmp, seed=1, n_bonafide=8, n_spoof=8, broken=False,
-                                    duration_range_s=(1.0, 4.0))
-        feats, labels = [], []
-        for it in archive.items:
-            r = featurize_file({"uri": os.path.join(archive.root, it.path)}, AUDIO_CFG)
-            feats.append(r.features["logmel"])
-            labels += [int(it.label == "spoof")] * r.n_windows
-    return train_ml({"logmel": np.concatenate(feats)}, np.array(labels),
-                    inputs=("logmel_pooled",))
-
-
-def make_audio_bundle(tmp_path, output: str | None = None) -> str:
-    member = save_ml_member(audio_trained_model(), os.path.join(tmp_path, "tune"), AUDIO_CFG,
-                            inputs=("logmel_pooled",), threshold=0.5)
-    made = assemble_bundle(AssembleConfig(members=(member,), name="audio", version="1",
-                                          output=output or os.path.join(tmp_path, "bundle")))
-    return made["uri"]
+from spoofray.testing.bundles import AUDIO_CFG, make_audio_bundle
+from spoofray.testing.datasets import SMALL, synthetic_features
+from spoofray.testing.members import make_keras_model, save_keras_member, save_ml_member, train_ml
+from spoofray.testing.synth import make_demo_archive
 
 
 def expected_file_scores(bundle: Bundle, uri: str) -> dict:
@@ -205,8 +177,6 @@ def test_refusals_before_any_work(tmp_path, monkeypatch, trained_small_bundle):
 
 @pytest.fixture
 def trained_small_bundle(tmp_path):
-    from tests.test_bundle import SMALL, synthetic_features
-
     feats, y = synthetic_features(SMALL, 20)
     member = save_ml_member(train_ml(feats, y), tmp_path / "tune", SMALL)
     return assemble_bundle(AssembleConfig(members=(member,), output=str(tmp_path / "b")))["uri"]

@@ -159,7 +159,8 @@ class _RequestCounter(logging.Handler):
 def _small_bundle(tmp: Path, output: str) -> str:
     from spoofray.config import FeatureConfig
     from spoofray.models.assemble import AssembleConfig, assemble_bundle
-    from tests.test_bundle import save_ml_member, synthetic_features, train_ml
+    from spoofray.testing.datasets import synthetic_features
+    from spoofray.testing.members import save_ml_member, train_ml
 
     cfg = FeatureConfig.from_dict(FEATURES)
     feats, y = synthetic_features(cfg, 20)

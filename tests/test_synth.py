@@ -1,4 +1,4 @@
-"""spoofray.synth: the demo archive's layout, labels, determinism and artefacts."""
+"""spoofray.testing.synth: the demo archive's layout, labels, determinism and artefacts."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from spoofray import audio, errors, synth
+from spoofray import audio, errors
 from spoofray.config import AudioConfig
+from spoofray.testing import synth
 
 CFG = AudioConfig()
 

@@ -20,6 +20,7 @@ from spoofray.augment import FeatureAugmentConfig
 from spoofray.config import AudioConfig, FeatureConfig
 from spoofray.errors import ConfigError, OutputExistsError
 from spoofray.models import dl
+from spoofray.testing import datasets
 from spoofray.training import train as T
 
 # Tiny members: the point is the distributed loop and the contract, not accuracy.
@@ -59,7 +60,7 @@ def toy_root(tmp_path_factory) -> str:
     # 38 files x 3 windows in 3 uneven parts: 87 training windows (odd) -> 43 per worker,
     # which is not a multiple of the batch of 8: the uneven case that hangs naive loops.
     root = str(tmp_path_factory.mktemp("toy") / "features")
-    return T.write_toy_feature_dataset(root, FC, n_files=38, windows_per_file=3, n_parts=3)
+    return datasets.write_toy_feature_dataset(root, FC, n_files=38, windows_per_file=3, n_parts=3)
 
 
 def _cfg(**overrides) -> T.DLTrainConfig:
@@ -211,6 +212,8 @@ def test_output_refusals(trained, toy_root, tmp_path):
 
 
 def test_fixed_steps_gives_exactly_the_step_count_and_closes_the_source():
+    from spoofray.training import train_worker as W
+
     closed = []
 
     def source(n):
@@ -219,11 +222,11 @@ def test_fixed_steps_gives_exactly_the_step_count_and_closes_the_source():
         finally:
             closed.append(n)
 
-    assert list(T.fixed_steps(source(10), 4)) == [0, 1, 2, 3]
+    assert list(W.fixed_steps(source(10), 4)) == [0, 1, 2, 3]
     assert closed == [10]  # the abandoned iterator was closed (Ray Data stops its executor)
-    assert list(T.fixed_steps(source(2), 5)) == [0, 1, 1, 1, 1]  # a short shard pads
+    assert list(W.fixed_steps(source(2), 5)) == [0, 1, 1, 1, 1]  # a short shard pads
     with pytest.raises(RuntimeError, match="empty"):
-        list(T.fixed_steps(iter([]), 2))
+        list(W.fixed_steps(iter([]), 2))
 
 
 def test_train_config_checks():

@@ -25,6 +25,7 @@ import yaml
 from spoofray import dataset, splits
 from spoofray.errors import ConfigError, LabelError
 from spoofray.models.ml import design_matrix, load_ensemble
+from spoofray.testing import datasets
 from spoofray.training import cv_data
 from spoofray.training.tune import TuneMLConfig, load_space, run_sweep, validate_space
 
@@ -39,7 +40,7 @@ def extracted(ray_session, tmp_path_factory) -> str:
     """A feature dataset made by the real extraction from a generated archive."""
     from spoofray.config import AudioConfig, FeatureConfig
     from spoofray.pipeline.extract import ExtractConfig, extract_features
-    from spoofray.synth import make_demo_archive
+    from spoofray.testing.synth import make_demo_archive
 
     root = tmp_path_factory.mktemp("tune_data")
     archive = make_demo_archive(root / "archive", seed=0, n_bonafide=6, n_spoof=6,
@@ -53,7 +54,7 @@ def extracted(ray_session, tmp_path_factory) -> str:
 
 @pytest.fixture
 def synthetic(tmp_path) -> str:
-    return cv_data.write_synthetic_dataset(str(tmp_path / "features"))
+    return datasets.write_synthetic_dataset(str(tmp_path / "features"))
 
 
 # --- search spaces ------------------------------------------------------------------------
@@ -114,7 +115,7 @@ def test_file_scores_are_window_means():
 
 
 def test_deepvoice_table_reads_labels_and_groups_row_blocks(tmp_path):
-    path = cv_data.write_synthetic_table(str(tmp_path / "DATASET-balanced.csv"), n_rows=60)
+    path = datasets.write_synthetic_table(str(tmp_path / "DATASET-balanced.csv"), n_rows=60)
     data = cv_data.load_feature_table(path, n_splits=3, block_rows=10)
     assert data.blocks["stats"].shape == (60, 26)
     assert data.y.tolist() == [0, 1] * 30  # REAL, FAKE alternate in the generated table
@@ -132,7 +133,7 @@ def test_deepvoice_table_reads_labels_and_groups_row_blocks(tmp_path):
     (lambda f: f.assign(rms=[1.0, None] * 3), r"data rows \[2, 4, 6\]", ConfigError),
 ])
 def test_deepvoice_table_errors(tmp_path, edit, error, exc):
-    path = cv_data.write_synthetic_table(str(tmp_path / "t.csv"), n_rows=6)
+    path = datasets.write_synthetic_table(str(tmp_path / "t.csv"), n_rows=6)
     edit(pd.read_csv(path)).to_csv(path, index=False)
     with pytest.raises(exc, match=error):
         cv_data.load_feature_table(path, n_splits=2)
@@ -280,7 +281,7 @@ def test_tune_state_files_are_replaced_whole(tmp_path):
 
 def _table_sweep(tmp_path: Path, n_rows: int, **settings) -> tuple[TuneMLConfig, dict]:
     """A one-trial sweep of a small generated DEEP-VOICE table with quick members."""
-    table = cv_data.write_synthetic_table(str(tmp_path / "DATASET-balanced.csv"), n_rows=n_rows)
+    table = datasets.write_synthetic_table(str(tmp_path / "DATASET-balanced.csv"), n_rows=n_rows)
     space = tmp_path / "stats.yaml"
     space.write_text("weight_svc: 0.0\nweight_knn: 0.0\nhgb__max_iter: 10\n"
                      "rf__n_estimators: {choice: [5, 10]}\n")

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from spoofray import dataset, splits, storage
-from spoofray.config import STATS_NAMES, AudioConfig, FeatureConfig
+from spoofray.config import STATS_NAMES
 from spoofray.errors import ConfigError, LabelError
 from spoofray.models.ml import INPUTS, SpoofVotingEnsemble, check_inputs, input_array
 
@@ -272,75 +272,3 @@ def fold_metrics(data: CvData, test_idx: np.ndarray, window_scores: np.ndarray,
         "precision": result["precision"], "recall": result["recall"], "f1": result["f1"],
         "window_eer": float(window_eer),
     }
-
-
-# --- generated data for smoke runs and tests ------------------------------------------------
-
-
-def synthetic_feature_config() -> FeatureConfig:
-    """A small FeatureConfig (0.5 s windows, 8 MFCC/LFCC) for generated datasets."""
-    return FeatureConfig(audio=AudioConfig(window_s=0.5, hop_s=0.5),
-                         kinds=("mfcc", "lfcc", "stats"), n_mfcc=8, n_lfcc=8)
-
-
-def write_synthetic_dataset(root: str, *, n_speakers: int = 6, files_per_class: int = 2,
-                            windows_per_file: int = 3, separation: float = 1.0,
-                            seed: int = 0) -> str:
-    """Write a generated feature dataset (no audio) in the real on-disk layout.
-
-    Each speaker has ``files_per_class`` bona fide and spoof files; spoof windows are
-    shifted by ``separation`` standard deviations on a few dimensions, on top of a
-    per-speaker offset, so the task is learnable but not trivial.
-    """
-    import json
-
-    cfg = synthetic_feature_config()
-    shapes = cfg.feature_shapes()
-    rng = np.random.default_rng(seed)
-    meta: dict[str, list[Any]] = {c: [] for c in dataset.WINDOW_META_SCHEMA.names
-                                  if c != "feature_config_hash"}
-    feats: dict[str, list[np.ndarray]] = {k: [] for k in shapes}
-    for s in range(n_speakers):
-        offset = {k: rng.normal(0, 0.5, shapes[k][0]) for k in shapes}
-        for label in ("bonafide", "spoof"):
-            for f in range(files_per_class):
-                uri = f"/synthetic/spk{s}/{label}_{f}.wav"
-                for w in range(windows_per_file):
-                    meta["uri"].append(uri)
-                    meta["window_index"].append(w)
-                    meta["start_s"].append(w * cfg.audio.hop_s)
-                    meta["end_s"].append(w * cfg.audio.hop_s + cfg.audio.window_s)
-                    meta["label"].append(label)
-                    attack = f"A0{(s + f) % 3 + 1}" if label == "spoof" else None
-                    meta["attack"].append(attack)
-                    meta["speaker"].append(f"spk{s}")
-                    meta["group"].append(f"spk{s}")
-                    meta["duration_s"].append(windows_per_file * cfg.audio.hop_s)
-                    shift = separation if label == "spoof" else 0.0
-                    for kind, shape in shapes.items():
-                        rows = offset[kind].reshape(-1, *[1] * (len(shape) - 1))
-                        x = rng.normal(0, 1, shape) + rows
-                        x[:4] += shift
-                        feats[kind].append(x.astype(np.float32))
-    arrays = {k: np.stack(v) for k, v in feats.items()}
-    table = dataset.windows_table(meta, arrays, cfg)
-    dataset.write_part(root, dataset.FEATURES_DIR, dataset.part_key(sorted(set(meta["uri"]))),
-                       table)
-    manifest = {"feature_config": cfg.to_dict(), "generated": "synthetic features, no audio",
-                "counts": {"windows": len(meta["uri"]), "files_ok": len(set(meta["uri"]))}}
-    storage.write_bytes_atomic(storage.join(root, dataset.MANIFEST_NAME),
-                               json.dumps(manifest, indent=2).encode())
-    return root
-
-
-def write_synthetic_table(path: str, *, n_rows: int = 120, separation: float = 1.0,
-                          seed: int = 0) -> str:
-    """Write a DEEP-VOICE style CSV (26 stats columns + LABEL REAL/FAKE) of generated rows."""
-    rng = np.random.default_rng(seed)
-    labels = np.array(["REAL", "FAKE"])[np.arange(n_rows) % 2]
-    values = rng.normal(0, 1, (n_rows, len(STATS_NAMES)))
-    values[labels == "FAKE", :5] += separation
-    frame = pd.DataFrame(values, columns=list(STATS_NAMES))
-    frame["LABEL"] = labels
-    storage.write_bytes_atomic(path, frame.to_csv(index=False).encode())
-    return path

@@ -36,87 +36,21 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
 from spoofray import dataset, splits, storage
-from spoofray.augment import FeatureAugmentConfig
-from spoofray.config import Config, FeatureConfig, register
+from spoofray.config import FeatureConfig
 from spoofray.errors import ConfigError, OutputExistsError
 from spoofray.models import dl
+from spoofray.training import train_worker
+from spoofray.training.dl_config import DLTrainConfig
 
 log = logging.getLogger(__name__)
 
 META_COLUMNS = ("uri", "window_index", "label", "attack", "speaker", "group")
-EARLY_STOP_METRICS = ("dev_eer", "dev_eer_file")
-
-
-@register
-@dataclasses.dataclass(frozen=True)
-class DLTrainConfig(Config):
-    """How to train deep members. ``batch_size`` is per worker."""
-
-    _nested = {"augment": FeatureAugmentConfig}
-
-    members: tuple[str, ...] = ("cnn",)
-    #: Per-architecture overrides of the member configs, e.g. ``{"cnn": {"dropout": 0.2}}``.
-    member_params: dict = dataclasses.field(default_factory=dict)
-    epochs: int = 20
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    num_workers: int = 2
-    use_gpu: bool = False
-    cpus_per_worker: float = 1.0
-    split_by: str = "attack"
-    dev_fraction: float = 0.25
-    dev_groups: tuple[str, ...] = ()
-    seed: int = 0
-    patience: int = 3
-    early_stop_on: str = "dev_eer"
-    #: "balanced": loss weights n / (2 n_class); "none".
-    class_weighting: str = "balanced"
-    augment: FeatureAugmentConfig = dataclasses.field(default_factory=FeatureAugmentConfig)
-    #: Training windows sampled for the per-row normalisation statistics.
-    norm_sample_rows: int = 4096
-    #: Cap on steps per epoch (default: one pass over the smallest shard).
-    max_steps_per_epoch: int | None = None
-    eval_batch_size: int = 256
-    #: Keep Ray Data's block order (reproducible batches for a fixed seed; a little slower).
-    preserve_order: bool = True
-    shuffle_buffer_rows: int = 2048
-    #: rank 0 keeps dev batches in memory after the first epoch when they fit this budget.
-    dev_cache_mb: int = 512
-    max_failures: int = 0
-    keep_checkpoints: int = 2
-    #: TensorFlow coordination-service heartbeat timeout of the workers (seconds). TF's
-    #: default (10 s, with a 5 s RPC deadline per heartbeat) kills training on a loaded
-    #: machine ("Deadline Exceeded"); a dead worker is noticed by Ray anyway.
-    tf_heartbeat_timeout_s: float = 600.0
-
-    def __post_init__(self) -> None:
-        if not self.members or len(set(self.members)) != len(self.members):
-            raise ConfigError(f"members must be a non-empty list of distinct names, got {list(self.members)}")
-        for name in self.members:
-            dl.member_config(name, self.member_params.get(name))  # validates names and params
-        unknown = sorted(set(self.member_params) - set(self.members))
-        if unknown:
-            raise ConfigError(f"member_params for {unknown}, which are not in members {list(self.members)}")
-        if self.epochs < 1 or self.batch_size < 1 or self.num_workers < 1:
-            raise ConfigError("epochs, batch_size and num_workers must be >= 1")
-        if not self.tf_heartbeat_timeout_s >= 1.0:
-            raise ConfigError(f"tf_heartbeat_timeout_s must be >= 1 second, got {self.tf_heartbeat_timeout_s}")
-        if self.early_stop_on not in EARLY_STOP_METRICS:
-            raise ConfigError(f"early_stop_on must be one of {list(EARLY_STOP_METRICS)}, got {self.early_stop_on!r}")
-        if self.class_weighting not in ("balanced", "none"):
-            raise ConfigError(f"class_weighting must be 'balanced' or 'none', got {self.class_weighting!r}")
-        if self.split_by not in splits.GROUP_BY:
-            raise ConfigError(f"split_by must be one of {list(splits.GROUP_BY)}, got {self.split_by!r}")
-
-    def member_configs(self) -> dict[str, dl.MemberConfig]:
-        return {n: dl.member_config(n, self.member_params.get(n)) for n in self.members}
 
 
 @dataclasses.dataclass
@@ -188,7 +122,7 @@ def train_members(dataset_root: str, output: str, cfg: DLTrainConfig, *, resume:
     }
     run_name = f"train_dl-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     trainer = TensorflowTrainer(
-        _train_loop_per_worker,
+        train_worker.run,
         train_loop_config=loop_config,
         scaling_config=_scaling_config(cfg),
         run_config=RunConfig(
@@ -417,73 +351,3 @@ def _write_outputs(ckpt_dir: str, output: str, cfg: DLTrainConfig, feature_cfg: 
     storage.write_bytes_atomic(storage.join(output, "training_summary.json"),
                                json.dumps(summary, indent=2, default=str).encode())
     return DLTrainResult(output=output, members=out_members, summary=summary)
-
-
-# --- worker ------------------------------------------------------------------------------
-
-
-def fixed_steps(batches: Iterable[Any], steps: int) -> Iterator[Any]:
-    """Exactly ``steps`` items: stop early, or repeat the last item when ``batches`` runs
-    short. Workers with different batch counts would hang in the gradient all-reduce."""
-    it = iter(batches)
-    last = None
-    try:
-        for _ in range(steps):
-            try:
-                last = next(it)
-            except StopIteration:
-                if last is None:
-                    raise RuntimeError("a worker's training shard is empty") from None
-            yield last
-    finally:
-        close = getattr(it, "close", None)
-        if close is not None:
-            close()
-
-
-def _train_loop_per_worker(config: dict[str, Any]) -> None:
-    from spoofray.training import train_worker
-
-    train_worker.run(config)
-
-
-def write_toy_feature_dataset(root: str, feature_cfg: FeatureConfig, *, n_files: int = 32,
-                              windows_per_file: int = 2, n_attacks: int = 4, n_speakers: int = 4,
-                              n_parts: int = 2, seed: int = 0) -> str:
-    """A small learnable feature dataset (smoke tests, examples): spoof windows carry extra
-    energy in the lower quarter of every feature's rows; everything else is noise.
-
-    Half the files are spoof (attacks ``A0..``), half bona fide (speakers ``S0..``).
-    Returns ``root``.
-    """
-    import pyarrow as pa
-
-    rng = np.random.default_rng(seed)
-    shapes = feature_cfg.feature_shapes()
-    meta: dict[str, list] = {f.name: [] for f in dataset.WINDOW_META_SCHEMA if f.name != "feature_config_hash"}
-    feats: dict[str, list] = {k: [] for k in shapes}
-    for f in range(n_files):
-        spoof = f % 2 == 1
-        for w in range(windows_per_file):
-            meta["uri"].append(f"toy://file{f:04d}.wav")
-            meta["window_index"].append(w)
-            meta["start_s"].append(w * feature_cfg.audio.hop_s)
-            meta["end_s"].append(w * feature_cfg.audio.hop_s + feature_cfg.audio.window_s)
-            meta["label"].append("spoof" if spoof else "bonafide")
-            meta["attack"].append(f"A{(f // 2) % n_attacks}" if spoof else None)
-            meta["speaker"].append(f"S{(f // 2) % n_speakers}")
-            meta["group"].append(f"file{f:04d}")
-            meta["duration_s"].append(windows_per_file * feature_cfg.audio.hop_s)
-            for kind, shape in shapes.items():
-                x = rng.normal(size=shape).astype(np.float32) - 5.0
-                if spoof:
-                    x[: max(1, shape[0] // 4)] += 1.5
-                feats[kind].append(x)
-    table = dataset.windows_table(meta, {k: np.stack(v) for k, v in feats.items()}, feature_cfg)
-    bounds = np.linspace(0, len(table), n_parts + 1).astype(int)
-    for i in range(n_parts):
-        part: pa.Table = table.slice(bounds[i], bounds[i + 1] - bounds[i])
-        dataset.write_part(root, dataset.FEATURES_DIR, f"toy{i:03d}", part)
-    manifest = {"feature_config": feature_cfg.to_dict(), "toy": True, "n_windows": len(table)}
-    storage.write_bytes_atomic(storage.join(root, dataset.MANIFEST_NAME), json.dumps(manifest).encode())
-    return root

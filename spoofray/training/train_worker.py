@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,26 @@ from spoofray.augment import augment_batch
 from spoofray.config import FeatureConfig
 from spoofray.errors import MetricError
 from spoofray.models import dl
-from spoofray.training.train import DLTrainConfig, fixed_steps
+from spoofray.training.dl_config import DLTrainConfig
+
+
+def fixed_steps(batches: Iterable[Any], steps: int) -> Iterator[Any]:
+    """Exactly ``steps`` items: stop early, or repeat the last item when ``batches`` runs
+    short. Workers with different batch counts would hang in the gradient all-reduce."""
+    it = iter(batches)
+    last = None
+    try:
+        for _ in range(steps):
+            try:
+                last = next(it)
+            except StopIteration:
+                if last is None:
+                    raise RuntimeError("a worker's training shard is empty") from None
+            yield last
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
 
 
 def _init_tensorflow(cfg: DLTrainConfig):

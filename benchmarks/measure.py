@@ -1,4 +1,4 @@
-"""Side-by-side benchmarks, run by hand through ``jobs/benchmark.py``; results go to
+"""Side-by-side benchmarks, run by hand through ``benchmarks/benchmark.py``; results go to
 ``docs/benchmarks.md``. Never used by tests: timing belongs here, not in unit tests.
 
 ``extract`` compares, on the same files in one run:
@@ -323,10 +323,10 @@ def stage_costs(paths: Sequence[str], bundle_dir: str, cfg: FeatureConfig) -> li
     """CPU seconds of each scoring stage over ``paths`` in this process (second pass: warm).
 
     Run it with one thread per library (``OMP_NUM_THREADS=1`` and TensorFlow's intra/inter-op
-    threads 1, set by ``jobs/benchmark.py stages``) so that the rows are per core.
+    threads 1, set by ``benchmarks/benchmark.py stages``) so that the rows are per core.
     """
     from spoofray import audio, features
-    from spoofray.featurize import read_item_bytes
+    from spoofray.reader import read_item_bytes
     from spoofray.models.bundle import Bundle
 
     bundle = Bundle.load(bundle_dir)

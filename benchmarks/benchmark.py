@@ -1,12 +1,14 @@
 """Benchmarks, run by hand; paste the printed table into docs/benchmarks.md.
 
-  python jobs/benchmark.py extract [--files 200] [--repeats 3]
-                                                   pipeline (1 and 2 workers) vs a librosa loop;
-                                                   2 vs 1 plain processes (machine ceiling)
-  python jobs/benchmark.py score [--files 100]     ML-only vs fused bundle; peak RSS at 1x and 10x
-  python jobs/benchmark.py stages [--files 100]    CPU cost of each scoring stage on one core
+  python benchmarks/benchmark.py extract [--files 200] [--repeats 3]
+        pipeline (1 and 2 workers) vs a librosa loop; 2 vs 1 plain processes (machine ceiling)
+  python benchmarks/benchmark.py score [--files 100]
+        ML-only vs fused bundle; peak RSS at 1x and 10x
+  python benchmarks/benchmark.py stages [--files 100]
+        CPU cost of each scoring stage on one core
 
-Uses the devcorpus (../shared/data/devcorpus) when present, else a generated archive.
+Uses the devcorpus (../shared/data/devcorpus) when present, else a generated archive. The
+measurements themselves are in benchmarks/measure.py; nothing here is installed with spoofray.
 """
 
 from __future__ import annotations
@@ -18,9 +20,13 @@ import statistics
 import sys
 import tempfile
 
-import _bootstrap  # noqa: F401  (sys.path + logging)
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:  # run from a checkout: spoofray, jobs/ and benchmarks/ importable
+    sys.path.insert(0, REPO_ROOT)
 
-DEVCORPUS = os.path.join(_bootstrap.REPO_ROOT, "..", "shared", "data", "devcorpus")
+from jobs import _bootstrap  # noqa: E402  (logging, the devcorpus next to the checkout)
+
+DEVCORPUS = _bootstrap.default_devcorpus()
 
 
 def _input_files(n: int, tmp: str) -> list[str]:
@@ -31,7 +37,7 @@ def _input_files(n: int, tmp: str) -> list[str]:
         root = os.path.abspath(DEVCORPUS)
         rows = pd.read_csv(os.path.join(root, "manifest.csv"))
     else:
-        from spoofray.synth import make_demo_archive
+        from spoofray.testing.synth import make_demo_archive
 
         archive = make_demo_archive(os.path.join(tmp, "archive"), seed=0, broken=False)
         root = str(archive.root)
@@ -41,7 +47,7 @@ def _input_files(n: int, tmp: str) -> list[str]:
 
 
 def extract(args: argparse.Namespace) -> None:
-    from spoofray.benchmark import (extract_benchmark, extract_ratios, machine_info,
+    from benchmarks.measure import (extract_benchmark, extract_ratios, machine_info,
                                     markdown_table)
     from spoofray.config import FeatureConfig
     from spoofray.pipeline.runtime import init_ray
@@ -66,7 +72,7 @@ def extract(args: argparse.Namespace) -> None:
 
 
 def score(args: argparse.Namespace) -> None:
-    from spoofray.benchmark import machine_info, markdown_table, score_run, throughput_bundles
+    from benchmarks.measure import machine_info, markdown_table, score_run, throughput_bundles
     from spoofray.config import FeatureConfig
     from spoofray.pipeline.runtime import init_ray
     from spoofray.sources import AudioItem
@@ -103,7 +109,7 @@ def stages(args: argparse.Namespace) -> None:
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                 "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
         os.environ[var] = "1"
-    from spoofray.benchmark import markdown_table, stage_costs, throughput_bundles
+    from benchmarks.measure import markdown_table, stage_costs, throughput_bundles
     from spoofray.config import FeatureConfig
 
     with tempfile.TemporaryDirectory(prefix="spoofray-bench-") as tmp:

@@ -1,11 +1,11 @@
 """Development quality numbers on ../shared/data/devcorpus (writes a table for docs/quality.md).
 
-For each generalisation protocol of spoofray.quality (unseen vocoders, unseen corpora):
+For each generalisation protocol of experiments/quality.py (unseen vocoders, unseen corpora):
 extract features once, sweep the sklearn ensemble with Ray Tune on the TRAIN files only
 (folds grouped by attack), refit the best, and score the TEST files with the model's own
 threshold (the EER point of its out-of-fold training scores, never tuned on test).
 
-  python jobs/quality_devcorpus.py --work /tmp/quality --num-samples 12
+  python experiments/quality_devcorpus.py --work /tmp/quality --num-samples 12
 """
 
 from __future__ import annotations
@@ -15,7 +15,11 @@ import json
 import os
 import sys
 
-import _bootstrap  # noqa: F401  (sys.path + logging)
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:  # run from a checkout: spoofray, jobs/ and experiments/ importable
+    sys.path.insert(0, REPO_ROOT)
+
+from jobs import _bootstrap  # noqa: E402  (logging, absolute(), default_devcorpus())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
-    from spoofray import dataset, quality, storage
+    from experiments import quality
+    from spoofray import dataset, storage
     from spoofray.config import FeatureConfig
     from spoofray.models.ml import design_matrix, load_ensemble
     from spoofray.pipeline.extract import ExtractConfig, extract_features

@@ -1,6 +1,6 @@
 """Deep-member quality on ../shared/data/devcorpus, with and without copy-synthesis data.
 
-Protocol "unseen vocoders" of spoofray.quality (train: Griffin-Lim spoofs + 70% of
+Protocol "unseen vocoders" of experiments/quality.py (train: Griffin-Lim spoofs + 70% of
 LibriSpeech speakers; test: WaveNet and GAN-vocoder spoofs + held-out LibriSpeech speakers
 + every bona fide clip of LJSpeech, LibriTTS, JSUT, CSMSC). Steps, each skipped when its
 output already exists under --work:
@@ -14,8 +14,8 @@ output already exists under --work:
 5. test scores per member, mean fusion and logistic fusion (fitted on dev windows): file
    EER/AUC, per-family EER, false alarms per corpus and recall at the dev-EER threshold.
 
-  python jobs/quality_deep.py --work /tmp/quality_deep
-  python jobs/quality_deep.py --work /tmp/quality_deep --benchmark-workers 1,2 --conditions ""
+  python experiments/quality_deep.py --work /tmp/quality_deep
+  python experiments/quality_deep.py --work /tmp/quality_deep --benchmark-workers 1,2 --conditions ""
 
 --benchmark-workers trains the cnn member alone on the base training set once per worker
 count and records seconds per epoch and the load average (the machine may be shared).
@@ -30,7 +30,11 @@ import os
 import sys
 import time
 
-import _bootstrap  # noqa: F401  (sys.path + logging)
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:  # run from a checkout: spoofray, jobs/ and experiments/ importable
+    sys.path.insert(0, REPO_ROOT)
+
+from jobs import _bootstrap  # noqa: E402  (logging, absolute(), default_devcorpus())
 
 
 def small_members() -> dict:
@@ -70,7 +74,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from spoofray import dataset, quality, storage
+    from experiments import quality
+    from spoofray import dataset, storage
     from spoofray.config import FeatureConfig
     from spoofray.pipeline.extract import ExtractConfig, extract_features
     from spoofray.pipeline.runtime import init_ray

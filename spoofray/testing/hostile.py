@@ -7,9 +7,9 @@ e.g. a FLAC named ``.wav`` is read by its content), or the class name of the
 disk (the 3 GiB file is sparse, the hours-long FLAC is a few hundred KiB) and generated in
 about a second, so tests and CI can use the whole corpus.
 
-Also here: :func:`write_record` / :func:`read_records` / :func:`records_markdown`, which
-the reliability tests use to leave their measured counts behind for
-``docs/reliability.md``.
+Also here: :func:`probe_files`, which featurizes the corpus file by file in one child
+process and measures time and peak memory per case. The measured outcomes go to
+``docs/reliability.md`` through :mod:`spoofray.testing.reliability`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from spoofray import testing
+from spoofray.testing import signals
 
 SR = 16_000
 
@@ -79,7 +79,7 @@ def _wav_bytes(x: np.ndarray, sr: int = SR, subtype: str = "PCM_16") -> bytes:
 
     buf = io.BytesIO()
     sf.write(buf, x.T if x.ndim == 2 else x, sr, format="WAV", subtype=subtype)
-    return testing.zero_wav_peak_timestamp(buf.getvalue())
+    return signals.zero_wav_peak_timestamp(buf.getvalue())
 
 
 def _flac_bytes(x: np.ndarray, sr: int = SR) -> bytes:
@@ -108,7 +108,7 @@ def _fmt(tag: int = 1, channels: int = 1, rate: int = SR, bits: int = 16) -> byt
 
 
 def _pcm(seconds: float = 0.5, channels: int = 1) -> bytes:
-    x = testing.voiced(150.0, seconds, SR)
+    x = signals.voiced(150.0, seconds, SR)
     pcm = np.round(x * 20000).astype("<i2")
     return np.repeat(pcm, channels).tobytes()
 
@@ -185,8 +185,8 @@ def make_hostile_corpus(directory: str | os.PathLike, *, seed: int = 0) -> list[
             fh.write(data)
         cases.append(HostileCase(name, what, expect, path))
 
-    good = _wav_bytes(testing.voiced(150.0, 1.0, SR))
-    one_s_header = testing.wav_header(sample_rate=SR, channels=1, bits=16, n_frames=SR)
+    good = _wav_bytes(signals.voiced(150.0, 1.0, SR))
+    one_s_header = signals.wav_header(sample_rate=SR, channels=1, bits=16, n_frames=SR)
 
     # Empty and truncated.
     put("zero_bytes.wav", b"", "AudioDecodeError", "empty file (0 bytes)")
@@ -213,9 +213,9 @@ def make_hostile_corpus(directory: str | os.PathLike, *, seed: int = 0) -> list[
         "AudioDecodeError", "a LIST chunk before the data declares 2 GiB")
     # Hours long.
     put("ten_hours_by_header.wav",
-        testing.wav_header(sample_rate=SR, channels=1, bits=16, n_frames=SR * 36_000),
+        signals.wav_header(sample_rate=SR, channels=1, bits=16, n_frames=SR * 36_000),
         "AudioTooLongError", "44-byte header claiming 10 h")
-    liar = bytearray(_flac_bytes(testing.voiced(120.0, 1.0, SR)))
+    liar = bytearray(_flac_bytes(signals.voiced(120.0, 1.0, SR)))
     (packed,) = struct.unpack_from(">Q", liar, 18)
     struct.pack_into(">Q", liar, 18, (packed & ~((1 << 36) - 1)) | (SR * 36_000))
     put("ten_hours_by_header.flac", bytes(liar), "AudioTooLongError",
@@ -240,7 +240,7 @@ def make_hostile_corpus(directory: str | os.PathLike, *, seed: int = 0) -> list[
                                   (b"data", b"", _pcm(0.1, channels=65))]),
         "InvalidAudioError", "65 channels (limit 64), valid otherwise")
     # Non-finite and out-of-range float audio.
-    x = testing.voiced(150.0, 0.5, SR)
+    x = signals.voiced(150.0, 0.5, SR)
     put("nan_float.wav", _wav_bytes(np.where(np.arange(x.size) == 700, np.nan, x)
                                     .astype(np.float32), subtype="FLOAT"),
         "InvalidAudioError", "32-bit float WAV with a NaN sample")
@@ -255,7 +255,7 @@ def make_hostile_corpus(directory: str | os.PathLike, *, seed: int = 0) -> list[
         "1 s of digital silence")
     put("no_frames.wav", _wav_bytes(np.zeros(0, np.float32)), "InvalidAudioError",
         "valid header, zero frames")
-    put("ten_ms.wav", _wav_bytes(testing.sine(440.0, 0.01, SR)), "AudioTooShortError",
+    put("ten_ms.wav", _wav_bytes(signals.sine(440.0, 0.01, SR)), "AudioTooShortError",
         "10 ms of audio")
     # Not audio at all.
     put("text.wav", b"This is a text file, not audio.\n" * 20, "AudioDecodeError", "plain text")
@@ -277,7 +277,7 @@ def make_hostile_corpus(directory: str | os.PathLike, *, seed: int = 0) -> list[
     put("id3_tag_256mb.mp3", b"ID3\x04\x00\x00\x7f\x7f\x7f\x7f" + rng.bytes(2048),
         "AudioDecodeError", "ID3 tag declaring 256 MiB, then garbage")
     # Wrong extensions on real audio: read by content.
-    put("flac_named.wav", _flac_bytes(testing.voiced(140.0, 1.0, SR)), "ok",
+    put("flac_named.wav", _flac_bytes(signals.voiced(140.0, 1.0, SR)), "ok",
         "a real FLAC named .wav")
     put("wav_named.mp3", good, "ok", "a real WAV named .mp3")
     put("odd name; $(rm -rf x) 'q\" \u00fc\u7a7a.wav", good, "ok",
@@ -328,7 +328,7 @@ def make_hostile_corpus(directory: str | os.PathLike, *, seed: int = 0) -> list[
         os.chmod(unreadable, 0)
     # Controls: plain good files, so a corpus run also proves good files survive.
     put("good_a.wav", good, "ok", "control: 1 s PCM WAV")
-    put("good_b.flac", _flac_bytes(testing.chirp(200.0, 3000.0, 2.5, SR)), "ok",
+    put("good_b.flac", _flac_bytes(signals.chirp(200.0, 3000.0, 2.5, SR)), "ok",
         "control: 2.5 s FLAC")
     return sorted(cases, key=lambda c: c.name)
 
@@ -341,7 +341,7 @@ def make_bad_manifests(directory: str | os.PathLike) -> list[ManifestCase]:
     """
     root = os.path.abspath(os.fspath(directory))
     os.makedirs(root, exist_ok=True)
-    good = _wav_bytes(testing.voiced(150.0, 1.0, SR))
+    good = _wav_bytes(signals.voiced(150.0, 1.0, SR))
     with open(os.path.join(root, "outside.wav"), "wb") as fh:
         fh.write(good)
     secret = "SpoofraySignature0123456789abcdef"
@@ -384,49 +384,6 @@ def make_bad_manifests(directory: str | os.PathLike) -> list[ManifestCase]:
     manifest("protocol_no_key", b"LA_0001 a - A01 maybe\n", r"expected 'SPEAKER UTT_ID",
              "protocol line without bonafide/spoof", file="protocol.txt")
     return cases
-
-
-# --- counts for docs/reliability.md ----------------------------------------------------------
-
-
-def write_record(directory: str | os.PathLike, name: str, record: Mapping[str, Any]) -> str:
-    """Write one test's measured outcome as ``<directory>/<name>.json``; return the path."""
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(os.fspath(directory), f"{name}.json")
-    with open(path, "w") as fh:
-        json.dump({"name": name, **record}, fh, indent=2, sort_keys=True, default=str)
-    return path
-
-
-def read_records(directory: str | os.PathLike) -> list[dict[str, Any]]:
-    """Every record :func:`write_record` left in ``directory``, sorted by name."""
-    out = []
-    for entry in sorted(os.listdir(directory)):
-        if entry.endswith(".json"):
-            with open(os.path.join(directory, entry)) as fh:
-                out.append(json.load(fh))
-    return out
-
-
-COUNT_COLUMNS = ("inputs", "rows", "ok", "errors", "duplicates", "missing")
-
-
-def _cell(value: Any) -> str:
-    """``value`` as one Markdown table cell: no pipes, newlines or HTML-looking ``<dir>``."""
-    return (str(value).replace("|", "\\|").replace("\n", " ").replace("<", "&lt;")
-            .replace(">", "&gt;"))
-
-
-def records_markdown(records: Iterable[Mapping[str, Any]]) -> str:
-    """A Markdown table of records: fault, outcome and the counts of :data:`COUNT_COLUMNS`."""
-    lines = ["| scenario | fault / input | outcome | " + " | ".join(COUNT_COLUMNS) + " |",
-             "|---|---|---|" + "---|" * len(COUNT_COLUMNS)]
-    for r in records:
-        counts = r.get("counts") or {}
-        cells = [str(counts.get(c, "")) for c in COUNT_COLUMNS]
-        lines.append(f"| {r['name']} | {_cell(r.get('fault', ''))} | "
-                     f"{_cell(r.get('outcome', ''))} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 # --- one process, every file: time and peak memory per case ---------------------------------
@@ -501,41 +458,3 @@ def _probe_main() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     results = probe_files(request["uris"], request.get("features"))
     json.dump({"results": results}, sys.stdout)
-
-
-def cases_markdown(records: Iterable[Mapping[str, Any]]) -> str:
-    """Markdown tables of the per-case details some records carry (``cases`` lists of
-    dicts, e.g. each hostile file's expected and observed outcome), one table per record."""
-    out = []
-    for r in records:
-        cases = r.get("cases")
-        if not cases or not isinstance(cases, list):
-            continue
-        columns = [c for c in ("name", "what", "expect", "got", "seconds", "message")
-                   if any(c in case for case in cases)]
-        out += [f"#### {r['name']}", "",
-                "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-        for case in cases:
-            cells = [_cell(case.get(c, ""))[:240] for c in columns]
-            out.append("| " + " | ".join(cells) + " |")
-        out.append("")
-    return "\n".join(out)
-
-
-def reliability_markdown(records: Iterable[Mapping[str, Any]]) -> str:
-    """The generated part of ``docs/reliability.md``: the results table, the memory growth
-    of the one-process hostile run, skipped cases, then the per-case tables."""
-    records = list(records)
-    out = [records_markdown(records), ""]
-    for r in records:
-        growth = r.get("rss_growth_mib_by_file")
-        if growth:
-            top = sorted(growth.items(), key=lambda kv: -kv[1])[:5]
-            out += [f"Peak RSS of `{r['name']}`: {r['peak_rss_mib']:.0f} MiB (baseline after "
-                    f"imports {r['baseline_rss_mib']:.0f} MiB); largest growth by file (MiB):",
-                    "", "| file | RSS growth |", "|---|---|",
-                    *[f"| {name} | {mib} |" for name, mib in top], ""]
-        for skipped in r.get("skipped") or []:
-            out += [f"Skipped in `{r['name']}`: `{skipped['name']}`: {skipped['reason']}", ""]
-    out += ["### Per-case outcomes", "", cases_markdown(records)]
-    return "\n".join(out).rstrip() + "\n"

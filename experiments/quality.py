@@ -1,4 +1,5 @@
-"""Generalisation protocols for development quality numbers (``docs/quality.md``).
+"""Generalisation protocols for development quality numbers (``docs/quality.md``), used by
+the experiment drivers next to this file (not installed with spoofray).
 
 A protocol splits a labelled feature dataset into train and test *files* so that what the
 product will meet in the wild — unseen vocoders, unseen speakers, unseen corpora — is what
