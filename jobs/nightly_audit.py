@@ -124,7 +124,7 @@ def _print(result: dict) -> None:
 
 def _smoke(args: argparse.Namespace, tmp: str) -> int:
     from spoofray.audit import run_audit
-    from spoofray.models.assemble import build_demo_bundle
+    from spoofray.testing.bundles import build_demo_bundle
     from spoofray.testing import signals
     from spoofray.testing.synth import make_demo_archive
 

@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="spoofray-score-smoke-") as tmp:
         expected_files = None
         if args.smoke_test:
-            from spoofray.models.assemble import build_demo_bundle
-            from spoofray.synth import make_demo_archive
+            from spoofray.testing.bundles import build_demo_bundle
+            from spoofray.testing.synth import make_demo_archive
 
             archive = make_demo_archive(f"{tmp}/archive", seed=0, n_bonafide=4, n_spoof=4,
                                         duration_range_s=(1.0, 3.0))

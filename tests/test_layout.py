@@ -14,11 +14,7 @@ SCRIPT = os.path.join(REPO, "benchmarks", "import_cycles.py")
 
 #: Production modules still allowed to import spoofray.testing, each with the reason and
 #: what ends it. Empty this as soon as the reason is gone.
-PENDING_FIXTURE_IMPORTS = {
-    "spoofray/synth.py": "alias of spoofray.testing.synth kept for jobs/score_archive.py "
-                         "--smoke-test and models.assemble.build_demo_bundle (both being edited "
-                         "on other branches); delete it once they import spoofray.testing",
-}
+PENDING_FIXTURE_IMPORTS: dict[str, str] = {}
 #: Where Ray may be imported, inside the package (jobs/, tests/, benchmarks/ and
 #: experiments/ are outside it and may).
 RAY_PACKAGES = ("spoofray/pipeline/", "spoofray/training/")

@@ -5,6 +5,7 @@ from the members of :mod:`spoofray.testing.members`.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import tempfile
 
@@ -66,4 +67,53 @@ def make_audit_bundle(work_dir, version: str, *, seed: int = 0, output: str | No
     made = assemble_bundle(AssembleConfig(
         members=(member,), name="audit", version=version,
         output=output or os.path.join(work_dir, f"bundle-{version}")))
+    return made["uri"]
+
+
+def build_demo_bundle(work_dir: str, *, seed: int = 0, output: str | None = None) -> str:
+    """Train a tiny sklearn member on a synthetic demo archive and bundle it (smoke tests).
+
+    **Demonstrates the plumbing only**: the audio is synthetic (see :mod:`spoofray.testing.synth`).
+
+    Parameters
+    ----------
+    work_dir : str
+        Scratch folder for the demo archive and the member (local).
+    output : str, optional
+        Bundle folder; default ``<work_dir>/bundle``.
+
+    Returns
+    -------
+    str
+        The bundle's URI.
+    """
+    from spoofray.models import ml
+
+    cfg = FeatureConfig(audio=AudioConfig(window_s=2.0, hop_s=2.0), kinds=("logmel",),
+                        n_mels=32)
+    archive = make_demo_archive(os.path.join(work_dir, "train_audio"), seed=seed + 1000,
+                                n_bonafide=8, n_spoof=8, broken=False, duration_range_s=(1.0, 4.0))
+    feats, labels = [], []
+    for it in archive.items:
+        r = featurize_file({"uri": os.path.join(archive.root, it.path)}, cfg)
+        if r.status == "ok":
+            feats.append(r.features["logmel"])
+            labels += [int(it.label == "spoof")] * r.n_windows
+    inputs = ["logmel_pooled"]
+    X = ml.design_matrix({"logmel": np.concatenate(feats)}, inputs)
+    model = ml.make_ensemble({"weight_svc": 0, "weight_knn": 0, "weight_hgb": 0,
+                              "rf__n_estimators": 20, "inputs": tuple(inputs),
+                              "random_state": seed}).fit(X, np.array(labels))
+    member_dir = os.path.join(work_dir, "member", "model")
+    os.makedirs(member_dir, exist_ok=True)
+    ml.save_ensemble(model, os.path.join(member_dir, "ensemble.skops"))
+    sidecar = {"name": "ml", "kind": "sklearn", "file": "ensemble.skops", "inputs": inputs,
+               "feature_config": cfg.to_dict(), "feature_config_hash": cfg.config_hash(),
+               "threshold": 0.5, "threshold_method": "fixed 0.5 (demo)",
+               "training_data_fingerprint": f"synthetic demo archive seed {seed + 1000}"}
+    with open(os.path.join(member_dir, "member.json"), "w") as fh:
+        json.dump(sidecar, fh, indent=2)
+    made = assemble_bundle(AssembleConfig(
+        members=(member_dir,), name="demo", version=f"seed{seed}",
+        output=output or os.path.join(work_dir, "bundle"), overwrite=True))
     return made["uri"]
