@@ -149,7 +149,10 @@ def copy_syntheses(root: str, clips: pd.DataFrame, recipe: Recipe, seed: int) ->
     from spoofray import augment, sources
     from spoofray.pipeline.make_spoofs import MakeSpoofsConfig, make_spoofs
 
-    out = os.path.join(root, "aug", f"copysyn-{'-'.join(recipe.copysyn_vocoders)}")
+    name = "-".join(recipe.copysyn_vocoders)
+    if tuple(recipe.datasets) != pool_mod.CORPORA:
+        name += "-from-" + "+".join(recipe.datasets)
+    out = os.path.join(root, "aug", f"copysyn-{name}")
     bona = clips[clips["label"] == "bonafide"]
     picked = bona.sample(n=min(recipe.copysyn_sources, len(bona)), random_state=seed)
     manifest = os.path.join(out, "manifest.csv")
@@ -162,7 +165,8 @@ def copy_syntheses(root: str, clips: pd.DataFrame, recipe: Recipe, seed: int) ->
             copysyn=augment.CopysynConfig(vocoders=recipe.copysyn_vocoders,
                                           include_bonafide=False, seed=seed)), items=items)
     made = pd.read_csv(manifest, keep_default_na=False)
-    by_group = picked.drop_duplicates("group").set_index("group")
+    # Copies take their source's fold through the group (a group never spans sources).
+    by_group = pool_mod.load_pool().drop_duplicates("group").set_index("group")
     made["path"] = os.path.relpath(out, root) + "/" + made["path"]
     for col in ("corpus", "source", "license", "shippable", "dataset"):
         made[col] = made["group"].map(by_group[col])
@@ -195,7 +199,7 @@ def train_bundle(features: str, train: pd.DataFrame, work: str, recipe: Recipe, 
 
     from spoofray.models.assemble import AssembleConfig, assemble_bundle
     from spoofray.training.tune import TuneMLConfig, run_sweep
-    from spoofray.quality import subset_dataset
+    from quality import subset_dataset
 
     bundle = os.path.join(work, "bundle")
     if os.path.exists(os.path.join(bundle, "bundle.json")):
