@@ -70,7 +70,7 @@ def headline_rows(h: dict) -> list[str]:
 
 def ablation_table(runs: dict[str, dict]) -> list[str]:
     lines = ["| recipe | pooled EER | worst source EER | recall at 1 % FA threshold | "
-             "real false alarms | 8 kHz real false alarms | wall time |", "|---|---|---|---|---|---|---|"]
+             "real false alarms | 8 kHz real false alarms | wall time (reused steps not counted) |", "|---|---|---|---|---|---|---|"]
     for name, r in runs.items():
         eers = [e["original"]["eer"] for e in r["folds"].values() if e["original"]["eer"] is not None]
         lines.append(f"| {name} | {pct(r['pooled']['eer'])} | {pct(max(eers))} | "
