@@ -257,14 +257,16 @@ def _score_and_track(name, epoch, loss, dev_batches, predict, kind, eval_model, 
     import pandas as pd
 
     from spoofray import metrics as M
+    from spoofray import scoring
 
     scores = np.concatenate([np.asarray(predict(b[kind].astype(np.float32)))[:, 0] for b in dev_batches])
     y = np.concatenate([b["y"] for b in dev_batches]).astype(int)
     uri = np.concatenate([b["uri"] for b in dev_batches]).astype(str)
     window_index = np.concatenate([b["window_index"] for b in dev_batches])
-    per_file = pd.DataFrame({"uri": uri, "y": y, "s": scores}).groupby("uri").agg(y=("y", "first"), s=("s", "mean"))
+    _, first, file_index = np.unique(uri, return_index=True, return_inverse=True)
+    file_y, file_s = y[first], scoring.file_scores(scores, file_index)
     out = {"loss": loss}
-    for suffix, (yy, ss) in (("", (y, scores)), ("_file", (per_file["y"].to_numpy(), per_file["s"].to_numpy()))):
+    for suffix, (yy, ss) in (("", (y, scores)), ("_file", (file_y, file_s))):
         try:
             out[f"dev_eer{suffix}"] = float(M.compute_eer(yy, ss)[0])
             out[f"dev_auc{suffix}"] = float(M.roc_auc(yy, ss))
@@ -278,7 +280,7 @@ def _score_and_track(name, epoch, loss, dev_batches, predict, kind, eval_model, 
                   best_metrics={"epoch": epoch + 1, "level": "window", "eer": out["dev_eer"],
                                 "auc": out["dev_auc"], "eer_file": out["dev_eer_file"],
                                 "auc_file": out["dev_auc_file"], "loss": loss,
-                                "n_dev_windows": int(len(y)), "n_dev_files": int(len(per_file)),
+                                "n_dev_windows": int(len(y)), "n_dev_files": int(len(first)),
                                 "early_stop_on": cfg.early_stop_on})
         os.makedirs(os.path.join(workdir, name), exist_ok=True)
         eval_model.save(os.path.join(workdir, name, "best.keras"))
