@@ -41,9 +41,14 @@ def fold_table(r: dict) -> list[str]:
 def corpus_table(r: dict) -> list[str]:
     lines = ["| real corpus (held out with its source) | files | false alarms at the fold threshold |",
              "|---|---|---|"]
+    pooled: dict[str, list[int]] = {}  # a corpus can sit in several folds
     for e in r["folds"].values():
-        for corpus, c in sorted(e.get("bonafide_by_corpus", {}).items()):
-            lines.append(f"| {corpus} | {c['n_bonafide']} | {pct(c['false_alarm_rate'])} |")
+        for corpus, c in e.get("bonafide_by_corpus", {}).items():
+            counts = pooled.setdefault(corpus, [0, 0])
+            counts[0] += c["fp"]
+            counts[1] += c["n_bonafide"]
+    for corpus, (fp, n) in sorted(pooled.items()):
+        lines.append(f"| {corpus} | {n} | {pct(fp / n)} |")
     return lines
 
 
