@@ -100,12 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         except SpoofrayError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        if summary["bundle"]["source"] != "given":
-            from spoofray.models.bundle import Bundle
+        b = summary["bundle"]
+        if b["source"] != "given":
             from spoofray.pipeline.score import bundle_note
 
-            b = summary["bundle"]
-            print("note: " + bundle_note(Bundle.load(b["uri"]), b["uri"], b["source"]),
+            print("note: " + bundle_note(b["name"], b["version"], b["uri"], b["source"]),
                   file=sys.stderr)
         print(json.dumps({k: summary[k] for k in ("run_uri", "counts", "spoof_rate",
                                                   "audio_hours", "wall_s", "throughput")},

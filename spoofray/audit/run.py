@@ -288,12 +288,11 @@ def run_audit(cfg: AuditConfig) -> dict[str, Any]:
     rules = _alerts.load_rules(cfg.rules)
     date = cfg.date or _dt.datetime.now(_dt.timezone.utc).date().isoformat()
     bundle_uri, bundle_source = resolve_bundle(cfg.bundle)
+    bundle_name, bundle_version = _bundle_identity(bundle_uri)
     if bundle_source != "given":
-        from spoofray.models.bundle import Bundle
         from spoofray.pipeline.score import bundle_note
 
-        log.warning("%s", bundle_note(Bundle.load(bundle_uri), bundle_uri, bundle_source))
-    bundle_name, bundle_version = _bundle_identity(bundle_uri)
+        log.warning("%s", bundle_note(bundle_name, bundle_version, bundle_uri, bundle_source))
     finished = recover(cfg, rules)
 
     items = sources.resolve_inputs(cfg.input, audio_root=cfg.audio_root)

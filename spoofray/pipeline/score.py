@@ -43,8 +43,8 @@ from spoofray.errors import (ConfigError, OutputExistsError, SpoofrayError,
                              StorageUnavailableError)
 from spoofray.featurize import FileFeatures, featurize_file
 from spoofray.models.assemble import latest_bundle, registry_root
-from spoofray.models.default import MODEL_CARD, default_bundle
 from spoofray.models.bundle import Bundle, load_payload
+from spoofray.models.default import MODEL_CARD, default_bundle
 from spoofray.pipeline import runtime
 from spoofray.reports import PLOTS_DIR, REPORT_DIR, SUCCESS_MARKER, SUMMARY_NAME
 
@@ -325,14 +325,13 @@ def resolve_bundle(uri: str | None) -> tuple[str, str]:
     return newest, "registry"
 
 
-def bundle_note(bundle: Bundle, uri: str, source: str) -> str:
+def bundle_note(name: str, version: str, uri: str, source: str) -> str:
     """The line a job prints when it picked the bundle itself."""
     if source == "default":
-        return (f"no --bundle given: scoring with the shipped default {bundle.name} "
-                f"{bundle.version} ({uri}); what it was trained on, how well it does and where "
-                f"it fails: {MODEL_CARD}")
-    return f"--bundle {LATEST}: the newest bundle of the local registry, {bundle.name} " \
-           f"{bundle.version} ({uri})"
+        return (f"no --bundle given: scoring with the shipped default {name} {version} "
+                f"({uri}); what it was trained on, how well it does and where it fails: "
+                f"{MODEL_CARD}")
+    return f"--bundle {LATEST}: the newest bundle of the local registry, {name} {version} ({uri})"
 
 
 def check_accounting(listed: Sequence[str], reported: Iterable[str]) -> None:
@@ -443,7 +442,7 @@ def score_archive(cfg: ScoreConfig,
     bundle_uri, bundle_source = resolve_bundle(cfg.bundle)
     bundle = Bundle.load(bundle_uri)  # refuse a bad bundle before any work
     if bundle_source != "given":
-        log.warning("%s", bundle_note(bundle, bundle_uri, bundle_source))
+        log.warning("%s", bundle_note(bundle.name, bundle.version, bundle_uri, bundle_source))
     threshold = bundle.threshold if cfg.threshold is None else cfg.threshold
 
     if items is None:
