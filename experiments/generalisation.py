@@ -262,18 +262,25 @@ def _rates(ev: dict) -> dict:
                                   "n_spoof", "tn", "fp", "fn", "tp")}
 
 
+def false_alarms_by_corpus(results: dict) -> dict[str, tuple[int, int]]:
+    """``{corpus: (flagged, real files)}`` over every fold's held-out real clips.
+
+    A corpus can sit in several folds (LibriSpeech real clips are in three): counts add up.
+    """
+    counts: dict[str, list[int]] = {}
+    for e in results["folds"].values():
+        for corpus, r in e.get("bonafide_by_corpus", {}).items():
+            c = counts.setdefault(corpus, [0, 0])
+            c[0] += r["fp"]
+            c[1] += r["n_bonafide"]
+    return {corpus: (fp, n) for corpus, (fp, n) in sorted(counts.items())}
+
+
 def headline(results: dict) -> dict:
     """The numbers the model card quotes, as recorded in the shipped bundle.json."""
     folds = results["folds"]
     eers = {f: e["original"]["eer"] for f, e in folds.items() if e["original"]["eer"] is not None}
-    # A corpus can sit in several folds (LibriSpeech real clips in three): pool its counts.
-    flagged: dict[str, list[int]] = {}
-    for e in folds.values():
-        for corpus, r in e.get("bonafide_by_corpus", {}).items():
-            counts = flagged.setdefault(corpus, [0, 0])
-            counts[0] += r["fp"]
-            counts[1] += r["n_bonafide"]
-    fa = {c: fp / n for c, (fp, n) in sorted(flagged.items())}
+    fa = {c: fp / n for c, (fp, n) in false_alarms_by_corpus(results).items()}
     return {"protocol": "leave-one-source-out over devcorpus + trainpool, file level",
             "recipe": results["recipe"]["name"], "seed": results["seed"],
             "pooled_eer": results["pooled"]["eer"], "pooled_auc": results["pooled"]["auc"],

@@ -13,6 +13,9 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from generalisation import false_alarms_by_corpus  # noqa: E402
 
 
 def pct(x) -> str:
@@ -41,13 +44,7 @@ def fold_table(r: dict) -> list[str]:
 def corpus_table(r: dict) -> list[str]:
     lines = ["| real corpus (held out with its source) | files | false alarms at the fold threshold |",
              "|---|---|---|"]
-    pooled: dict[str, list[int]] = {}  # a corpus can sit in several folds
-    for e in r["folds"].values():
-        for corpus, c in e.get("bonafide_by_corpus", {}).items():
-            counts = pooled.setdefault(corpus, [0, 0])
-            counts[0] += c["fp"]
-            counts[1] += c["n_bonafide"]
-    for corpus, (fp, n) in sorted(pooled.items()):
+    for corpus, (fp, n) in false_alarms_by_corpus(r).items():
         lines.append(f"| {corpus} | {n} | {pct(fp / n)} |")
     return lines
 
