@@ -75,6 +75,8 @@ class Recipe:
     shippable_only: bool = True
     cap_per_source_label: int = 150
     target_false_alarm_rate: float = 0.01
+    #: FeatureConfig overrides, e.g. a sub-band filterbank: ``(("fmin", 4000.0),)``.
+    feature_overrides: tuple[tuple[str, object], ...] = ()
 
     def feature_kinds(self) -> tuple[str, ...]:
         from spoofray.models.ml import INPUTS
@@ -94,6 +96,10 @@ RECIPES = {r.name: r for r in (
     dataclasses.replace(BASE, name="pooled-inputs", inputs=("lfcc_pooled", "stats")),
     dataclasses.replace(BASE, name="plus-hgb", members=BASE.members + (
         ("weight_hgb", 1.0), ("hgb__class_weight", "balanced"), ("hgb__max_iter", 150))),
+    # Sub-band members: the LFCC filterbank over 4-8 kHz only (where vocoders leave most
+    # artefacts, and where telephone speech has nothing) or over 0-4 kHz only.
+    dataclasses.replace(BASE, name="subband-high", feature_overrides=(("fmin", 4000.0),)),
+    dataclasses.replace(BASE, name="subband-low", feature_overrides=(("fmax", 4000.0),)),
 )}
 
 
@@ -188,7 +194,7 @@ def extract(root: str, rows: pd.DataFrame, out: str, recipe: Recipe) -> str:
     manifest = pool_mod.write_manifest(rows, os.path.join(root, f"extract-{recipe.name}.csv"))
     extract_features(ExtractConfig(input=manifest, output=out, overwrite=True, features=FeatureConfig(
         audio=AudioConfig(pad=recipe.pad, trim_db=recipe.trim_db),
-        kinds=recipe.feature_kinds(), store_float16=True)))
+        kinds=recipe.feature_kinds(), store_float16=True, **dict(recipe.feature_overrides))))
     return out
 
 
@@ -331,6 +337,7 @@ def run(recipe: Recipe, work: str, seed: int, ship: bool) -> dict:
     everything = pd.concat([clips, tel, usable], ignore_index=True).drop_duplicates("path")
     t = time.perf_counter()
     feat_name = f"features-pad{recipe.pad}-trim{recipe.trim_db}-{'-'.join(recipe.feature_kinds())}"
+    feat_name += "".join(f"-{k}{v}" for k, v in recipe.feature_overrides)
     features = extract(root, everything, os.path.join(work, feat_name), recipe)
     timings["extract_s"] = time.perf_counter() - t
     for frame in (usable, tel):
