@@ -100,7 +100,36 @@ RECIPES = {r.name: r for r in (
     # artefacts, and where telephone speech has nothing) or over 0-4 kHz only.
     dataclasses.replace(BASE, name="subband-high", feature_overrides=(("fmin", 4000.0),)),
     dataclasses.replace(BASE, name="subband-low", feature_overrides=(("fmax", 4000.0),)),
+    dataclasses.replace(BASE, name="lfcc-40", feature_overrides=(("n_lfcc", 40),)),
+    dataclasses.replace(BASE, name="plus-mfcc", inputs=BASE.inputs + ("mfcc_dynamics",)),
+    dataclasses.replace(BASE, name="no-stats", inputs=("lfcc_dynamics",)),
+    dataclasses.replace(BASE, name="lr-c-0.01", members=(
+        ("weight_lr", 1.0), ("lr__C", 0.01), ("lr__class_weight", "balanced"))),
+    dataclasses.replace(BASE, name="lr-c-1", members=(
+        ("weight_lr", 1.0), ("lr__C", 1.0), ("lr__class_weight", "balanced"))),
+    dataclasses.replace(BASE, name="cap-300", cap_per_source_label=300),
 )}
+
+
+#: What each recipe changes against ``base`` (the ablation table's second column).
+ABOUT = {
+    "base": "shipped: LR on LFCC dynamics + DEEP-VOICE stats, trim 40 dB, repeat-pad, channel "
+            "copies, devcorpus + trainpool, shippable rows, cap 150 per (source, label)",
+    "no-trainpool": "devcorpus only",
+    "no-channel": "no codec/telephone/RawBoost/noise/reverb copies in training",
+    "plus-copysyn": "+ 300 copy-synthesis spoofs of real clips (Griffin-Lim, WORLD, HiFi-GAN)",
+    "no-trim": "no silence trim, zero-padded last window",
+    "pooled-inputs": "LFCC mean + std over frames instead of the channel-blind dynamics",
+    "plus-hgb": "+ HistGradientBoosting member (equal weight)",
+    "subband-high": "LFCC filterbank over 4-8 kHz only (sub-band member)",
+    "subband-low": "LFCC filterbank over 0-4 kHz only (sub-band member)",
+    "lfcc-40": "40 LFCC instead of 20",
+    "plus-mfcc": "+ MFCC dynamics input",
+    "no-stats": "LFCC dynamics only (DEEP-VOICE stats retired)",
+    "lr-c-0.01": "LR C = 0.01 (stronger regularisation)",
+    "lr-c-1": "LR C = 1 (weaker regularisation)",
+    "cap-300": "cap 300 per (source, label)",
+}
 
 
 def fold_of(source: str) -> str:

@@ -71,14 +71,32 @@ def headline_rows(h: dict) -> list[str]:
 
 
 def ablation_table(runs: dict[str, dict]) -> list[str]:
-    lines = ["| recipe | pooled EER | worst source EER | recall at 1 % FA threshold | "
-             "real false alarms | 8 kHz real false alarms | wall time (reused steps not counted) |", "|---|---|---|---|---|---|---|"]
-    for name, r in runs.items():
-        eers = [e["original"]["eer"] for e in r["folds"].values() if e["original"]["eer"] is not None]
-        lines.append(f"| {name} | {pct(r['pooled']['eer'])} | {pct(max(eers))} | "
-                     f"{pct(r['pooled']['recall'])} | {pct(r['pooled']['false_alarm_rate'])} | "
-                     f"{pct(r['pooled_telephone_bonafide']['false_alarm_rate'])} | "
-                     f"{r['timings']['total_s'] / 60:.0f} min |")
+    """One row per recipe; several seeds show as their values separated by slashes."""
+    from generalisation import ABOUT
+
+    by_recipe: dict[str, list[dict]] = {}
+    for r in runs.values():
+        by_recipe.setdefault(r["recipe"]["name"], []).append(r)
+    lines = ["| recipe | what changes | seeds | pooled EER | worst source EER | recall at 1 % FA "
+             "threshold | real false alarms | 8 kHz real false alarms |",
+             "|---|---|---|---|---|---|---|---|"]
+
+    def each(rs: list[dict], get) -> str:
+        return " / ".join(pct(get(r)) for r in rs)
+
+    def worst(r: dict) -> float:
+        return max(e["original"]["eer"] for e in r["folds"].values()
+                   if e["original"]["eer"] is not None)
+
+    order = ["base"] + sorted(k for k in by_recipe if k != "base")
+    for name in (n for n in order if n in by_recipe):
+        rs = sorted(by_recipe[name], key=lambda r: r["seed"])
+        lines.append(
+            f"| {name} | {ABOUT.get(name, '')} | {', '.join(str(r['seed']) for r in rs)} | "
+            f"{each(rs, lambda r: r['pooled']['eer'])} | {each(rs, worst)} | "
+            f"{each(rs, lambda r: r['pooled']['recall'])} | "
+            f"{each(rs, lambda r: r['pooled']['false_alarm_rate'])} | "
+            f"{each(rs, lambda r: r['pooled_telephone_bonafide']['false_alarm_rate'])} |")
     return lines
 
 
