@@ -136,33 +136,36 @@ def write_part(root: str, subdir: str, key: str, table: pa.Table) -> str:
     return uri
 
 
-def _part_files(root: str, subdir: str) -> tuple[Any, list[str]]:
-    fs, path = storage.filesystem(storage.join(root, subdir))
-    if not fs.exists(path):
-        return fs, []
-    files = sorted(p for p in fs.ls(path, detail=False) if p.endswith(".parquet"))
-    return fs, files
+def part_uris(root: str, subdir: str = FEATURES_DIR) -> list[str]:
+    """The Parquet parts of ``<root>/<subdir>``, sorted (``[]`` when there is none)."""
+    return storage.list_dir(storage.join(root, subdir), suffix=".parquet")
+
+
+def read_part(uri: str, columns: Sequence[str] | None = None) -> pa.Table:
+    """One part (only ``columns`` when given)."""
+    # pyarrow reads through the filesystem handle: only the asked columns' chunks travel.
+    fs, path = storage.filesystem(uri)
+    return pq.read_table(path, filesystem=fs, columns=list(columns) if columns else None)
 
 
 def read_table(root: str, subdir: str = FEATURES_DIR, columns: Sequence[str] | None = None
                ) -> pa.Table:
     """Read every part of ``<root>/<subdir>`` into one table (empty table if none)."""
-    fs, files = _part_files(root, subdir)
+    files = part_uris(root, subdir)
     if not files:
         raise FileNotFoundError(
             f"no Parquet parts under {storage.join(root, subdir)}; is {root!r} a spoofray "
             "feature dataset (made by jobs/extract_features.py)?"
         )
-    tables = [pq.read_table(f, filesystem=fs, columns=list(columns) if columns else None)
-              for f in files]
+    tables = [read_part(f, columns) for f in files]
     return pa.concat_tables(tables)
 
 
 def read_errors(root: str) -> pa.Table:
-    fs, files = _part_files(root, ERRORS_DIR)
+    files = part_uris(root, ERRORS_DIR)
     if not files:
         return ERROR_SCHEMA.empty_table()
-    return pa.concat_tables([pq.read_table(f, filesystem=fs) for f in files])
+    return pa.concat_tables([read_part(f) for f in files])
 
 
 def tensor_column(table: pa.Table, kind: str) -> np.ndarray:
@@ -172,6 +175,21 @@ def tensor_column(table: pa.Table, kind: str) -> np.ndarray:
         shape = col.type.shape
         return np.zeros((0, *shape), np.float32)
     return col.to_numpy_ndarray().astype(np.float32, copy=False)
+
+
+def write_manifest(root: str, manifest: Mapping[str, Any]) -> str:
+    """Write ``<root>/_manifest.json`` (the dataset's completion marker); return its URI."""
+    uri = storage.join(root, MANIFEST_NAME)
+    storage.write_bytes_atomic(uri, json.dumps(manifest, indent=2, default=_json_default).encode())
+    return uri
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def read_manifest(root: str) -> dict[str, Any]:

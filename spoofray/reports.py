@@ -35,6 +35,9 @@ SUMMARY_NAME = "summary.json"
 PLOTS_DIR = "plots"
 SUCCESS_MARKER = "_SUCCESS"
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+#: Report columns :func:`summarize_report` and :func:`report_plots` read.
+SUMMARY_COLUMNS = ("uri", "status", "error_type", "spoof_score", "label", "duration_s",
+                   "size_bytes", "top_window_start_s", "true_label")
 #: How many files the "most suspicious" plot and summary list show.
 TOP_N = 20
 
@@ -48,29 +51,39 @@ def report_folder(uri: str) -> str:
     return base if posixpath.basename(base) == REPORT_DIR else storage.join(base, REPORT_DIR)
 
 
-def read_report(uri: str) -> pd.DataFrame:
+def read_report(uri: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """A report as a DataFrame: a ``run_id=`` folder, its ``report/`` folder or one Parquet file.
 
     A run folder without ``_SUCCESS`` is refused: it is incomplete.
+
+    Parameters
+    ----------
+    columns : sequence of str, optional
+        Read only these columns (the audit's ledger and drift need a few, not all ~25).
     """
-    fs, path = storage.filesystem(uri)
-    fs.invalidate_cache(path)
-    if fs.isfile(path):
-        return pd.read_parquet(path, filesystem=fs)
+    cols = list(columns) if columns is not None else None
+    if storage.is_file(uri):
+        return _read_part(uri, cols)
     folder = report_folder(uri)
     run = folder[: -len(REPORT_DIR)].rstrip("/")
-    _, folder_path = storage.filesystem(folder)
-    if not fs.exists(folder_path):
+    if not storage.exists(folder):
         raise FileNotFoundError(f"{uri}: no {REPORT_DIR}/ folder; expected a scoring run folder "
                                 "<output>/run_id=<id>/ written by jobs/score_archive.py")
-    if not posixpath.basename(run).startswith("_tmp") and not fs.exists(
-            storage.filesystem(storage.join(run, SUCCESS_MARKER))[1]):
+    if not posixpath.basename(run).startswith("_tmp") and not storage.exists(
+            storage.join(run, SUCCESS_MARKER)):
         raise FileNotFoundError(f"{run} has no {SUCCESS_MARKER}: the run did not finish; "
                                 "score the archive again")
-    parts = sorted(p for p in fs.ls(folder_path, detail=False) if p.endswith(".parquet"))
+    parts = storage.list_dir(folder, suffix=".parquet")
     if not parts:
         raise FileNotFoundError(f"no report parts under {folder}")
-    return pd.concat([pd.read_parquet(p, filesystem=fs) for p in parts], ignore_index=True)
+    return pd.concat([_read_part(p, cols) for p in parts], ignore_index=True)
+
+
+def _read_part(uri: str, columns: list[str] | None) -> pd.DataFrame:
+    # pyarrow reads through the filesystem handle: only the asked columns' chunks travel.
+    fs, path = storage.filesystem(uri)
+    return storage.retrying(uri, "reading", lambda: pd.read_parquet(
+        path, filesystem=fs, columns=columns))
 
 
 # --- summary -----------------------------------------------------------------------------

@@ -275,3 +275,196 @@ def remove(uri: str, *, budget_s: float | None = None) -> None:
             fs.rm(path, recursive=True)
 
     retrying(uri, "removing", rm, budget_s=budget_s)
+
+
+def exists(uri: str) -> bool:
+    """True when a file or folder/prefix is at ``uri`` (a fresh look, not a cached listing;
+    remote checks retry transient faults)."""
+    fs, path = filesystem(uri)
+
+    def check() -> bool:
+        fs.invalidate_cache(path)
+        fs.invalidate_cache(posixpath.dirname(path))
+        return fs.exists(path)
+
+    return retrying(uri, "checking", check)
+
+
+def info(uri: str) -> dict[str, Any]:
+    """fsspec's info of one file (``size``; on S3 also ``ETag``, ``LastModified``); remote
+    calls retry transient faults; a missing file raises :class:`FileNotFoundError`."""
+    fs, path = filesystem(uri)
+    return retrying(uri, "inspecting", lambda: fs.info(path))
+
+
+def is_file(uri: str) -> bool:
+    """True when ``uri`` is a file/object (not a folder/prefix); remote checks retry."""
+    fs, path = filesystem(uri)
+
+    def check() -> bool:
+        fs.invalidate_cache(path)
+        fs.invalidate_cache(posixpath.dirname(path))
+        return fs.isfile(path)
+
+    return retrying(uri, "checking", check)
+
+
+def list_dir(uri: str, *, suffix: str = "", prefix: str = "") -> list[str]:
+    """URIs of the entries (files and folders) directly under ``uri`` whose names start with
+    ``prefix`` and end with ``suffix``, sorted; ``[]`` when ``uri`` does not exist.
+
+    A fresh listing (fsspec caches listings per instance, and instances are shared); remote
+    listings retry transient faults.
+    """
+    fs, path = filesystem(uri)
+
+    def listing() -> list[str]:
+        fs.invalidate_cache(path)
+        if not fs.exists(path):
+            return []
+        names = fs.ls(path, detail=False)
+        return sorted(to_uri(fs, p.rstrip("/")) for p in names
+                      if _name_matches(p, prefix, suffix) and p.rstrip("/") != path)
+
+    return retrying(uri, "listing", listing)
+
+
+def list_files(uri: str, *, suffix: str = "") -> dict[str, dict[str, Any]]:
+    """Every file below ``uri`` (recursive) whose name ends with ``suffix``: its URI →
+    fsspec's info (``size``; on S3 also ``ETag``, ``LastModified``), sorted by URI;
+    ``{}`` when ``uri`` does not exist. Remote listings retry transient faults."""
+    fs, path = filesystem(uri)
+
+    def listing() -> dict[str, dict[str, Any]]:
+        fs.invalidate_cache(path)
+        if not fs.exists(path):
+            return {}
+        if fs.isfile(path):
+            return {to_uri(fs, path): fs.info(path)} if path.endswith(suffix) else {}
+        found = fs.find(path, detail=True, withdirs=False)
+        return {to_uri(fs, p): info for p, info in sorted(found.items())
+                if p.endswith(suffix)}
+
+    return retrying(uri, "listing", listing)
+
+
+def _name_matches(path: str, prefix: str, suffix: str) -> bool:
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    return name.startswith(prefix) and name.endswith(suffix)
+
+
+def copy(src: str, dst: str) -> None:
+    """Copy one file/object ``src`` to ``dst`` (same store); remote copies retry transient
+    faults. Locally the copy appears under its name whole (temporary sibling + rename)."""
+    fs, src_path = filesystem(src)
+    _, dst_path = filesystem(dst)
+    if not is_remote(src):
+        write_bytes_atomic(dst, read_bytes(src))
+        return
+    retrying(src, "copying", lambda: fs.copy(src_path, dst_path))
+
+
+def remove_unlisted(folder: str, keep: set[str] | frozenset[str]) -> int:
+    """Remove the files directly under ``folder`` whose names are not in ``keep``; return how
+    many were removed (a missing folder removes nothing).
+
+    On S3 a transient fault retries the whole sweep (listing again is what makes a retry
+    after a partial sweep correct); the count then covers the last attempt only.
+    """
+    fs, path = filesystem(folder)
+
+    def sweep() -> int:
+        fs.invalidate_cache(path)
+        if not fs.exists(path):
+            return 0
+        removed = 0
+        for p in fs.ls(path, detail=False):
+            if p.rstrip("/").rsplit("/", 1)[-1] not in keep:
+                fs.rm(p)
+                removed += 1
+        return removed
+
+    return retrying(folder, "removing unlisted files under", sweep)
+
+
+def remove_quietly(uri: str, what: str, *, unpublished_because: str = "") -> None:
+    """Remove ``uri`` on the way out of a failure, never masking the failure itself: one
+    try (storage may be down, which may be why we are here), and a warning if it fails."""
+    try:
+        remove(uri, budget_s=0)
+    except Exception as exc:  # noqa: BLE001 - the original failure is what must propagate
+        log.warning("could not remove %s at %s (%s: %s)%s; delete it once storage is back",
+                    what, uri, type(exc).__name__, redact(str(exc)),
+                    f"; {unpublished_because}" if unpublished_because else "")
+
+
+def temporary_sibling(final: str) -> str:
+    """A fresh folder name next to ``final`` to build it in before :func:`publish_dir`.
+
+    Same parent, so locally one rename publishes it; the ``_tmp_`` prefix keeps it out of
+    dataset discovery (pyarrow, Spark and DuckDB skip ``_`` names). At an S3 bucket's root,
+    which has no parent, it goes inside ``final``.
+    """
+    tag = uuid.uuid4().hex[:8]
+    if not is_remote(final):
+        path = filesystem(final)[1]
+        return os.path.join(os.path.dirname(path), f"_tmp_{os.path.basename(path)}-{tag}")
+    base = final.rstrip("/")
+    head, _, name = base.rpartition("/")
+    if head.endswith(":/"):  # s3://bucket
+        return f"{base}/_tmp_-{tag}"
+    return f"{head}/_tmp_{name}-{tag}"
+
+
+def publish_dir(tmp: str, final: str, marker: str) -> None:
+    """Make the finished folder ``tmp`` appear as ``final``, its ``marker`` file last.
+
+    The one publish protocol of spoofray (score runs: ``_SUCCESS``; feature datasets:
+    ``_manifest.json``; audit products: ``audit.json``). ``tmp/<marker>`` must already be
+    written: readers take a folder without its marker as unfinished.
+
+    Local: one rename of the folder, so readers see all of it or nothing (``final`` must not
+    exist, or be an empty folder). S3 has no rename: every other object is copied (each
+    copy retried on transient faults), then the marker, then ``tmp`` is removed. If a copy
+    fails for good, what was copied to ``final`` is removed (best effort: storage may still
+    be down; without its marker it reads as unfinished either way) and the error
+    propagates. ``tmp`` is left for the caller to discard on failure.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``tmp`` holds no ``marker``: nothing is published.
+    """
+    marker_uri = join(tmp, marker)
+    if not exists(marker_uri):
+        raise FileNotFoundError(f"{marker_uri} is missing: a folder is published only "
+                                f"with its {marker} written; nothing was published")
+    if not is_remote(tmp):
+        final_path = filesystem(final)[1]
+        os.makedirs(os.path.dirname(final_path) or ".", exist_ok=True)
+        os.rename(filesystem(tmp)[1], final_path)
+        return
+    fs, tmp_path = filesystem(tmp)
+    _, final_path = filesystem(final)
+    marker_path = filesystem(marker_uri)[1]
+    objects = [p for p in retrying(tmp, "listing", lambda: _fresh_find(fs, tmp_path))
+               if p != marker_path]
+    try:
+        for src in [*objects, marker_path]:  # the marker last
+            dst = final_path + src[len(tmp_path):]
+            with_retries(lambda src=src, dst=dst: fs.copy(src, dst),
+                         what=f"publishing {to_uri(fs, src)} to {final}")
+    except BaseException:
+        remove_quietly(final, "the partly published folder",
+                       unpublished_because=f"it has no {marker}, so readers ignore it")
+        raise
+    try:
+        remove(tmp)
+    except StorageUnavailableError as exc:  # published all the same: say so, do not fail
+        log.warning("%s is published, but its temporary copy could not be removed (%s); "
+                    "it is ignored by readers and safe to delete", final, exc)
+
+
+def _fresh_find(fs: fsspec.AbstractFileSystem, path: str) -> list[str]:
+    fs.invalidate_cache(path)
+    return sorted(fs.find(path))

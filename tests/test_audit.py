@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spoofray import storage
+from spoofray import reports, storage
 from spoofray.audit import (AuditConfig, drift_table, evaluate_rules, fingerprints,
                             ks_statistic, load_rules, parse_rules,
                             population_stability_index, read_audit_reports, read_ledger,
@@ -277,7 +277,8 @@ def test_two_nights_on_s3_score_only_what_changed(ray_session, s3_bucket, tmp_pa
     assert (counts["new"], counts["changed"], counts["error_retry"]) == (1, 1, 1)
     assert counts["unchanged"] == len(uris) - 2 and counts["listed"] == len(uris) + 1
 
-    report2 = audit_ledger.read_report_columns(night2["run_uri"])
+    report2 = reports.read_report(night2["run_uri"], columns=["uri", "status", "run_id"])
+    assert list(report2.columns) == ["uri", "status", "run_id"]
     assert sorted(report2["uri"]) == sorted([added, changed, uris[BROKEN]])
     assert night2["run_uri"].startswith(f"{output}/date=2025-01-02/run_id=")
     ledger = read_ledger(output).set_index("uri")

@@ -16,9 +16,7 @@ import pytest
 from spoofray import dataset, storage, testing
 from spoofray.config import AudioConfig, FeatureConfig
 from spoofray.errors import OutputExistsError
-from spoofray.pipeline.extract import (ExtractConfig, extract_features, largest_first,
-                                       task_count)
-from spoofray.sources import AudioItem
+from spoofray.pipeline.extract import ExtractConfig, extract_features
 
 
 SMALL = FeatureConfig(audio=AudioConfig(window_s=1.0, hop_s=0.5), kinds=("logmel", "stats"),
@@ -113,21 +111,6 @@ def test_tasks_take_largest_files_first_and_write_bounded_parts(
     assert per_file.to_dict() == {name: _windows_expected(d, SMALL.audio)
                                   for name, d in durations.items()}
     assert manifest["counts"]["orphan_parts_removed"] == 0
-
-
-def test_task_count_caps_files_per_task_and_gives_each_worker_two():
-    assert task_count(300, 48, 2) == 7     # 300 / 48 = 6.25
-    assert task_count(300, 128, 2) == 4    # 3 would leave one worker a single task
-    assert task_count(300, 128, 1) == 3    # one worker: nothing to even out
-    assert task_count(40, 48, 16) == 32    # small archive, big machine: two each
-    assert task_count(20, 48, 16) == 20    # one file each at most
-    assert task_count(0, 48, 2) == 1
-
-
-def test_largest_first_keeps_ties_in_order_and_unknown_sizes_last():
-    items = [AudioItem(uri=u, size_bytes=s)
-             for u, s in [("a", 10), ("b", None), ("c", 30), ("d", 10), ("e", 0)]]
-    assert [it.uri for it in largest_first(items)] == ["c", "a", "d", "e", "b"]
 
 
 def test_refuses_to_overwrite_unless_asked(ray_session, tmp_path):

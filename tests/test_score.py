@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 
 from spoofray import audio, reports, sources, testing
-from spoofray.errors import ConfigError, OutputExistsError, SpoofrayError
+from spoofray.errors import ConfigError, OutputExistsError
 from spoofray.featurize import featurize_file
 from spoofray.models.assemble import AssembleConfig, assemble_bundle
 from spoofray.models.bundle import Bundle
-from spoofray.pipeline.score import ScoreConfig, check_accounting, score_archive
+from spoofray.pipeline.score import ScoreConfig, score_archive
 from spoofray.testing.bundles import AUDIO_CFG, make_audio_bundle
 from spoofray.testing.datasets import SMALL, synthetic_features
 from spoofray.testing.members import make_keras_model, save_keras_member, save_ml_member, train_ml
@@ -180,11 +180,3 @@ def trained_small_bundle(tmp_path):
     feats, y = synthetic_features(SMALL, 20)
     member = save_ml_member(train_ml(feats, y), tmp_path / "tune", SMALL)
     return assemble_bundle(AssembleConfig(members=(member,), output=str(tmp_path / "b")))["uri"]
-
-
-def test_accounting_refuses_missing_duplicated_and_unexpected_rows():
-    check_accounting(["a", "b"], ["b", "a"])
-    for reported, word in ((["a"], "1 missing"), (["a", "b", "b"], "1 duplicated"),
-                           (["a", "b", "c"], "1 unexpected")):
-        with pytest.raises(SpoofrayError, match=word):
-            check_accounting(["a", "b"], reported)

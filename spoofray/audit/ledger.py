@@ -43,7 +43,8 @@ import pyarrow.parquet as pq
 
 from spoofray import storage
 from spoofray.errors import ConfigError, SpoofrayError
-from spoofray.reports import REPORT_DIR, SUCCESS_MARKER, SUMMARY_NAME
+from spoofray.pipeline.plan import check_accounting
+from spoofray.reports import SUCCESS_MARKER, SUMMARY_NAME
 from spoofray.sources import AudioItem
 
 log = logging.getLogger(__name__)
@@ -110,9 +111,7 @@ def audit_run_uri(output: str, date: str, run_id: str) -> str:
 
 
 def is_committed(run_folder: str) -> bool:
-    fs, path = storage.filesystem(storage.join(run_folder, SUCCESS_MARKER))
-    fs.invalidate_cache(posixpath.dirname(path))
-    return fs.exists(path)
+    return storage.exists(storage.join(run_folder, SUCCESS_MARKER))
 
 
 # --- fingerprints -----------------------------------------------------------------------------
@@ -143,12 +142,8 @@ def fingerprints(items: Sequence[AudioItem], root: str | None = None) -> dict[st
     out: dict[str, str | None] = {}
     remote = [it.uri for it in items if storage.is_remote(it.uri)]
     listed: dict[str, Mapping[str, Any]] = {}
-    if remote and root and storage.is_remote(root):
-        fs, path = storage.filesystem(root)
-        fs.invalidate_cache(path)
-        if fs.isdir(path):
-            listed = {storage.to_uri(fs, p): info
-                      for p, info in fs.find(path, detail=True, withdirs=False).items()}
+    if remote and root and storage.is_remote(root) and not storage.is_file(root):
+        listed = storage.list_files(root)
     for it in items:
         if not storage.is_remote(it.uri):
             try:
@@ -158,9 +153,8 @@ def fingerprints(items: Sequence[AudioItem], root: str | None = None) -> dict[st
             continue
         info = listed.get(it.uri)
         if info is None:
-            fs, path = storage.filesystem(it.uri)
             try:
-                info = fs.info(path)
+                info = storage.info(it.uri)
             except (FileNotFoundError, PermissionError):
                 out[it.uri] = None
                 continue
@@ -191,9 +185,7 @@ def read_ledger(output: str) -> pd.DataFrame:
     spoof_score, label, scored_at`` (the latest result).
     """
     uri = ledger_uri(output)
-    fs, path = storage.filesystem(uri)
-    fs.invalidate_cache(posixpath.dirname(path))
-    if not fs.exists(path):
+    if not storage.exists(uri):
         return LEDGER_SCHEMA.empty_table().to_pandas()
     table = _read_parquet(uri)
     missing = [n for n in LEDGER_SCHEMA.names if n not in table.columns]
@@ -221,14 +213,9 @@ def apply_report(ledger: pd.DataFrame, plan: pd.DataFrame, report: pd.DataFrame)
     SpoofrayError
         When the report does not hold every planned file exactly once (nothing is changed).
     """
-    planned, reported = plan["uri"], report["uri"]
-    missing = int((~_isin(planned, reported)).sum())
-    unplanned = int((~_isin(reported, planned)).sum())
-    if missing or unplanned or reported.duplicated().any() or planned.duplicated().any():
-        raise SpoofrayError(
-            f"report of run {plan['run_id'].iloc[0] if len(plan) else '?'} does not match its "
-            f"plan: {len(planned)} planned, {len(reported)} reported, {missing} missing, "
-            f"{unplanned} unplanned; the ledger was not changed")
+    check_accounting(plan["uri"], report["uri"],
+                     what=f"accounting of run {plan['run_id'].iloc[0] if len(plan) else '?'} "
+                          "against its plan", left="the ledger was not changed")
     rows = plan[["uri", "size_bytes", "fingerprint", "bundle_name", "bundle_version", "run_id",
                  "date"]].merge(
         report[["uri", "status", "error_type", "spoof_score", "label", "scored_at"]],
@@ -368,13 +355,8 @@ def read_plan(uri: str) -> tuple[pd.DataFrame, dict[str, int]]:
 
 def open_plans(output: str) -> list[str]:
     """Plan files left by earlier runs (each is a run whose ledger update is pending)."""
-    folder = storage.join(output, AUDIT_DIR, PLANS_DIR)
-    fs, path = storage.filesystem(folder)
-    fs.invalidate_cache(path)
-    if not fs.exists(path):
-        return []
-    return sorted(storage.to_uri(fs, p) for p in fs.ls(path, detail=False)
-                  if posixpath.basename(p).startswith("run_id=") and p.endswith(".parquet"))
+    return storage.list_dir(storage.join(output, AUDIT_DIR, PLANS_DIR), prefix="run_id=",
+                            suffix=".parquet")
 
 
 def drop_plan(output: str, run_id: str) -> None:
@@ -392,24 +374,13 @@ def drop_uncommitted(output: str, date: str, run_id: str) -> None:
 def committed_runs(output: str) -> list[dict[str, Any]]:
     """Committed report runs under ``output``: ``{"date", "run_id", "uri", "started_at"}``,
     oldest first (by date, then the run's ``started_at``, then run id)."""
-    fs, root = storage.filesystem(output)
-    fs.invalidate_cache(root)
-    if not fs.exists(root):
-        return []
     runs = []
-    for date_dir in fs.ls(root, detail=False):
-        name = posixpath.basename(date_dir.rstrip("/"))
-        if not name.startswith("date="):
-            continue
-        fs.invalidate_cache(date_dir)
-        for run_dir in fs.ls(date_dir, detail=False):
-            run_name = posixpath.basename(run_dir.rstrip("/"))
-            if not run_name.startswith("run_id="):
-                continue
-            if not fs.exists(f"{run_dir.rstrip('/')}/{SUCCESS_MARKER}"):
-                continue
-            runs.append({"date": name[len("date="):], "run_id": run_name[len("run_id="):],
-                         "uri": storage.to_uri(fs, run_dir.rstrip("/"))})
+    for date_dir in storage.list_dir(output, prefix="date="):
+        date = posixpath.basename(date_dir)[len("date="):]
+        for run_dir in storage.list_dir(date_dir, prefix="run_id="):
+            if is_committed(run_dir):
+                runs.append({"date": date, "run_id": posixpath.basename(run_dir)[len("run_id="):],
+                             "uri": run_dir})
     per_date: dict[str, int] = {}
     for run in runs:
         per_date[run["date"]] = per_date.get(run["date"], 0) + 1
@@ -424,20 +395,3 @@ def _started_at(run_folder: str) -> str | None:
             "started_at")
     except (FileNotFoundError, ValueError):
         return None
-
-
-REPORT_COLUMNS_FOR_DRIFT = ("uri", "status", "spoof_score", "label", "error_type", "run_id")
-
-
-def read_report_columns(run_folder: str, columns: Iterable[str] = REPORT_COLUMNS_FOR_DRIFT
-                        ) -> pd.DataFrame:
-    """Some columns of a committed run's report (drift needs a few, not all 25)."""
-    folder = storage.join(run_folder, REPORT_DIR)
-    fs, path = storage.filesystem(folder)
-    fs.invalidate_cache(path)
-    parts = sorted(p for p in fs.ls(path, detail=False) if p.endswith(".parquet"))
-    if not parts:
-        raise FileNotFoundError(f"no report parts under {folder}")
-    cols = list(columns)
-    return pd.concat([pd.read_parquet(p, filesystem=fs, columns=cols) for p in parts],
-                     ignore_index=True)

@@ -40,12 +40,14 @@ from spoofray.audit import ledger as _ledger
 from spoofray.audit import page as _page
 from spoofray.config import Config, register
 from spoofray.errors import ConfigError, SpoofrayError
-from spoofray.reports import PLOTS_DIR
+from spoofray.reports import PLOTS_DIR, read_report
 
 log = logging.getLogger(__name__)
 
 FAULT_ENV = "SPOOFRAY_AUDIT_FAULT"
 FAULT_POINTS = ("after-plan", "after-commit")
+#: Written last into a run's audit folder: the folder is complete once it exists.
+AUDIT_MARKER = "audit.json"
 #: Report columns the ledger and the drift need.
 REPORT_COLUMNS = ("uri", "status", "error_type", "spoof_score", "label", "scored_at", "run_id",
                   "threshold")
@@ -159,7 +161,7 @@ def _reference(cfg: AuditConfig, run_id: str | None, date: str
     else:
         runs = [r for r in runs if r["date"] <= date]
     chosen = runs[-cfg.reference_runs:]
-    frames = [_ledger.read_report_columns(r["uri"], REPORT_COLUMNS) for r in chosen]
+    frames = [read_report(r["uri"], columns=REPORT_COLUMNS) for r in chosen]
     return chosen, frames
 
 
@@ -200,11 +202,13 @@ def finish_run(cfg: AuditConfig, rules: tuple, *, run_id: str, date: str,
         "spoken_summary_note": None, "ledger": _ledger.ledger_uri(cfg.output),
         "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    # Written into a temporary sibling and published whole, audit.json last.
+    tmp = storage.temporary_sibling(where)
     if cfg.spoken_summary:
         wav, note = _page.speak(_page.summary_text(audit, drift), binary=cfg.espeak_binary)
         if wav is not None:
             audit["spoken_summary"] = storage.join(where, "summary.wav")
-            storage.write_bytes_atomic(audit["spoken_summary"], wav)
+            storage.write_bytes_atomic(storage.join(tmp, "summary.wav"), wav)
         else:
             log.warning("%s", note)
             audit["spoken_summary_note"] = note
@@ -214,13 +218,19 @@ def finish_run(cfg: AuditConfig, rules: tuple, *, run_id: str, date: str,
                               threshold=float(thresholds[0]) if len(thresholds) == 1 else None)
     page = _page.render_page(audit, drift, plots, _report_plots(run_folder),
                              _page.suspicious_table(current) if len(current) else None)
-    sink = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pandas(drift, preserve_index=False), sink)
-    storage.write_bytes_atomic(storage.join(where, "drift.parquet"), sink.getvalue().to_pybytes())
-    storage.write_bytes_atomic(audit["page"], page.encode("utf-8"))
-    _write_json(storage.join(where, "alerts.json"),
-                {"run_id": run_id, "date": date, **fired})
-    _write_json(storage.join(where, "audit.json"), audit)
+    try:
+        sink = pa.BufferOutputStream()
+        pq.write_table(pa.Table.from_pandas(drift, preserve_index=False), sink)
+        storage.write_bytes_atomic(storage.join(tmp, "drift.parquet"),
+                                   sink.getvalue().to_pybytes())
+        storage.write_bytes_atomic(storage.join(tmp, "index.html"), page.encode("utf-8"))
+        _write_json(storage.join(tmp, "alerts.json"), {"run_id": run_id, "date": date, **fired})
+        _write_json(storage.join(tmp, AUDIT_MARKER), audit)
+        storage.remove(where)  # what an interrupted earlier attempt at this run published
+        storage.publish_dir(tmp, where, AUDIT_MARKER)
+    except BaseException:
+        storage.remove_quietly(tmp, "the unpublished audit products")
+        raise
     log.info("audit %s: %d scored, %d alert(s); page %s", run_id, len(current),
              len(fired["fired"]), audit["page"])
     return audit
@@ -231,7 +241,7 @@ def _commit(cfg: AuditConfig, rules: tuple, plan: pd.DataFrame, counts: dict[str
     """Apply a committed run's report to the ledger, then audit it and drop its plan."""
     run_id, date = str(plan["run_id"].iloc[0]), str(plan["date"].iloc[0])
     folder = _ledger.run_uri(cfg.output, date, run_id)
-    report = _ledger.read_report_columns(folder, REPORT_COLUMNS)
+    report = read_report(folder, columns=REPORT_COLUMNS)
     ledger = _ledger.apply_report(_ledger.read_ledger(cfg.output), plan, report)
     _ledger.write_ledger(cfg.output, ledger)
     bundle = {"uri": str(plan["bundle_uri"].iloc[0]), "name": str(plan["bundle_name"].iloc[0]),
@@ -331,8 +341,6 @@ def read_audit_reports(output: str) -> pd.DataFrame:
     The same as ``duckdb: read_parquet('<output>/date=*/run_id=*/report/*.parquet',
     hive_partitioning=true)``.
     """
-    from spoofray.reports import read_report
-
     frames = [read_report(r["uri"]).assign(date=r["date"])
               for r in _ledger.committed_runs(output)]
     if not frames:

@@ -90,8 +90,7 @@ class MemberSource:
         parent = uri.rsplit("/", 1)[0] if storage.is_remote(uri) else os.path.dirname(
             os.path.abspath(uri))
         model_uri = storage.join(parent, sidecar["file"])
-        fs, path = storage.filesystem(model_uri)
-        if not fs.exists(path):
+        if not storage.exists(model_uri):
             raise ConfigError(f"member sidecar {uri} names model file {sidecar['file']!r}, but "
                               f"{model_uri} does not exist; keep the sidecar next to its model")
         return cls(sidecar_uri=uri, model_uri=model_uri, sidecar=types.MappingProxyType(sidecar))
@@ -102,24 +101,22 @@ def find_member_sidecars(uri: str) -> list[str]:
 
     A sidecar is a ``.json`` file with a ``kind`` of :data:`MEMBER_KINDS` and a ``file``.
     """
-    fs, path = storage.filesystem(uri)
-    if not fs.exists(path):
+    if not storage.exists(uri):
         raise ConfigError(f"member source {uri} does not exist")
-    if fs.isfile(path):
+    if storage.is_file(uri):
         return [uri]
     found = []
-    for p in sorted(fs.find(path)):
-        base = p.rsplit("/", 1)[-1]
-        if not base.endswith(".json") or base in (BUNDLE_JSON, dataset.MANIFEST_NAME):
+    for p, info in storage.list_files(uri, suffix=".json").items():
+        if p.rsplit("/", 1)[-1] in (BUNDLE_JSON, dataset.MANIFEST_NAME):
             continue
-        if fs.size(p) > 1 << 20:
+        if (info.get("size") or 0) > 1 << 20:
             continue  # sidecars are small; a large JSON is something else
         try:
-            doc = json.loads(fs.cat_file(p))
+            doc = json.loads(storage.read_bytes(p))
         except ValueError:
             continue
         if isinstance(doc, dict) and doc.get("kind") in MEMBER_KINDS and "file" in doc:
-            found.append(storage.to_uri(fs, p))
+            found.append(p)
     if not found:
         raise ConfigError(f"no member sidecar (JSON with 'kind' sklearn/keras and 'file') under "
                           f"{uri}; point at a tune/train output folder or a member .json")
@@ -270,12 +267,11 @@ def new_version() -> str:
 
 
 def _dev_parts(root: str) -> list[str]:
-    fs, path = storage.filesystem(storage.join(root, dataset.FEATURES_DIR))
-    if not fs.exists(path):
+    folder = storage.join(root, dataset.FEATURES_DIR)
+    if not storage.exists(folder):
         raise ConfigError(f"{root} is not a feature dataset (no {dataset.FEATURES_DIR}/ folder); "
                           "make one with jobs/extract_features.py")
-    return [storage.to_uri(fs, p) for p in sorted(fs.ls(path, detail=False))
-            if p.endswith(".parquet")]
+    return storage.list_dir(folder, suffix=".parquet")
 
 
 def score_dev_windows(bundle: Bundle, dev_features: str) -> tuple[dict[str, np.ndarray],
@@ -290,15 +286,12 @@ def score_dev_windows(bundle: Bundle, dev_features: str) -> tuple[dict[str, np.n
     uris : ndarray of str, shape (n_windows,)
         The file each window came from.
     """
-    import pyarrow.parquet as pq
-
     bundle.check_dataset(dev_features)
     columns = ["uri", "label", *bundle.needed_kinds]
     scores: dict[str, list[np.ndarray]] = {m: [] for m in bundle.member_names}
     labels, uris = [], []
     for part in _dev_parts(dev_features):
-        fs, path = storage.filesystem(part)
-        table = pq.read_table(path, filesystem=fs, columns=columns)
+        table = dataset.read_part(part, columns=columns)
         label = np.asarray(table.column("label").to_pylist(), dtype=object)
         keep = np.flatnonzero((label == "spoof") | (label == "bonafide"))
         if len(keep) == 0:

@@ -3,14 +3,16 @@
 Stages: list (driver) → ``from_items`` → ``map_batches`` of :func:`extract_batch` (read,
 decode, resample, window, features; CPU tasks) → per-file summary rows back to the driver.
 
-Files go out largest first, so the last tasks are the short ones, and with several workers
-each gets at least two tasks (:func:`task_count`). Each task writes its batch's windows in
-parts of about ``max_windows_per_part`` windows and its errors as one part, named by a hash
-of the batch's input URIs (plus the part's number): a retried task rewrites the same parts
-instead of adding duplicates. The driver then checks that every listed file came back
-exactly once, removes parts no surviving summary row refers to (left by a retried task
-batched differently), and writes ``_manifest.json`` last, so a dataset without a manifest is
-known incomplete.
+Files go out largest first in tasks sized by :func:`spoofray.pipeline.plan.plan`. Tasks
+write under a temporary sibling of the output (``storage.temporary_sibling``). Each task
+writes its batch's windows in parts of about ``max_windows_per_part`` windows and its errors
+as one part, named by a hash of the batch's input URIs (plus the part's number): a retried
+task rewrites the same parts instead of adding duplicates. The driver then checks that every
+listed file came back exactly once (:func:`~spoofray.pipeline.plan.check_accounting`),
+removes parts no surviving summary row refers to (left by a retried task batched
+differently), writes ``_manifest.json`` and publishes the folder with
+:func:`storage.publish_dir` (manifest last): a dataset without a manifest is known
+incomplete, and a failed run publishes nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -30,9 +31,9 @@ import pandas as pd
 import spoofray
 from spoofray import dataset, sources, storage
 from spoofray.config import Config, FeatureConfig, register
-from spoofray.errors import ConfigError, OutputExistsError, SpoofrayError
+from spoofray.errors import ConfigError, OutputExistsError
 from spoofray.featurize import FileFeatures, featurize_file
-from spoofray.pipeline import runtime
+from spoofray.pipeline import plan, runtime
 
 log = logging.getLogger(__name__)
 
@@ -178,68 +179,19 @@ def _inputs_fingerprint(items: Sequence[sources.AudioItem]) -> str:
 
 
 def _remove_orphan_parts(output: str, summary: pd.DataFrame) -> int:
-    """Delete parts that no summary row refers to; return how many were removed.
-
-    On S3 a transient fault retries the whole sweep (listing again is what makes a retry
-    after a partial sweep correct); the count then covers the last attempt only.
-    """
-    def sweep() -> int:
-        removed = 0
-        for subdir, column in ((dataset.FEATURES_DIR, "features_part"),
-                               (dataset.ERRORS_DIR, "errors_part")):
-            wanted = {f"part-{k}.parquet" for k in summary[column].dropna().unique()}
-            fs, path = storage.filesystem(storage.join(output, subdir))
-            fs.invalidate_cache(path)
-            if not fs.exists(path):
-                continue
-            for p in fs.ls(path, detail=False):
-                if p.rsplit("/", 1)[-1] not in wanted:
-                    fs.rm(p)
-                    removed += 1
-        return removed
-
-    return storage.retrying(output, "removing orphan parts under", sweep)
+    """Delete parts that no summary row refers to (left by a retried task batched
+    differently); return how many were removed."""
+    removed = 0
+    for subdir, column in ((dataset.FEATURES_DIR, "features_part"),
+                           (dataset.ERRORS_DIR, "errors_part")):
+        wanted = {f"part-{k}.parquet" for k in summary[column].dropna().unique()}
+        removed += storage.remove_unlisted(storage.join(output, subdir), wanted)
+    return removed
 
 
-def largest_first(items: Sequence[sources.AudioItem]) -> list[sources.AudioItem]:
-    """``items`` by ``size_bytes``, largest first; unknown sizes last; ties keep their order.
-
-    Tasks start in this order, so the ones left at the end are the short ones and the
-    workers finish together, instead of one running a long tail alone.
-    """
-    return sorted(items, key=lambda it: (it.size_bytes is None, -(it.size_bytes or 0)))
-
-
-def task_count(n_files: int, files_per_task: int, slots: int) -> int:
-    """Tasks for ``n_files``: at most ``files_per_task`` files each, and with several
-    parallel workers (``slots``) at least two each when there are files for them.
-
-    Workers do not finish together on their own: Ray Data 2.60 runs a new dataset's first
-    task alone for about a second (until its resource limits first refresh), and tasks run
-    at different speeds. With two tasks each, taken largest first, the worker that started
-    late or ran slow ends on a short task while the others take the rest.
-    """
-    at_most = -(-n_files // files_per_task)
-    spread = min(n_files, 2 * slots) if slots > 1 else 1
-    return max(1, at_most, spread)
-
-
-def check_accounting(items: Sequence[sources.AudioItem], summary: pd.DataFrame, *,
-                     left: str = "the dataset was left without _manifest.json, so it reads "
-                                 "as incomplete") -> None:
-    """Every listed file must come back exactly once (one ``summary`` row per ``uri``);
-    raise otherwise, saying what was ``left``."""
-    listed = pd.Index([it.uri for it in items])
-    got = summary["uri"]
-    duplicated = got[got.duplicated()].unique().tolist()
-    missing = sorted(set(listed) - set(got))
-    extra = sorted(set(got) - set(listed))
-    if duplicated or missing or extra:
-        raise SpoofrayError(
-            f"file accounting failed: {len(missing)} missing (e.g. {missing[:3]}), "
-            f"{len(duplicated)} duplicated (e.g. {duplicated[:3]}), {len(extra)} unexpected; "
-            f"{left}"
-        )
+def _check_accounting(items: Sequence[sources.AudioItem], summary: pd.DataFrame, *,
+                      left: str) -> None:
+    plan.check_accounting([it.uri for it in items], summary["uri"], left=left)
 
 
 def extract_features(cfg: ExtractConfig,
@@ -270,45 +222,44 @@ def extract_features(cfg: ExtractConfig,
     log.info("extracting features of %d files from %s into %s", len(items), cfg.input, cfg.output)
 
     slots = cfg.concurrency or int(ray.cluster_resources().get("CPU", 1) // cfg.num_cpus_per_task)
+    work = plan.plan(items, files_per_task=cfg.files_per_task, slots=slots)
+    # Tasks write under a temporary sibling that is published whole, manifest last.
+    tmp = storage.temporary_sibling(cfg.output)
     # One block per task: batch_size=None hands each block whole to one task (a batch_size
     # would merge blocks shorter than it, making tasks up to twice as long as asked).
-    ds = ray.data.from_items([it.to_dict() for it in largest_first(items)],
-                             override_num_blocks=task_count(len(items), cfg.files_per_task, slots))
+    ds = ray.data.from_items(work.rows(), override_num_blocks=work.n_blocks)
     ds = ds.map_batches(
         extract_batch,
-        fn_kwargs={"features": cfg.features.to_dict(), "output": cfg.output,
+        fn_kwargs={"features": cfg.features.to_dict(), "output": tmp,
                    "max_windows_per_part": cfg.max_windows_per_part},
         batch_size=None,
         batch_format="pandas",
         num_cpus=cfg.num_cpus_per_task,
         compute=ray.data.TaskPoolStrategy(size=cfg.concurrency) if cfg.concurrency else None,
     )
+    unpublished = (f"nothing was published: {cfg.output} has no {dataset.MANIFEST_NAME} "
+                   f"(the unfinished parts under {tmp} are ignored)")
     try:
-        summary = ds.to_pandas()
-    except Exception as exc:  # an outage that outlasted the retries must read as one
-        runtime.raise_if_storage_outage(
-            exc, stopped="extraction",
-            left=f"{cfg.output} has no {dataset.MANIFEST_NAME}: it is an unfinished dataset "
-                 "(training refuses it); rerun with --overwrite once storage is back")
+        try:
+            summary = ds.to_pandas()
+        except Exception as exc:  # an outage that outlasted the retries must read as one
+            runtime.raise_if_storage_outage(
+                exc, stopped="extraction",
+                left=f"{unpublished}; extract again once storage is back")
+            raise
+        pipeline_s = time.perf_counter() - started - listed_s
+
+        _check_accounting(items, summary, left=unpublished)
+        orphans = _remove_orphan_parts(tmp, summary)
+        manifest = _manifest(cfg, items, summary, listed_s, pipeline_s, orphans)
+        dataset.write_manifest(tmp, manifest)
+        storage.publish_dir(tmp, cfg.output, dataset.MANIFEST_NAME)
+    except BaseException:
+        storage.remove_quietly(tmp, "the unpublished dataset",
+                               unpublished_because="its name starts with _tmp_, so it is "
+                                                   "no dataset to readers")
         raise
-    pipeline_s = time.perf_counter() - started - listed_s
-
-    check_accounting(items, summary)
-    orphans = _remove_orphan_parts(cfg.output, summary)
-    manifest = _manifest(cfg, items, summary, listed_s, pipeline_s, orphans)
-    storage.write_bytes_atomic(
-        storage.join(cfg.output, dataset.MANIFEST_NAME),
-        json.dumps(manifest, indent=2, default=_json_default).encode(),
-    )
     return manifest
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def _manifest(cfg: ExtractConfig, items: Sequence[sources.AudioItem], summary: pd.DataFrame,

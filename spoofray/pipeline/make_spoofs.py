@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -28,8 +27,7 @@ import pandas as pd
 from spoofray import augment, sources, storage
 from spoofray.config import Config, register
 from spoofray.errors import ConfigError, InputFileError, OutputExistsError, SpoofrayError
-from spoofray.pipeline import runtime
-from spoofray.pipeline.extract import check_accounting, largest_first
+from spoofray.pipeline import plan, runtime
 
 log = logging.getLogger(__name__)
 
@@ -190,8 +188,8 @@ def make_spoofs(cfg: MakeSpoofsConfig,
     log.info("making spoofs of %d bona fide files from %s into %s (%d spoof inputs skipped)",
              len(todo), cfg.input, cfg.output, len(items) - len(todo))
 
-    ds = ray.data.from_items([it.to_dict() for it in largest_first(todo)],
-                             override_num_blocks=math.ceil(len(todo) / cfg.items_per_task))
+    work = plan.plan(todo, files_per_task=cfg.items_per_task)
+    ds = ray.data.from_items(work.rows(), override_num_blocks=work.n_blocks)
     ds = ds.map_batches(
         make_spoofs_batch,
         fn_kwargs={"copysyn": cfg.copysyn.to_dict(), "output": cfg.output,
@@ -214,7 +212,8 @@ def make_spoofs(cfg: MakeSpoofsConfig,
     skipped = pd.DataFrame([{"uri": it.uri, "status": "skipped", "n_outputs": 0, "rows": "[]"}
                             for it in items if it.label == "spoof"], columns=list(SUMMARY_COLUMNS))
     summary = pd.concat([*parts, skipped], ignore_index=True)
-    check_accounting(items, summary, left=f"{cfg.output} was left without manifest.csv")
+    plan.check_accounting([it.uri for it in items], summary["uri"],
+                          left=f"{cfg.output} was left without manifest.csv")
     return _publish(cfg, items, summary, time.perf_counter() - started)
 
 

@@ -30,7 +30,7 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,14 +45,13 @@ from spoofray.featurize import FileFeatures, featurize_file
 from spoofray.models.assemble import latest_bundle, registry_root
 from spoofray.models.bundle import Bundle, load_payload
 from spoofray.models.default import MODEL_CARD, default_bundle
-from spoofray.pipeline import runtime
+from spoofray.pipeline import plan, runtime
 from spoofray.reports import PLOTS_DIR, REPORT_DIR, SUCCESS_MARKER, SUMMARY_NAME
 
 log = logging.getLogger(__name__)
 
 #: Report rows buffered on the driver before a part file is written.
 ROWS_PER_PART = 200_000
-MAX_BLOCKS = 4096
 
 #: ``--bundle`` value naming the newest bundle of the local registry.
 LATEST = "latest"
@@ -334,21 +333,6 @@ def bundle_note(name: str, version: str, uri: str, source: str) -> str:
     return f"--bundle {LATEST}: the newest bundle of the local registry, {name} {version} ({uri})"
 
 
-def check_accounting(listed: Sequence[str], reported: Iterable[str]) -> None:
-    """Every listed URI exactly once in the report; raise :class:`SpoofrayError` otherwise."""
-    reported = list(reported)
-    seen: set[str] = set()
-    dupes = {u for u in reported if u in seen or seen.add(u)}
-    missing = sorted(set(listed) - seen)
-    extra = sorted(seen - set(listed))
-    if dupes or missing or extra or len(reported) != len(listed):
-        raise SpoofrayError(
-            f"report accounting failed: {len(listed)} files listed, {len(reported)} report "
-            f"rows; {len(missing)} missing (e.g. {missing[:3]}), {len(dupes)} duplicated "
-            f"(e.g. {sorted(dupes)[:3]}), {len(extra)} unexpected (e.g. {extra[:3]}). "
-            "Nothing was published")
-
-
 def _write_table(uri: str, table: pa.Table) -> None:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
@@ -356,50 +340,18 @@ def _write_table(uri: str, table: pa.Table) -> None:
 
 
 def publish_run(tmp: str, final: str) -> None:
-    """Move a finished run folder into place; ``_SUCCESS`` appears last.
-
-    Local: one rename of the folder (``_SUCCESS`` already inside): readers see all or
-    nothing. S3 has no rename: every object is copied (each copy retried on transient
-    faults, :func:`storage.with_retries`), then ``_SUCCESS`` is written, then the
-    temporary prefix is deleted. Until ``_SUCCESS`` exists the folder is not a finished
+    """Move a finished run folder into place with ``_SUCCESS`` last
+    (:func:`storage.publish_dir`). Until ``_SUCCESS`` exists the folder is not a finished
     report to the readers that decide what is one (:func:`reports.read_report`, the
-    audit's ``committed_runs``). If copying fails for good, what was copied is removed
-    (best effort: storage may still be down) and the error propagates.
-    """
-    if not storage.is_remote(tmp):
-        storage.write_bytes_atomic(storage.join(tmp, SUCCESS_MARKER), b"")
-        os.rename(storage.filesystem(tmp)[1], storage.filesystem(final)[1])
-        return
-    fs, tmp_path = storage.filesystem(tmp)
-    _, final_path = storage.filesystem(final)
-
-    def listing() -> list[str]:
-        fs.invalidate_cache(tmp_path)
-        return sorted(fs.find(tmp_path))
-
-    try:
-        for src in storage.with_retries(listing, what=f"listing {tmp}"):
-            storage.with_retries(lambda src=src: fs.copy(src, final_path + src[len(tmp_path):]),
-                                 what=f"publishing {storage.to_uri(fs, src)} to {final}")
-        storage.write_bytes_atomic(storage.join(final, SUCCESS_MARKER), b"")
-    except BaseException:
-        _discard(final, "the partly published run folder")
-        raise
-    try:
-        storage.remove(tmp)
-    except StorageUnavailableError as exc:  # published all the same: say so, do not fail
-        log.warning("%s is published, but its temporary copy could not be removed (%s); "
-                    "it is ignored by readers and safe to delete", final, exc)
+    audit's ``committed_runs``)."""
+    storage.write_bytes_atomic(storage.join(tmp, SUCCESS_MARKER), b"")
+    storage.publish_dir(tmp, final, SUCCESS_MARKER)
 
 
 def _discard(uri: str, what: str) -> None:
     """Remove ``uri`` on the way out of a failed run, never masking the failure itself."""
-    try:
-        storage.remove(uri, budget_s=0)  # one try: the failure is already late enough
-    except Exception as exc:  # noqa: BLE001 - storage may be down: that is why we are here
-        log.warning("could not remove %s at %s (%s: %s); it has no %s, so readers ignore "
-                    "it; delete it once storage is back", what, uri, type(exc).__name__,
-                    storage.redact(str(exc)), SUCCESS_MARKER)
+    storage.remove_quietly(uri, what, unpublished_because=f"it has no {SUCCESS_MARKER}, so "
+                                                          "readers ignore it")
 
 
 def _report_blocks(ds: Any, final: str) -> Iterator[pa.Table]:
@@ -464,10 +416,10 @@ def score_archive(cfg: ScoreConfig,
              bundle.name, bundle.version, final)
 
     kinds = list(bundle.needed_kinds)
-    # Blocks bound task granularity; beyond a few thousand, block bookkeeping costs more
-    # than the balance it buys.
-    n_blocks = max(1, min(-(-len(items) // cfg.files_per_task), MAX_BLOCKS))
-    ds = ray.data.from_items([it.to_dict() for it in items], override_num_blocks=n_blocks)
+    # Listed order, and no spreading over workers: the featurize stage takes batches of
+    # files_per_task (long recordings make tasks long), which merges shorter blocks anyway.
+    work = plan.plan(items, files_per_task=cfg.files_per_task, largest_first_order=False)
+    ds = ray.data.from_items(work.rows(), override_num_blocks=work.n_blocks)
     ds = ds.map_batches(
         featurize_batch, fn_kwargs={"features": bundle.feature_config.to_dict(), "kinds": kinds},
         batch_size=cfg.files_per_task, batch_format="pyarrow", num_cpus=1,
@@ -485,22 +437,24 @@ def score_archive(cfg: ScoreConfig,
         compute=ray.data.ActorPoolStrategy(size=cfg.concurrency))
 
     try:
-        tables, buffered, n_parts, uris = [], 0, 0, []
+        tables, buffered, n_parts, kept = [], 0, 0, []
         for block in _report_blocks(ds, final):
             tables.append(block)
             buffered += block.num_rows
-            uris.extend(block.column("uri").to_pylist())
+            kept.append(block.select(list(reports.SUMMARY_COLUMNS)))  # for accounting + summary
             if buffered >= ROWS_PER_PART:
                 _write_table(storage.join(tmp, REPORT_DIR, f"part-{n_parts:05d}.parquet"),
                              pa.concat_tables(tables))
                 tables, buffered, n_parts = [], 0, n_parts + 1
+        schema = report_columns(bundle.member_names)
         if tables or n_parts == 0:
-            schema = report_columns(bundle.member_names)
             _write_table(storage.join(tmp, REPORT_DIR, f"part-{n_parts:05d}.parquet"),
                          pa.concat_tables(tables) if tables else schema.empty_table())
-        check_accounting([it.uri for it in items], uris)
+        report = (pa.concat_tables(kept) if kept else
+                  schema.empty_table().select(list(reports.SUMMARY_COLUMNS))).to_pandas()
+        plan.check_accounting([it.uri for it in items], report["uri"],
+                              what="report accounting", left="Nothing was published")
         wall_s = time.perf_counter() - started
-        report = reports.read_report(tmp)
         summary = reports.summarize_report(
             report, wall_s=wall_s, input_uri=cfg.input, run_id=run_id,
             started_at=started_at.isoformat(timespec="seconds"),

@@ -32,6 +32,7 @@ import dataclasses
 import json
 import logging
 import os
+import posixpath
 import shutil
 import tempfile
 import time
@@ -213,24 +214,21 @@ def latest_checkpoint(output: str) -> str | None:
     Complete: its ``state.json`` reads, and every file it lists has the size it lists (an
     upload killed part-way leaves files short or missing; such a checkpoint is skipped).
     """
-    fs, path = storage.filesystem(storage.join(output, "ray"))
-    if not fs.exists(path):
-        return None
     best: tuple[int, str] | None = None
-    for state_path in fs.glob(f"{path}/**/state.json"):
-        folder = os.path.dirname(state_path)
+    for state_uri in storage.list_files(storage.join(output, "ray"), suffix="/state.json"):
+        folder = posixpath.dirname(state_uri)
         try:
-            state = json.loads(fs.cat_file(state_path))
+            state = json.loads(storage.read_bytes(state_uri))
             epoch = int(state["epoch"])
-            complete = all(fs.size(f"{folder}/{name}") == size
+            complete = all(storage.info(storage.join(folder, name))["size"] == size
                            for name, size in state.get("files", {}).items())
         except (OSError, ValueError, KeyError):
             continue  # being written or deleted, or a file it lists never arrived
         if not complete:
             log.warning("skipping checkpoint %s: a file is shorter than its state.json says "
-                        "(an interrupted upload)", storage.to_uri(fs, folder))
+                        "(an interrupted upload)", folder)
             continue
-        candidate = (epoch, storage.to_uri(fs, folder))
+        candidate = (epoch, folder)
         if best is None or candidate > best:
             best = candidate
     return best[1] if best else None
@@ -248,15 +246,14 @@ def feature_norm_stats_of(root: str, kinds: Iterable[str], train_uris: set[str],
     dict kind -> (mean, var), each shape (rows,)
     """
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     kinds = list(kinds)
-    fs, files = dataset._part_files(root, dataset.FEATURES_DIR)  # noqa: SLF001  (same package)
+    files = dataset.part_uris(root, dataset.FEATURES_DIR)
     allowed = None
     sums: dict[str, list[np.ndarray]] = {}
     count = 0
     for i in np.random.default_rng(seed).permutation(len(files)):
-        table = pq.read_table(files[i], filesystem=fs, columns=["uri", *kinds])
+        table = dataset.read_part(files[i], columns=["uri", *kinds])
         if allowed is None:
             import pyarrow as pa
 

@@ -464,19 +464,18 @@ def _check_saved_state(experiment: str) -> None:
 
     import ray.cloudpickle
 
-    fs, path = storage.filesystem(experiment)
     # What TuneController.resume reads: the newest of each, picked by name as Tune does.
-    for pattern, load in (("experiment_state-*.json", json.loads),
-                          ("basic-variant-state-*.json", ray.cloudpickle.loads)):
-        found = storage.retrying(experiment, "listing", lambda: fs.glob(f"{path}/{pattern}"))
+    for prefix, load in (("experiment_state-", json.loads),
+                         ("basic-variant-state-", ray.cloudpickle.loads)):
+        found = storage.list_dir(experiment, prefix=prefix, suffix=".json")
         if not found:
             continue
         newest = max(found)
         try:
-            load(storage.read_bytes(storage.to_uri(fs, newest)))
+            load(storage.read_bytes(newest))
         except (ValueError, EOFError, pickle.UnpicklingError) as exc:
             raise ConfigError(
-                f"--resume: Tune's saved state {storage.to_uri(fs, newest)} is unreadable "
+                f"--resume: Tune's saved state {newest} is unreadable "
                 f"({type(exc).__name__}: {exc}); resuming from it would silently start a "
                 "different sweep. Start again with --overwrite") from exc
 
