@@ -120,6 +120,9 @@ def subset_dataset(root: str, uris: Sequence[str], out: str, *, extra: Sequence[
             raise ValueError(f"dataset {other} was made with another feature config than {root}")
         keep = pa.concat_tables([keep, dataset.read_table(other).select(keep.column_names)
                                  .cast(keep.schema)])
+    # Rows in (uri, window) order: the trained model must not depend on how extraction
+    # happened to cut the files into parts (the shipped bundle is rebuilt deterministically).
+    keep = keep.sort_by([("uri", "ascending"), ("window_index", "ascending")])
     step = rows_per_part or max(1, keep.num_rows)
     for start in range(0, max(1, keep.num_rows), step):
         part = keep.slice(start, step)
