@@ -171,10 +171,13 @@ def file_threshold_at_eer(windows: pd.DataFrame, scores: np.ndarray) -> tuple[fl
 
 def file_scores(windows: pd.DataFrame, window_scores: np.ndarray) -> pd.DataFrame:
     """Mean window score per file (the report's ``spoof_score``), with the file's label."""
-    frame = windows[["uri", "label", "attack"]].assign(score=window_scores)
-    return frame.groupby("uri", sort=True).agg(label=("label", "first"),
-                                               attack=("attack", "first"),
-                                               score=("score", "mean")).reset_index()
+    from spoofray import scoring
+
+    codes, uris = pd.factorize(windows["uri"], sort=True)
+    first = windows.groupby("uri", sort=True)[["label", "attack"]].first()
+    return pd.DataFrame({"uri": uris, "label": first["label"].to_numpy(),
+                         "attack": first["attack"].to_numpy(),
+                         "score": scoring.file_scores(np.asarray(window_scores), codes)})
 
 
 def evaluate_split(scored: pd.DataFrame, files: pd.DataFrame, threshold: float) -> dict[str, Any]:
