@@ -20,9 +20,9 @@ from spoofray import dataset
 from spoofray.config import AudioConfig, FeatureConfig
 from spoofray.errors import BundleIntegrityError, ConfigError
 from spoofray.models import ml
-from spoofray.models.assemble import (AssembleConfig, assemble_bundle, file_level, latest_bundle,
-                                       list_registry)
+from spoofray.models.assemble import AssembleConfig, assemble_bundle, file_level
 from spoofray.models.bundle import Bundle
+from spoofray.models.registry import latest_bundle, list_registry
 from spoofray.scoring import threshold_at_eer
 from spoofray.testing.datasets import SMALL, synthetic_features
 from spoofray.testing.members import (make_keras_model, save_keras_member, save_ml_member,

@@ -42,9 +42,8 @@ from spoofray.config import Config, FeatureConfig, register
 from spoofray.errors import (ConfigError, OutputExistsError, SpoofrayError,
                              StorageUnavailableError)
 from spoofray.featurize import FileFeatures, featurize_file
-from spoofray.models.assemble import latest_bundle, registry_root
 from spoofray.models.bundle import Bundle, load_payload
-from spoofray.models.default import MODEL_CARD, default_bundle
+from spoofray.models.registry import bundle_note, resolve_bundle
 from spoofray.pipeline import runtime
 from spoofray.reports import PLOTS_DIR, REPORT_DIR, SUCCESS_MARKER, SUMMARY_NAME
 
@@ -53,9 +52,6 @@ log = logging.getLogger(__name__)
 #: Report rows buffered on the driver before a part file is written.
 ROWS_PER_PART = 200_000
 MAX_BLOCKS = 4096
-
-#: ``--bundle`` value naming the newest bundle of the local registry.
-LATEST = "latest"
 
 ITEM_KEYS = ("uri", "label", "attack", "speaker", "group", "size_bytes")
 
@@ -303,35 +299,6 @@ class BundleScorer:
 
 
 # --- driver ---------------------------------------------------------------------------------
-
-
-def resolve_bundle(uri: str | None) -> tuple[str, str]:
-    """The bundle to use and where it came from: ``given``, ``default`` or ``registry``.
-
-    No ``uri``: the bundle shipped inside the package (:func:`default_bundle`).
-    ``"latest"``: the newest bundle of the local registry.
-    """
-    if uri is None:
-        return default_bundle(), "default"
-    if uri != LATEST:
-        return uri, "given"
-    newest = latest_bundle()
-    if newest is None:
-        raise ConfigError(
-            f"--bundle {LATEST} names the newest bundle of the local registry, but "
-            f"{registry_root()} is empty. Make a bundle with `python jobs/bundle.py assemble "
-            "--member <tune or train output> ...` (it publishes to the registry), or pass "
-            "--bundle <folder or s3://>, or leave --bundle out for the shipped default")
-    return newest, "registry"
-
-
-def bundle_note(name: str, version: str, uri: str, source: str) -> str:
-    """The line a job prints when it picked the bundle itself."""
-    if source == "default":
-        return (f"no --bundle given: scoring with the shipped default {name} {version} "
-                f"({uri}); what it was trained on, how well it does and where it fails: "
-                f"{MODEL_CARD}")
-    return f"--bundle {LATEST}: the newest bundle of the local registry, {name} {version} ({uri})"
 
 
 def check_accounting(listed: Sequence[str], reported: Iterable[str]) -> None:
