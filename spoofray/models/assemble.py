@@ -35,8 +35,8 @@ from spoofray.config import Config, FeatureConfig, register
 from spoofray.errors import BundleIntegrityError, ConfigError, MetricError, OutputExistsError
 from spoofray.models.bundle import (
     BUNDLE_JSON, FORMAT_NAME, FORMAT_VERSION, MEMBER_KINDS, MEMBERS_DIR, Bundle,
-    _check_compatible, _ordered_kinds, check_member_sidecar, member_inputs, member_kinds,
-    sha256_bytes, utc_now,
+    _check_compatible, _ordered_kinds, check_member_sidecar, member_input_shapes, member_inputs,
+    member_kinds, sha256_bytes, utc_now,
 )
 from spoofray.models.fusion import Fusion, fit_logistic_fusion, mean_fusion
 from spoofray.models.registry import registry_path
@@ -79,6 +79,11 @@ class MemberSource:
     @property
     def feature_config(self) -> FeatureConfig:
         return FeatureConfig.from_dict(self.sidecar["feature_config"])
+
+    @property
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        """One window's tensor shape per kind it reads, under its own feature config."""
+        return member_input_shapes(self.kinds, self.feature_config)
 
     @classmethod
     def from_sidecar(cls, uri: str) -> MemberSource:
@@ -173,6 +178,7 @@ def write_bundle(out_dir: str, *, name: str, version: str, members: Sequence[Mem
         entries.append({
             "name": m.name, "kind": m.kind, "file": model_rel, "sidecar": sidecar_rel,
             "inputs": list(m.inputs), "kinds": list(m.kinds),
+            "input_shapes": {k: list(v) for k, v in m.input_shapes.items()},
             "weight": float(weights.get(m.name, 1.0)),
             "feature_config_hash": m.sidecar["feature_config_hash"],
             "threshold": m.sidecar.get("threshold"),
