@@ -42,7 +42,7 @@ from spoofray.config import Config, FeatureConfig, register
 from spoofray.errors import (ConfigError, OutputExistsError, SpoofrayError,
                              StorageUnavailableError)
 from spoofray.featurize import FileFeatures, featurize_file
-from spoofray.models.bundle import Bundle, load_payload
+from spoofray.models.bundle import BundleSpec, load_payload
 from spoofray.models.registry import bundle_note, resolve_bundle
 from spoofray.pipeline import runtime
 from spoofray.reports import PLOTS_DIR, REPORT_DIR, SUCCESS_MARKER, SUMMARY_NAME
@@ -222,17 +222,18 @@ class BundleScorer:
 
     The bundle arrives as a payload in the object store (so actors on any node get it, even
     when the driver read it from a local folder) and is verified and loaded once per actor.
+    ``threshold`` is the run's decision threshold, worked out once by the driver.
     """
 
-    def __init__(self, payload: list, *, bundle_uri: str, threshold: float | None,
+    def __init__(self, payload: list, *, bundle_uri: str, threshold: float,
                  run_id: str) -> None:
         import ray
 
         # A node-local cache in the temp dir: actors need model files on disk, and workers
         # must not depend on the driver's SPOOFRAY_HOME.
         cache = os.path.join(tempfile.gettempdir(), f"spoofray-bundles-{os.getuid()}")
-        bundle = load_payload(ray.get(payload[0]), shown_as=bundle_uri, cache_dir=cache)
-        self.bundle = bundle if threshold is None else bundle.with_threshold(threshold)
+        self.bundle = load_payload(ray.get(payload[0]), shown_as=bundle_uri, cache_dir=cache)
+        self.threshold = float(threshold)
         self.run_id = run_id
         self.schema = report_columns(self.bundle.member_names)
 
@@ -277,7 +278,7 @@ class BundleScorer:
         for i, r in enumerate(rows):
             row = {"uri": r["uri"], "size_bytes": r["size_bytes"], "duration_s": r["duration_s"],
                    "sample_rate": r["sample_rate"], "channels": r["channels"],
-                   "n_windows": r["n_windows"], "threshold": b.threshold,
+                   "n_windows": r["n_windows"], "threshold": self.threshold,
                    "status": r["status"], "error_type": r["error_type"],
                    "error_message": r["error_message"], "model_name": b.name,
                    "model_version": b.version, "run_id": self.run_id, "scored_at": now,
@@ -288,7 +289,7 @@ class BundleScorer:
                            error_message=f"{r['uri']}: scoring failed: {result}")
             elif result is not None:
                 agg = aggregate_file(result, np.asarray(r["start_s"]), np.asarray(r["end_s"]),
-                                     b.threshold)
+                                     self.threshold)
                 if not np.isfinite(agg["spoof_score"]):
                     row.update(status="error", error_type="ScoringError",
                                error_message=f"{r['uri']}: the model gave a non-finite score")
@@ -407,10 +408,14 @@ def score_archive(cfg: ScoreConfig,
     started = time.perf_counter()
     started_at = _dt.datetime.now(_dt.timezone.utc)
     bundle_uri, bundle_source = resolve_bundle(cfg.bundle)
-    bundle = Bundle.load(bundle_uri)  # refuse a bad bundle before any work
+    # Refuse a bad bundle before any work: checksums, feature config and the members' input
+    # shapes, without loading a model (the scoring actors do, once each).
+    bundle = BundleSpec.verify(bundle_uri)
     if bundle_source != "given":
         log.warning("%s", bundle_note(bundle.name, bundle.version, bundle_uri, bundle_source))
-    threshold = bundle.threshold if cfg.threshold is None else cfg.threshold
+    if cfg.threshold is not None:
+        bundle = bundle.with_threshold(cfg.threshold)
+    threshold = bundle.threshold  # the run's one threshold, handed to every actor
 
     if items is None:
         items = sources.resolve_inputs(cfg.input, audio_root=cfg.audio_root)
@@ -446,7 +451,7 @@ def score_archive(cfg: ScoreConfig,
     ds = ds.map_batches(
         BundleScorer,
         fn_constructor_kwargs={"payload": [ray.put(bundle.payload())], "bundle_uri": bundle_uri,
-                               "threshold": cfg.threshold, "run_id": run_id},
+                               "threshold": threshold, "run_id": run_id},
         batch_size=cfg.batch_size, batch_format="pyarrow", zero_copy_batch=True,
         num_cpus=cfg.num_cpus_per_actor, num_gpus=cfg.num_gpus or None,
         compute=ray.data.ActorPoolStrategy(size=cfg.concurrency))
@@ -473,8 +478,7 @@ def score_archive(cfg: ScoreConfig,
             started_at=started_at.isoformat(timespec="seconds"),
             bundle={"uri": bundle_uri, "name": bundle.name, "version": bundle.version,
                     "source": bundle_source, "threshold": threshold,
-                    "threshold_method": "user" if cfg.threshold is not None
-                    else bundle.threshold_method})
+                    "threshold_method": bundle.threshold_method})
         summary.update(run_uri=final, score_config=cfg.to_dict(),
                        finished_at=_dt.datetime.now(_dt.timezone.utc).isoformat(
                            timespec="seconds"))
