@@ -37,6 +37,9 @@ SUCCESS_MARKER = "_SUCCESS"
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 #: How many files the "most suspicious" plot and summary list show.
 TOP_N = 20
+#: Report columns renamed since reports were first written, old name -> current name.
+#: Readers rename on read, so old reports stay readable.
+RENAMED_COLUMNS = {"label": "predicted_label"}
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -48,15 +51,31 @@ def report_folder(uri: str) -> str:
     return base if posixpath.basename(base) == REPORT_DIR else storage.join(base, REPORT_DIR)
 
 
+def with_current_names(frame: pd.DataFrame) -> pd.DataFrame:
+    """A report frame with today's column names (:data:`RENAMED_COLUMNS`): an old report's
+    ``label`` (the prediction) becomes ``predicted_label``."""
+    old = {o: n for o, n in RENAMED_COLUMNS.items()
+           if o in frame.columns and n not in frame.columns}
+    return frame.rename(columns=old) if old else frame
+
+
+def stored_names(columns: Sequence[str], stored: Sequence[str]) -> list[str]:
+    """The column names to read from a report part that holds ``stored``, for today's
+    ``columns`` (an old part holds ``label`` where today's hold ``predicted_label``)."""
+    back = {n: o for o, n in RENAMED_COLUMNS.items()}
+    return [back[c] if c not in stored and back.get(c) in stored else c for c in columns]
+
+
 def read_report(uri: str) -> pd.DataFrame:
     """A report as a DataFrame: a ``run_id=`` folder, its ``report/`` folder or one Parquet file.
 
-    A run folder without ``_SUCCESS`` is refused: it is incomplete.
+    A run folder without ``_SUCCESS`` is refused: it is incomplete. Old reports' column
+    names are brought up to date (:func:`with_current_names`).
     """
     fs, path = storage.filesystem(uri)
     fs.invalidate_cache(path)
     if fs.isfile(path):
-        return pd.read_parquet(path, filesystem=fs)
+        return with_current_names(pd.read_parquet(path, filesystem=fs))
     folder = report_folder(uri)
     run = folder[: -len(REPORT_DIR)].rstrip("/")
     _, folder_path = storage.filesystem(folder)
@@ -70,7 +89,8 @@ def read_report(uri: str) -> pd.DataFrame:
     parts = sorted(p for p in fs.ls(folder_path, detail=False) if p.endswith(".parquet"))
     if not parts:
         raise FileNotFoundError(f"no report parts under {folder}")
-    return pd.concat([pd.read_parquet(p, filesystem=fs) for p in parts], ignore_index=True)
+    return pd.concat([with_current_names(pd.read_parquet(p, filesystem=fs)) for p in parts],
+                     ignore_index=True)
 
 
 # --- summary -----------------------------------------------------------------------------
@@ -87,7 +107,7 @@ def summarize_report(report: pd.DataFrame, *, wall_s: float, input_uri: str, run
     bad = report[report["status"] != "ok"]
     scores = ok["spoof_score"].to_numpy(dtype=np.float64)
     audio_s = float(ok["duration_s"].sum())
-    n_spoof = int((ok["label"] == "spoof").sum())
+    n_spoof = int((ok["predicted_label"] == "spoof").sum())
     top = ok.nlargest(min(TOP_N, len(ok)), "spoof_score")
     return {
         "run_id": run_id, "input": input_uri, "started_at": started_at,
@@ -179,7 +199,7 @@ def report_plots(report: pd.DataFrame, *, threshold: float, input_uri: str | Non
     fig, ax = plt.subplots(figsize=(7, 4))
     if len(ok):
         folders = pd.Series(top_folders(ok["uri"].tolist(), input_uri), index=ok.index)
-        rate = (ok["label"] == "spoof").groupby(folders).mean().sort_values(ascending=False)
+        rate = (ok["predicted_label"] == "spoof").groupby(folders).mean().sort_values(ascending=False)
         rate = rate.head(30)
         ax.barh(rate.index[::-1], rate.to_numpy()[::-1], color="tab:red")
     ax.set(xlabel="fraction called spoof", xlim=(0, 1), title="Spoof rate per top-level folder")

@@ -43,7 +43,8 @@ import pyarrow.parquet as pq
 
 from spoofray import storage
 from spoofray.errors import ConfigError, SpoofrayError
-from spoofray.reports import REPORT_DIR, SUCCESS_MARKER, SUMMARY_NAME
+from spoofray.reports import (REPORT_DIR, SUCCESS_MARKER, SUMMARY_NAME, stored_names,
+                              with_current_names)
 from spoofray.sources import AudioItem
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ LEDGER_SCHEMA = pa.schema([
     ("uri", pa.string()), ("size_bytes", pa.int64()), ("fingerprint", pa.string()),
     ("bundle_name", pa.string()), ("bundle_version", pa.string()), ("run_id", pa.string()),
     ("date", pa.string()), ("status", pa.string()), ("error_type", pa.string()),
-    ("spoof_score", pa.float64()), ("label", pa.string()),
+    ("spoof_score", pa.float64()), ("predicted_label", pa.string()),
     ("scored_at", pa.timestamp("us", tz="UTC")),
 ])
 
@@ -188,7 +189,8 @@ def read_ledger(output: str) -> pd.DataFrame:
 
     One row per file ever scored: ``uri, size_bytes, fingerprint`` (what was scored),
     ``bundle_name, bundle_version, run_id, date`` (by whom, when), ``status, error_type,
-    spoof_score, label, scored_at`` (the latest result).
+    spoof_score, predicted_label, scored_at`` (the latest result; ledgers written before
+    the report's rename call it ``label`` and are read as ``predicted_label``).
     """
     uri = ledger_uri(output)
     fs, path = storage.filesystem(uri)
@@ -196,6 +198,8 @@ def read_ledger(output: str) -> pd.DataFrame:
     if not fs.exists(path):
         return LEDGER_SCHEMA.empty_table().to_pandas()
     table = _read_parquet(uri)
+    if "label" in table.columns and "predicted_label" not in table.columns:
+        table = table.rename(columns={"label": "predicted_label"})
     missing = [n for n in LEDGER_SCHEMA.names if n not in table.columns]
     if missing:
         raise SpoofrayError(f"{uri} is not an audit ledger: columns {missing} are missing. "
@@ -231,7 +235,7 @@ def apply_report(ledger: pd.DataFrame, plan: pd.DataFrame, report: pd.DataFrame)
             f"{unplanned} unplanned; the ledger was not changed")
     rows = plan[["uri", "size_bytes", "fingerprint", "bundle_name", "bundle_version", "run_id",
                  "date"]].merge(
-        report[["uri", "status", "error_type", "spoof_score", "label", "scored_at"]],
+        report[["uri", "status", "error_type", "spoof_score", "predicted_label", "scored_at"]],
         on="uri", how="left", validate="one_to_one")
     kept = ledger[~_isin(ledger["uri"], plan["uri"])]
     frames = [f for f in (kept, rows) if len(f)]
@@ -426,12 +430,14 @@ def _started_at(run_folder: str) -> str | None:
         return None
 
 
-REPORT_COLUMNS_FOR_DRIFT = ("uri", "status", "spoof_score", "label", "error_type", "run_id")
+REPORT_COLUMNS_FOR_DRIFT = ("uri", "status", "spoof_score", "predicted_label", "error_type",
+                            "run_id")
 
 
 def read_report_columns(run_folder: str, columns: Iterable[str] = REPORT_COLUMNS_FOR_DRIFT
                         ) -> pd.DataFrame:
-    """Some columns of a committed run's report (drift needs a few, not all 25)."""
+    """Some columns of a committed run's report (drift needs a few, not all 25), by today's
+    names also in old reports (:data:`spoofray.reports.RENAMED_COLUMNS`)."""
     folder = storage.join(run_folder, REPORT_DIR)
     fs, path = storage.filesystem(folder)
     fs.invalidate_cache(path)
@@ -439,5 +445,10 @@ def read_report_columns(run_folder: str, columns: Iterable[str] = REPORT_COLUMNS
     if not parts:
         raise FileNotFoundError(f"no report parts under {folder}")
     cols = list(columns)
-    return pd.concat([pd.read_parquet(p, filesystem=fs, columns=cols) for p in parts],
-                     ignore_index=True)
+    frames = []
+    for p in parts:
+        with fs.open(p, "rb") as fh:
+            stored = pq.ParquetFile(fh).schema_arrow.names
+        frames.append(with_current_names(pd.read_parquet(
+            p, filesystem=fs, columns=stored_names(cols, stored))))
+    return pd.concat(frames, ignore_index=True)

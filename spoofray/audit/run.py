@@ -47,8 +47,8 @@ log = logging.getLogger(__name__)
 FAULT_ENV = "SPOOFRAY_AUDIT_FAULT"
 FAULT_POINTS = ("after-plan", "after-commit")
 #: Report columns the ledger and the drift need.
-REPORT_COLUMNS = ("uri", "status", "error_type", "spoof_score", "label", "scored_at", "run_id",
-                  "threshold")
+REPORT_COLUMNS = ("uri", "status", "error_type", "spoof_score", "predicted_label", "scored_at",
+                  "run_id", "threshold")
 
 
 @register

@@ -174,13 +174,15 @@ def featurize_batch(batch: pa.Table, *, features: dict[str, Any], kinds: list[st
 def report_columns(member_names: Sequence[str]) -> pa.Schema:
     """The report schema (DESIGN.md "Report") for a bundle with these members.
 
-    ``label`` is the PREDICTED label; ``true_label``/``true_attack`` carry what the input
-    listing knew (None when unlabelled).
+    ``predicted_label`` is the decision (reports written before it was named so call it
+    ``label``; :func:`reports.read_report` renames it); ``true_label``/``true_attack`` carry
+    what the input listing knew (None when unlabelled).
     """
     return pa.schema([
         ("uri", pa.string()), ("size_bytes", pa.int64()), ("duration_s", pa.float64()),
         ("sample_rate", pa.int64()), ("channels", pa.int64()), ("n_windows", pa.int64()),
-        ("spoof_score", pa.float64()), ("label", pa.string()), ("threshold", pa.float64()),
+        ("spoof_score", pa.float64()), ("predicted_label", pa.string()),
+        ("threshold", pa.float64()),
         *[(f"score_{m}", pa.float64()) for m in member_names],
         ("max_window_score", pa.float64()), ("top_window_start_s", pa.float64()),
         ("top_window_end_s", pa.float64()),
@@ -204,14 +206,14 @@ def aggregate_file(window: dict[str, np.ndarray], start_s: np.ndarray, end_s: np
     Returns
     -------
     dict
-        ``spoof_score`` (mean window score), ``label`` (spoof iff >= threshold),
+        ``spoof_score`` (mean window score), ``predicted_label`` (spoof iff >= threshold),
         member means, ``max_window_score`` and the most suspicious window's start/end.
     """
     fused = np.asarray(window["spoof_score"], dtype=np.float64)
     top = int(np.argmax(fused))
     score = scoring.file_score(fused)
     out = {k: scoring.file_score(v) for k, v in window.items()}
-    out.update(spoof_score=score, label=scoring.decide(score, threshold),
+    out.update(spoof_score=score, predicted_label=scoring.decide(score, threshold),
                max_window_score=float(fused[top]), top_window_start_s=float(start_s[top]),
                top_window_end_s=float(end_s[top]))
     return out
