@@ -359,7 +359,7 @@ def stage_costs(paths: Sequence[str], bundle_dir: str, cfg: FeatureConfig) -> li
     feats = [features.extract(w, needed, window_hop=hop) for w in windows]
     joined = {k: np.concatenate([f[k] for f in feats]) for k in bundle.needed_kinds}
     for m in bundle.members:
-        spent, _ = cpu_s(lambda m=m: m.predict(joined))
+        spent, _ = cpu_s(lambda m=m: m.model.predict_proba(joined))
         rows.append({"stage": f"member {m.name} ({m.kind}) inference", "cpu_s": spent})
     n_windows = sum(len(w) for w in windows)
     for r in rows:

@@ -102,7 +102,8 @@ def _smoke_test() -> int:
 
     from spoofray.config import AudioConfig, FeatureConfig
     from spoofray.models import ml
-    from spoofray.models.assemble import AssembleConfig, assemble_bundle, latest_bundle
+    from spoofray.models.assemble import AssembleConfig, assemble_bundle
+    from spoofray.models.registry import latest_bundle
     from spoofray.models.bundle import Bundle
 
     with tempfile.TemporaryDirectory(prefix="spoofray-bundle-smoke-") as tmp:
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.smoke_test:
         return _smoke_test()
-    from spoofray.models.assemble import list_registry
+    from spoofray.models.registry import list_registry
     from spoofray.models.bundle import Bundle
 
     try:

@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         b = summary["bundle"]
         if b["source"] != "given":
-            from spoofray.pipeline.score import bundle_note
+            from spoofray.models.registry import bundle_note
 
             print("note: " + bundle_note(b["name"], b["version"], b["uri"], b["source"]),
                   file=sys.stderr)

@@ -36,10 +36,13 @@ PLOTS_DIR = "plots"
 SUCCESS_MARKER = "_SUCCESS"
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 #: Report columns :func:`summarize_report` and :func:`report_plots` read.
-SUMMARY_COLUMNS = ("uri", "status", "error_type", "spoof_score", "label", "duration_s",
+SUMMARY_COLUMNS = ("uri", "status", "error_type", "spoof_score", "predicted_label", "duration_s",
                    "size_bytes", "top_window_start_s", "true_label")
 #: How many files the "most suspicious" plot and summary list show.
 TOP_N = 20
+#: Report columns renamed since reports were first written, old name -> current name.
+#: Readers rename on read, so old reports stay readable.
+RENAMED_COLUMNS = {"label": "predicted_label"}
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -51,10 +54,26 @@ def report_folder(uri: str) -> str:
     return base if posixpath.basename(base) == REPORT_DIR else storage.join(base, REPORT_DIR)
 
 
+def with_current_names(frame: pd.DataFrame) -> pd.DataFrame:
+    """A report frame with today's column names (:data:`RENAMED_COLUMNS`): an old report's
+    ``label`` (the prediction) becomes ``predicted_label``."""
+    old = {o: n for o, n in RENAMED_COLUMNS.items()
+           if o in frame.columns and n not in frame.columns}
+    return frame.rename(columns=old) if old else frame
+
+
+def stored_names(columns: Sequence[str], stored: Sequence[str]) -> list[str]:
+    """The column names to read from a report part that holds ``stored``, for today's
+    ``columns`` (an old part holds ``label`` where today's hold ``predicted_label``)."""
+    back = {n: o for o, n in RENAMED_COLUMNS.items()}
+    return [back[c] if c not in stored and back.get(c) in stored else c for c in columns]
+
+
 def read_report(uri: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """A report as a DataFrame: a ``run_id=`` folder, its ``report/`` folder or one Parquet file.
 
-    A run folder without ``_SUCCESS`` is refused: it is incomplete.
+    A run folder without ``_SUCCESS`` is refused: it is incomplete. Old reports' column
+    names are brought up to date (:func:`with_current_names`).
 
     Parameters
     ----------
@@ -81,9 +100,19 @@ def read_report(uri: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
 
 def _read_part(uri: str, columns: list[str] | None) -> pd.DataFrame:
     # pyarrow reads through the filesystem handle: only the asked columns' chunks travel.
+    # An old part holds ``label`` where today's hold ``predicted_label``: ask for what it has.
+    import pyarrow.parquet as pq
+
     fs, path = storage.filesystem(uri)
-    return storage.retrying(uri, "reading", lambda: pd.read_parquet(
-        path, filesystem=fs, columns=columns))
+
+    def read() -> pd.DataFrame:
+        if columns is None:
+            return pd.read_parquet(path, filesystem=fs)
+        with fs.open(path, "rb") as fh:
+            stored = pq.read_schema(fh).names
+        return pd.read_parquet(path, filesystem=fs, columns=stored_names(columns, stored))
+
+    return with_current_names(storage.retrying(uri, "reading", read))
 
 
 # --- summary -----------------------------------------------------------------------------
@@ -100,7 +129,7 @@ def summarize_report(report: pd.DataFrame, *, wall_s: float, input_uri: str, run
     bad = report[report["status"] != "ok"]
     scores = ok["spoof_score"].to_numpy(dtype=np.float64)
     audio_s = float(ok["duration_s"].sum())
-    n_spoof = int((ok["label"] == "spoof").sum())
+    n_spoof = int((ok["predicted_label"] == "spoof").sum())
     top = ok.nlargest(min(TOP_N, len(ok)), "spoof_score")
     return {
         "run_id": run_id, "input": input_uri, "started_at": started_at,
@@ -192,7 +221,7 @@ def report_plots(report: pd.DataFrame, *, threshold: float, input_uri: str | Non
     fig, ax = plt.subplots(figsize=(7, 4))
     if len(ok):
         folders = pd.Series(top_folders(ok["uri"].tolist(), input_uri), index=ok.index)
-        rate = (ok["label"] == "spoof").groupby(folders).mean().sort_values(ascending=False)
+        rate = (ok["predicted_label"] == "spoof").groupby(folders).mean().sort_values(ascending=False)
         rate = rate.head(30)
         ax.barh(rate.index[::-1], rate.to_numpy()[::-1], color="tab:red")
     ax.set(xlabel="fraction called spoof", xlim=(0, 1), title="Spoof rate per top-level folder")

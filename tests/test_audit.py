@@ -56,7 +56,8 @@ def test_psi_and_ks_match_hand_computed_values():
 
 def _rows(uris, scores, status="ok"):
     return pd.DataFrame({"uri": uris, "status": status, "spoof_score": scores,
-                         "label": ["spoof" if s >= 0.5 else "bonafide" for s in scores]})
+                         "predicted_label": ["spoof" if s >= 0.5 else "bonafide"
+                                             for s in scores]})
 
 
 def test_drift_table_per_folder_rates_and_too_few_files():
@@ -79,6 +80,29 @@ def test_drift_table_per_folder_rates_and_too_few_files():
     overall = table.loc[OVERALL]
     assert overall.n_current == 7 and overall.error_rate == pytest.approx(1 / 7)
     assert overall.spoof_rate == pytest.approx(3 / 6)
+
+
+def test_old_reports_and_ledgers_with_label_are_read_as_predicted_label(tmp_path):
+    # Written before the report's prediction column was renamed from ``label``.
+    old = _rows(["/a/x.wav", "/a/y.wav", "/a/z.wav"], [0.9, 0.2, 0.8]).rename(
+        columns={"predicted_label": "label"})
+    new = _rows(["/a/x.wav", "/a/y.wav", "/a/z.wav"], [0.9, 0.2, 0.8])
+    pd.testing.assert_frame_equal(drift_table(old, old, root="/a"),
+                                  drift_table(new, new, root="/a"))
+    assert suspicious_table(old, n=2)["predicted_label"].tolist() == ["spoof", "spoof"]
+
+    output = str(tmp_path / "audit")
+    ledger = pd.DataFrame({"uri": ["/a/x.wav"], "size_bytes": [1], "fingerprint": ["f"],
+                           "bundle_name": ["b"], "bundle_version": ["1"], "run_id": ["r"],
+                           "date": ["2025-01-01"], "status": ["ok"], "error_type": [None],
+                           "spoof_score": [0.9], "label": ["spoof"],
+                           "scored_at": [pd.Timestamp("2025-01-01", tz="UTC")]})
+    storage.write_bytes_atomic(audit_ledger.ledger_uri(output),
+                               ledger.to_parquet(index=False))
+    read = read_ledger(output)
+    assert "label" not in read and read["predicted_label"].tolist() == ["spoof"]
+    audit_ledger.write_ledger(output, read)  # written back under today's name
+    assert read_ledger(output)["predicted_label"].tolist() == ["spoof"]
 
 
 # --- alert rules ------------------------------------------------------------------------------

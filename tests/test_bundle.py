@@ -20,9 +20,9 @@ from spoofray import dataset
 from spoofray.config import AudioConfig, FeatureConfig
 from spoofray.errors import BundleIntegrityError, ConfigError
 from spoofray.models import ml
-from spoofray.models.assemble import (AssembleConfig, assemble_bundle, file_level, latest_bundle,
-                                       list_registry)
-from spoofray.models.bundle import Bundle
+from spoofray.models.assemble import AssembleConfig, assemble_bundle, file_level
+from spoofray.models.bundle import Bundle, BundleSpec
+from spoofray.models.registry import latest_bundle, list_registry
 from spoofray.scoring import threshold_at_eer
 from spoofray.testing.datasets import SMALL, synthetic_features
 from spoofray.testing.members import (make_keras_model, save_keras_member, save_ml_member,
@@ -175,6 +175,82 @@ def test_dev_calibration_fits_fusion_and_threshold_at_file_level_eer(tmp_path, t
     assert manifest["dev_metrics"]["fused"]["eer"] == pytest.approx(eer)
     # A real fit: the fused score separates the dev classes far better than chance.
     assert manifest["dev_metrics"]["fused"]["auc"] > 0.8
+
+
+def test_driver_verifies_a_keras_bundle_without_tensorflow_and_refuses_tampering(tmp_path):
+    pytest.importorskip("keras")
+    sidecar = save_keras_member(make_keras_model(SMALL), tmp_path / "train", SMALL)
+    made = assemble_bundle(AssembleConfig(members=(sidecar,), name="dl", version="1",
+                                          output=str(tmp_path / "b")))
+    shape = list(SMALL.feature_shapes()["logmel"])
+    assert made["manifest"]["members"][0]["input_shapes"] == {"logmel": shape}
+
+    script = (
+        "import sys\n"
+        "from spoofray.models.bundle import BundleSpec\n"
+        f"s = BundleSpec.verify({made['uri']!r})\n"
+        "print(s.needed_kinds, dict(s.members[0].input_shapes), len(s.payload()))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         cwd=REPO, timeout=120)
+    assert run.returncode == 0, run.stderr
+    first, modules = run.stdout.strip().splitlines()
+    assert first == f"('logmel',) {{'logmel': {tuple(shape)}}} 3"
+    assert modules == "[]"
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(made["uri"], tampered)
+    with open(tampered / "members/cnn/cnn.keras", "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(BundleIntegrityError, match=r"cnn.keras has sha256 \w+ but bundle.json"):
+        BundleSpec.verify(str(tampered))
+
+
+def test_input_shapes_recorded_checked_and_computed_for_old_bundles(tmp_path, ml_bundle,
+                                                                     trained):
+    feats, _, model = trained
+    spec = BundleSpec.verify(ml_bundle)
+    assert dict(spec.members[0].input_shapes) == {"stats": (26,)}
+    assert not hasattr(spec, "score_windows")  # no models on the driver
+
+    old = tmp_path / "old"  # made before input shapes were recorded
+    shutil.copytree(ml_bundle, old)
+    _edit_json(old / "bundle.json", lambda d: d["members"][0].pop("input_shapes"))
+    assert dict(BundleSpec.verify(str(old)).members[0].input_shapes) == {"stats": (26,)}
+    expected = model.predict_proba(ml.design_matrix(feats, ["stats"]))[:, 1]
+    np.testing.assert_allclose(Bundle.load(str(old)).score_windows(feats)["spoof_score"],
+                               expected, rtol=1e-6)
+
+    edited = tmp_path / "edited"
+    shutil.copytree(ml_bundle, edited)
+    _edit_json(edited / "bundle.json",
+               lambda d: d["members"][0].update(input_shapes={"stats": [25]}))
+    with pytest.raises(BundleIntegrityError, match="assembled for windows of shapes"):
+        BundleSpec.verify(str(edited))
+
+
+def test_both_member_types_implement_the_window_member_protocol(trained):
+    from spoofray.models.bundle import WindowMember  # noqa: F401 - the protocol under test
+
+    feats, _, model = trained
+    sk = ml.EnsembleMember(model=model, inputs=("stats",))
+    p = sk.predict_proba(feats)
+    assert p.shape == (80,) and p.dtype == np.float64
+    np.testing.assert_allclose(p, model.predict_proba(ml.design_matrix(feats, ["stats"]))[:, 1])
+    assert sk.input_problem({"stats": (26,)}) is None
+    assert "expects 26 features" in sk.input_problem({"stats": (20,)})
+
+    pytest.importorskip("keras")
+    from spoofray.models import dl
+
+    km = dl.KerasMember(model=make_keras_model(SMALL, gain=2.0, bias=-1.0), kind="logmel")
+    p = km.predict_proba(feats)
+    mean = feats["logmel"].reshape(80, -1).mean(axis=1)
+    assert p.shape == (80,) and p.dtype == np.float64
+    np.testing.assert_allclose(p, 1 / (1 + np.exp(-(2.0 * mean - 1.0))), rtol=1e-4)
+    assert km.predict_proba({"logmel": feats["logmel"][:0]}).shape == (0,)
+    assert km.input_problem(SMALL.feature_shapes()) is None
+    assert "takes input" in km.input_problem({"logmel": (3, 4)})
 
 
 def _edit_json(path, fn):

@@ -15,7 +15,8 @@ from spoofray import reports, testing
 from spoofray.errors import ConfigError
 from spoofray.models import default
 from spoofray.models.bundle import Bundle, verify_bundle_dir
-from spoofray.pipeline.score import ScoreConfig, resolve_bundle, score_archive
+from spoofray.models.registry import resolve_bundle
+from spoofray.pipeline.score import ScoreConfig, score_archive
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CARD = os.path.join(REPO, "docs", "model_card.md")

@@ -39,6 +39,11 @@ def test_evaluate_scored_archive_gives_the_metric_table(ray_session, tmp_path):
     # Independent computation: the report joined with the manifest by hand.
     report = pd.read_parquet(os.path.join(run, "report"))
     truth = {os.path.join(archive.root, it.path): it for it in archive.items}
+    # The manifest's labels pass through as true_label/true_attack, apart from the prediction.
+    assert report["true_label"].tolist() == [truth[u].label for u in report["uri"]]
+    spoofs = report[report["true_label"] == "spoof"]
+    assert spoofs["true_attack"].tolist() == [truth[u].attack for u in spoofs["uri"]]
+    assert set(report["predicted_label"].dropna()) <= {"bonafide", "spoof"}
     ok = report[report["status"] == "ok"]
     labels = np.array([truth[u].label == "spoof" for u in ok["uri"]])
     scores = ok["spoof_score"].to_numpy()
@@ -67,6 +72,36 @@ def test_evaluate_scored_archive_gives_the_metric_table(ray_session, tmp_path):
     for name in ("roc.png", "det.png"):
         with open(tmp_path / "eval" / name, "rb") as fh:
             assert fh.read(8) == PNG
+
+
+def test_old_report_with_label_reads_as_predicted_label(tmp_path):
+    from spoofray.audit import ledger
+    from spoofray.reports import read_report, summarize_report
+
+    # A report written before the rename: the prediction was called ``label``.
+    old = pd.DataFrame({"uri": ["a.wav", "b.wav", "c.wav"], "status": ["ok", "ok", "error"],
+                        "spoof_score": [0.9, 0.1, np.nan], "label": ["spoof", "bonafide", None],
+                        "threshold": 0.5, "true_label": ["spoof", "bonafide", "spoof"],
+                        "true_attack": ["A01", None, "A02"], "duration_s": [1.0, 2.0, None],
+                        "size_bytes": [10, 20, 30], "top_window_start_s": [0.0, 0.0, None],
+                        "error_type": [None, None, "AudioDecodeError"], "run_id": "old"})
+    run = tmp_path / "run_id=old"
+    os.makedirs(run / "report")
+    old.to_parquet(run / "report" / "part-00000.parquet")
+    (run / "_SUCCESS").write_bytes(b"")
+
+    for rep in (read_report(str(run)), read_report(str(run / "report" / "part-00000.parquet"))):
+        assert "label" not in rep
+        assert rep["predicted_label"].tolist()[:2] == ["spoof", "bonafide"]
+        assert rep["true_label"].tolist() == ["spoof", "bonafide", "spoof"]
+    summary = summarize_report(read_report(str(run)), wall_s=1.0, input_uri="x", run_id="old",
+                               started_at="", bundle={})
+    assert summary["counts"]["spoof"] == 1 and summary["spoof_rate"] == 0.5
+    cols = ledger.read_report_columns(str(run))
+    assert list(cols.columns) == list(ledger.REPORT_COLUMNS_FOR_DRIFT)
+    assert cols["predicted_label"].tolist()[:2] == ["spoof", "bonafide"]
+    result = evaluate_report(EvaluateConfig(report=str(run), output=str(tmp_path / "eval")))
+    assert result["counts"]["labelled"] == 3 and result["threshold"] == 0.5
 
 
 def test_one_class_gives_only_its_rate_at_the_threshold():

@@ -318,7 +318,7 @@ def test_scoring_survives_losing_a_node(cluster, archive, bundle, tmp_path, reco
     assert report["status"].tolist() == clean["status"].tolist()
     np.testing.assert_array_equal(report["spoof_score"].to_numpy(),
                                   clean["spoof_score"].to_numpy())
-    assert report["label"].tolist() == clean["label"].tolist()
+    assert report["predicted_label"].tolist() == clean["predicted_label"].tolist()
     assert os.path.exists(os.path.join(out, "run_id=lost", "_SUCCESS"))
     assert sorted(os.listdir(out)) == ["run_id=clean", "run_id=lost"]
     ok = int((report["status"] == "ok").sum())

@@ -69,10 +69,11 @@ def test_mixed_archive_every_file_exactly_once(ray_session, tmp_path):
         row = rows.loc[os.path.join(archive.root, rel)]
         assert (row.status, row.error_type) == ("error", error)
         assert rel.split("/")[-1] in row.error_message
-        assert pd.isna(row.spoof_score) and pd.isna(row.label)
+        assert pd.isna(row.spoof_score) and pd.isna(row.predicted_label)
 
     ok = report[report["status"] == "ok"]
-    assert ((ok["spoof_score"] >= ok["threshold"]) == (ok["label"] == "spoof")).all()
+    assert "label" not in report  # the prediction is named, apart from the true label
+    assert ((ok["spoof_score"] >= ok["threshold"]) == (ok["predicted_label"] == "spoof")).all()
     assert ok["spoof_score"].between(0, 1).all()
     assert (ok["max_window_score"] >= ok["spoof_score"] - 1e-9).all()
     assert (ok["model_name"] == "audio").all() and (report["run_id"] == "r1").all()
@@ -96,7 +97,7 @@ def test_mixed_archive_every_file_exactly_once(ray_session, tmp_path):
         for key, value in expected.items():
             assert rows.loc[uri, key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
     assert summary["audio_hours"] == pytest.approx(ok["duration_s"].sum() / 3600)
-    assert summary["spoof_rate"] == pytest.approx((ok["label"] == "spoof").mean())
+    assert summary["spoof_rate"] == pytest.approx((ok["predicted_label"] == "spoof").mean())
 
 
 def test_s3_input_bundle_and_output_with_threshold_override(ray_session, s3_bucket, tmp_path,
@@ -125,7 +126,8 @@ def test_s3_input_bundle_and_output_with_threshold_override(ray_session, s3_buck
     assert len(report) == 5 and report["uri"].is_unique
     assert report["uri"].str.startswith(f"{s3_bucket}/audio/").all()
     ok = report[report["status"] == "ok"]
-    assert len(ok) == 4 and (ok["label"] == "spoof").all() and (report["threshold"] == 0.0).all()
+    assert len(ok) == 4 and (ok["predicted_label"] == "spoof").all()
+    assert (report["threshold"] == 0.0).all()
     bad = report[report["status"] == "error"].iloc[0]
     assert bad.uri.endswith("not_audio.wav") and bad.error_type == "AudioDecodeError"
     assert summary["bundle"]["threshold_method"] == "user"

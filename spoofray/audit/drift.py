@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from spoofray.errors import ConfigError
+from spoofray.reports import with_current_names
 
 #: Floor of a bin's share in the PSI formula: an empty bin would make ln(0) infinite.
 PSI_EPSILON = 1e-4
@@ -86,8 +87,8 @@ def _group_stats(group: str, cur: pd.DataFrame, ref: pd.DataFrame, *, bins: int,
     row = {"group": group, "n_current": int(len(cur)), "n_reference": int(len(ref_ok)),
            "n_error": int((cur["status"] != "ok").sum()),
            "error_rate": float((cur["status"] != "ok").mean()) if len(cur) else np.nan,
-           "spoof_rate": float((ok["label"] == "spoof").mean()) if len(ok) else np.nan,
-           "spoof_rate_reference": (float((ref_ok["label"] == "spoof").mean())
+           "spoof_rate": float((ok["predicted_label"] == "spoof").mean()) if len(ok) else np.nan,
+           "spoof_rate_reference": (float((ref_ok["predicted_label"] == "spoof").mean())
                                     if len(ref_ok) else np.nan),
            "mean_score": float(ok["spoof_score"].mean()) if len(ok) else np.nan,
            "mean_score_reference": (float(ref_ok["spoof_score"].mean())
@@ -112,8 +113,8 @@ def drift_table(current: pd.DataFrame, reference: pd.DataFrame, *, root: str,
     Parameters
     ----------
     current, reference : DataFrame
-        Report rows (``uri``, ``status``, ``spoof_score``, ``label``) of this run and of the
-        reference runs. ``reference`` may be empty (first night).
+        Report rows (``uri``, ``status``, ``spoof_score``, ``predicted_label``; an old
+        report's ``label`` is read as it) of this run and of the reference runs. ``reference`` may be empty (first night).
     root : str
         The audited folder/prefix; groups are its top-level folders.
     min_files : int
@@ -127,6 +128,7 @@ def drift_table(current: pd.DataFrame, reference: pd.DataFrame, *, root: str,
     """
     if min_files < 1:
         raise ConfigError(f"min_files must be >= 1, got {min_files}")
+    current, reference = with_current_names(current), with_current_names(reference)
     cur = current.assign(_group=[top_folder(u, root) for u in current["uri"]])
     ref = reference.assign(_group=[top_folder(u, root) for u in reference["uri"]])
     rows = [_group_stats(OVERALL, cur, ref, bins=bins, min_files=min_files)]
@@ -140,9 +142,10 @@ def run_rates(reports: Sequence[pd.DataFrame]) -> pd.DataFrame:
     """Per-run ``run_id, n, spoof_rate, error_rate`` of report frames, one row per frame
     (for the trend plot; an empty frame gives NaN rates)."""
     rows = []
-    for rep in reports:
+    for rep in map(with_current_names, reports):
         ok = rep[rep["status"] == "ok"]
         rows.append({"run_id": str(rep["run_id"].iloc[0]) if len(rep) else "", "n": int(len(rep)),
-                     "spoof_rate": float((ok["label"] == "spoof").mean()) if len(ok) else np.nan,
+                     "spoof_rate": (float((ok["predicted_label"] == "spoof").mean())
+                                    if len(ok) else np.nan),
                      "error_rate": float((rep["status"] != "ok").mean()) if len(rep) else np.nan})
     return pd.DataFrame(rows, columns=["run_id", "n", "spoof_rate", "error_rate"])

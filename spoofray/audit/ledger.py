@@ -63,7 +63,7 @@ LEDGER_SCHEMA = pa.schema([
     ("uri", pa.string()), ("size_bytes", pa.int64()), ("fingerprint", pa.string()),
     ("bundle_name", pa.string()), ("bundle_version", pa.string()), ("run_id", pa.string()),
     ("date", pa.string()), ("status", pa.string()), ("error_type", pa.string()),
-    ("spoof_score", pa.float64()), ("label", pa.string()),
+    ("spoof_score", pa.float64()), ("predicted_label", pa.string()),
     ("scored_at", pa.timestamp("us", tz="UTC")),
 ])
 
@@ -182,12 +182,15 @@ def read_ledger(output: str) -> pd.DataFrame:
 
     One row per file ever scored: ``uri, size_bytes, fingerprint`` (what was scored),
     ``bundle_name, bundle_version, run_id, date`` (by whom, when), ``status, error_type,
-    spoof_score, label, scored_at`` (the latest result).
+    spoof_score, predicted_label, scored_at`` (the latest result; ledgers written before
+    the report's rename call it ``label`` and are read as ``predicted_label``).
     """
     uri = ledger_uri(output)
     if not storage.exists(uri):
         return LEDGER_SCHEMA.empty_table().to_pandas()
     table = _read_parquet(uri)
+    if "label" in table.columns and "predicted_label" not in table.columns:
+        table = table.rename(columns={"label": "predicted_label"})
     missing = [n for n in LEDGER_SCHEMA.names if n not in table.columns]
     if missing:
         raise SpoofrayError(f"{uri} is not an audit ledger: columns {missing} are missing. "
@@ -218,7 +221,7 @@ def apply_report(ledger: pd.DataFrame, plan: pd.DataFrame, report: pd.DataFrame)
                           "against its plan", left="the ledger was not changed")
     rows = plan[["uri", "size_bytes", "fingerprint", "bundle_name", "bundle_version", "run_id",
                  "date"]].merge(
-        report[["uri", "status", "error_type", "spoof_score", "label", "scored_at"]],
+        report[["uri", "status", "error_type", "spoof_score", "predicted_label", "scored_at"]],
         on="uri", how="left", validate="one_to_one")
     kept = ledger[~_isin(ledger["uri"], plan["uri"])]
     frames = [f for f in (kept, rows) if len(f)]

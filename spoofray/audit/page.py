@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from spoofray.audit.drift import OVERALL
+from spoofray.reports import with_current_names
 
 log = logging.getLogger(__name__)
 
@@ -250,9 +251,12 @@ def speak(text: str, *, binary: str = "espeak-ng", timeout_s: float = 120.0
 
 
 def suspicious_table(current: pd.DataFrame, n: int = 20) -> pd.DataFrame:
-    """The ``n`` highest-scoring files of a run (``uri``, ``spoof_score``, ``label``)."""
+    """The ``n`` highest-scoring files of a run (``uri``, ``spoof_score``,
+    ``predicted_label``; an old report's ``label`` is read as it)."""
+    current = with_current_names(current)
     ok = current[current["status"] == "ok"]
-    return ok.nlargest(min(n, len(ok)), "spoof_score")[["uri", "spoof_score", "label"]]
+    return ok.nlargest(min(n, len(ok)), "spoof_score")[["uri", "spoof_score",
+                                                        "predicted_label"]]
 
 
 def report_plot_names() -> Sequence[str]:

@@ -49,8 +49,8 @@ FAULT_POINTS = ("after-plan", "after-commit")
 #: Written last into a run's audit folder: the folder is complete once it exists.
 AUDIT_MARKER = "audit.json"
 #: Report columns the ledger and the drift need.
-REPORT_COLUMNS = ("uri", "status", "error_type", "spoof_score", "label", "scored_at", "run_id",
-                  "threshold")
+REPORT_COLUMNS = ("uri", "status", "error_type", "spoof_score", "predicted_label", "scored_at",
+                  "run_id", "threshold")
 
 
 @register
@@ -293,15 +293,14 @@ def run_audit(cfg: AuditConfig) -> dict[str, Any]:
         A report that does not account for its plan (the ledger is left unchanged).
     """
     from spoofray import sources
-    from spoofray.pipeline.score import new_run_id, resolve_bundle
+    from spoofray.models.registry import bundle_note, resolve_bundle
+    from spoofray.pipeline.score import new_run_id
 
     rules = _alerts.load_rules(cfg.rules)
     date = cfg.date or _dt.datetime.now(_dt.timezone.utc).date().isoformat()
     bundle_uri, bundle_source = resolve_bundle(cfg.bundle)
     bundle_name, bundle_version = _bundle_identity(bundle_uri)
     if bundle_source != "given":
-        from spoofray.pipeline.score import bundle_note
-
         log.warning("%s", bundle_note(bundle_name, bundle_version, bundle_uri, bundle_source))
     finished = recover(cfg, rules)
 

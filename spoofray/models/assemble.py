@@ -34,11 +34,12 @@ from spoofray import dataset, scoring, storage
 from spoofray.config import Config, FeatureConfig, register
 from spoofray.errors import BundleIntegrityError, ConfigError, MetricError, OutputExistsError
 from spoofray.models.bundle import (
-    _MEMBER_NAME, BUNDLE_JSON, FORMAT_NAME, FORMAT_VERSION, MEMBER_KINDS, MEMBERS_DIR, Bundle,
-    _check_compatible, _ordered_kinds, check_member_sidecar, member_inputs, member_kinds,
-    sha256_bytes, spoofray_home, utc_now,
+    BUNDLE_JSON, FORMAT_NAME, FORMAT_VERSION, MEMBER_KINDS, MEMBERS_DIR, Bundle,
+    _check_compatible, _ordered_kinds, check_member_sidecar, member_input_shapes, member_inputs,
+    member_kinds, sha256_bytes, utc_now,
 )
 from spoofray.models.fusion import Fusion, fit_logistic_fusion, mean_fusion
+from spoofray.models.registry import registry_path
 from spoofray.scoring import threshold_at_eer
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,11 @@ class MemberSource:
     @property
     def feature_config(self) -> FeatureConfig:
         return FeatureConfig.from_dict(self.sidecar["feature_config"])
+
+    @property
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        """One window's tensor shape per kind it reads, under its own feature config."""
+        return member_input_shapes(self.kinds, self.feature_config)
 
     @classmethod
     def from_sidecar(cls, uri: str) -> MemberSource:
@@ -169,6 +175,7 @@ def write_bundle(out_dir: str, *, name: str, version: str, members: Sequence[Mem
         entries.append({
             "name": m.name, "kind": m.kind, "file": model_rel, "sidecar": sidecar_rel,
             "inputs": list(m.inputs), "kinds": list(m.kinds),
+            "input_shapes": {k: list(v) for k, v in m.input_shapes.items()},
             "weight": float(weights.get(m.name, 1.0)),
             "feature_config_hash": m.sidecar["feature_config_hash"],
             "threshold": m.sidecar.get("threshold"),
@@ -219,43 +226,7 @@ def publish(local_dir: str, dest: str, *, overwrite: bool = False) -> str:
     return dest
 
 
-# --- local registry -------------------------------------------------------------------------
-
-
-def registry_root() -> str:
-    return os.path.join(spoofray_home(), "bundles")
-
-
-def registry_path(name: str, version: str) -> str:
-    for part in (name, version):
-        if not _MEMBER_NAME.match(part):
-            raise ConfigError(f"bundle name/version {part!r} must be 1-64 letters, digits, "
-                              "'_', '-' or '.'")
-    return os.path.join(registry_root(), name, version)
-
-
-def list_registry() -> list[dict[str, Any]]:
-    """Bundles in the local registry, oldest first: name, version, created_at, uri."""
-    out = []
-    root = registry_root()
-    if not os.path.isdir(root):
-        return out
-    for name in sorted(os.listdir(root)):
-        for version in sorted(os.listdir(os.path.join(root, name))):
-            path = os.path.join(root, name, version)
-            try:
-                with open(os.path.join(path, BUNDLE_JSON), "rb") as fh:
-                    created = json.loads(fh.read()).get("created_at", "")
-            except (OSError, ValueError):
-                continue
-            out.append({"name": name, "version": version, "created_at": created, "uri": path})
-    return sorted(out, key=lambda b: (b["created_at"], b["name"], b["version"]))
-
-
-def latest_bundle() -> str | None:
-    """URI of the newest bundle in the local registry, or None when it is empty."""
-    entries = list_registry()
-    return entries[-1]["uri"] if entries else None
+# --- versions ------------------------------------------------------------------------------
 
 
 def new_version() -> str:

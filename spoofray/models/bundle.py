@@ -7,11 +7,16 @@ A bundle is a directory, local or ``s3://``::
     <bundle>/members/<name>/<sidecar>.json   the producer's sidecar, kept for provenance
 
 ``bundle.json`` holds the format version, name, version, creation time, the feature config
-and its hash, each member (kind, file, feature inputs, weight), the fusion rule (plain
-numbers), the decision threshold and how it was chosen, the training-data fingerprints,
-dev metrics and ``files`` (relative path → sha256). :meth:`Bundle.load` verifies every
-checksum, the feature-config hashes and the members' safety (skops trusted types, Keras
-``safe_mode``) and raises :class:`~spoofray.errors.BundleIntegrityError` on any mismatch.
+and its hash, each member (kind, file, feature inputs, the shape of one window's tensor per
+kind it reads, weight), the fusion rule (plain numbers), the decision threshold and how it
+was chosen, the training-data fingerprints, dev metrics and ``files`` (relative path →
+sha256). Two steps, each raising :class:`~spoofray.errors.BundleIntegrityError` on any
+mismatch: :meth:`BundleSpec.verify` (the driver) checks every checksum, the feature-config
+hashes and the recorded input shapes without loading a model or TensorFlow;
+:meth:`BundleSpec.load_models` (once per scoring actor; :meth:`Bundle.load` does both)
+loads each member with its safe loader (skops trusted types, Keras ``safe_mode``) behind
+the :class:`WindowMember` protocol and checks that it takes those shapes. Bundles made
+before input shapes were recorded get them from their feature config.
 
 Feature configs: members are compatible when their configs differ at most in ``kinds``
 (which features a dataset stored) and ``store_float16`` (storage precision); the bundle's
@@ -32,7 +37,7 @@ import shutil
 import tempfile
 import types
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol, Self
 
 import numpy as np
 
@@ -49,8 +54,6 @@ FORMAT_VERSION = 1
 MEMBER_KINDS = ("sklearn", "keras")
 MEMBERS_DIR = "members"
 _MEMBER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-#: Keras members are scored in chunks of this many windows to bound memory on long files.
-KERAS_CHUNK = 256
 
 
 # --- small helpers ------------------------------------------------------------------------
@@ -154,22 +157,49 @@ def check_member_sidecar(sidecar: Mapping[str, Any], *, where: str) -> None:
                           f"not match its feature_config (hash {cfg.config_hash()})")
 
 
-# --- loading members (the producers' loaders) --------------------------------------------
+# --- members -------------------------------------------------------------------------------
 
 
-def load_member_model(kind: str, path: str) -> Any:
-    """Load one member's model from a local file with its producer's safe loader.
+class WindowMember(Protocol):
+    """What inference needs of a member, whatever trained it.
 
-    sklearn: :func:`spoofray.models.ml.load_ensemble` (skops, trusted types only).
-    keras: :func:`spoofray.models.dl.load_member` (``safe_mode=True``); TensorFlow is
-    imported only here, so an sklearn-only bundle never imports it.
+    :class:`spoofray.models.ml.EnsembleMember` (sklearn, skops) and
+    :class:`spoofray.models.dl.KerasMember` (``.keras``) implement it.
     """
-    try:
-        if kind == "sklearn":
-            from spoofray.models import ml
 
-            return ml.load_ensemble(path)
-        return _load_keras(path)
+    def predict_proba(self, windows: Mapping[str, np.ndarray]) -> np.ndarray:
+        """P(spoof) per window: ``{kind: (n, *window_shape)}`` float32 → (n,) float64."""
+        ...
+
+    def input_problem(self, shapes: Mapping[str, tuple[int, ...]]) -> str | None:
+        """Why windows of these shapes (kind → one window's shape) do not fit, or None."""
+        ...
+
+
+def _sklearn_member(path: str, inputs: Sequence[str]) -> WindowMember:
+    from spoofray.models import ml
+
+    return ml.EnsembleMember.load(path, inputs)
+
+
+def _keras_member(path: str, inputs: Sequence[str]) -> WindowMember:
+    from spoofray.models import dl  # imports Keras/TensorFlow only inside load_member
+
+    return dl.KerasMember.load(path, inputs)
+
+
+#: How each kind of saved member is loaded (the producers' safe loaders: skops with
+#: trusted types only; Keras with ``safe_mode=True``). TensorFlow is imported only by
+#: the Keras loader, so an sklearn-only bundle never imports it.
+MEMBER_LOADERS: dict[str, Callable[[str, Sequence[str]], WindowMember]] = {
+    "sklearn": _sklearn_member, "keras": _keras_member}
+assert tuple(MEMBER_LOADERS) == MEMBER_KINDS
+
+
+def load_member(kind: str, path: str, inputs: Sequence[str]) -> WindowMember:
+    """Load one member from a local file with its producer's safe loader."""
+    try:
+        return MEMBER_LOADERS[kind](path, inputs)
     except (ImportError, BundleIntegrityError):
         raise
     except Exception as exc:  # any loader refusal: untrusted types, not a zip, bad config
@@ -181,93 +211,54 @@ def load_member_model(kind: str, path: str) -> Any:
         ) from exc
 
 
-def _load_keras(path: str) -> Any:
-    from spoofray.models import dl  # imports Keras/TensorFlow only inside load_member
-
-    return dl.load_member(path)
+def member_input_shapes(kinds: Sequence[str], cfg: FeatureConfig) -> dict[str, tuple[int, ...]]:
+    """One window's tensor shape per feature kind, under ``cfg``."""
+    shapes = dataclasses.replace(cfg, kinds=_ordered_kinds(kinds)).feature_shapes()
+    return {k: tuple(shapes[k]) for k in kinds}
 
 
 @dataclasses.dataclass(frozen=True)
-class LoadedMember:
-    """A member inside a loaded bundle."""
+class MemberSpec:
+    """A member as ``bundle.json`` describes it (verified, model not loaded)."""
 
     name: str
     kind: str
+    #: Model file, relative to the bundle folder.
+    file: str
     #: Model inputs as the sidecar names them (ml input names, or one feature kind).
     inputs: tuple[str, ...]
     #: Feature kinds those inputs are computed from.
     kinds: tuple[str, ...]
     weight: float
-    model: Any = dataclasses.field(repr=False, compare=False)
+    #: One window's tensor shape per kind it reads, as recorded at assembly (bundles
+    #: made before that was recorded: computed from the bundle's feature config).
+    input_shapes: Mapping[str, tuple[int, ...]] = dataclasses.field(compare=False)
 
-    def check_shapes(self, cfg: FeatureConfig, *, where: str) -> None:
-        """Refuse a model whose input does not fit ``cfg``'s feature shapes (at load time,
-        not file by file in the middle of a run)."""
-        shapes = cfg.feature_shapes()
-        if self.kind == "keras":
-            want = tuple(getattr(self.model, "input_shape", (None,))[1:])
-            got = shapes[self.kinds[0]]
-            if len(want) != len(got) or any(w not in (None, g) for w, g in zip(want, got)):
-                raise BundleIntegrityError(
-                    f"{where}: Keras member {self.name!r} takes input {want}, but feature "
-                    f"{self.kinds[0]!r} has shape {got} under the bundle's feature config; "
-                    "the member was trained on other features: re-assemble the bundle")
-            return
-        from spoofray.models import ml
 
-        probe = {k: np.zeros((1, *shapes[k]), np.float32) for k in self.kinds}
-        width = ml.design_matrix(probe, self.inputs).shape[1]
-        expected = getattr(self.model, "n_features_in_", width)
-        if expected != width:
-            raise BundleIntegrityError(
-                f"{where}: sklearn member {self.name!r} expects {expected} features, but its "
-                f"inputs {list(self.inputs)} give {width} under the bundle's feature config; "
-                "re-assemble the bundle from the matching tune output")
+@dataclasses.dataclass(frozen=True)
+class LoadedMember(MemberSpec):
+    """A member inside a loaded bundle: its spec and its model."""
 
-    def predict(self, features: Mapping[str, np.ndarray]) -> np.ndarray:
-        """P(spoof) of each window.
-
-        Parameters
-        ----------
-        features : mapping of kind to ndarray, shape (n, *feature_shape)
-
-        Returns
-        -------
-        ndarray, shape (n,), float64
-        """
-        n = len(features[self.kinds[0]])
-        if n == 0:
-            return np.zeros(0, np.float64)
-        if self.kind == "sklearn":
-            from spoofray.models import ml
-
-            X = ml.design_matrix(features, self.inputs)
-            proba = self.model.predict_proba(X)
-            classes = list(getattr(self.model, "classes_", [0, 1]))
-            col = classes.index(1) if 1 in classes else (
-                classes.index("spoof") if "spoof" in classes else proba.shape[1] - 1)
-            return np.asarray(proba[:, col], dtype=np.float64)
-        x = np.asarray(features[self.inputs[0]], dtype=np.float32)
-        out = []
-        for i in range(0, n, KERAS_CHUNK):
-            y = self.model(x[i:i + KERAS_CHUNK], training=False)
-            out.append(np.asarray(y.numpy() if hasattr(y, "numpy") else y).reshape(-1))
-        return np.concatenate(out).astype(np.float64)
+    model: WindowMember = dataclasses.field(repr=False, compare=False)
 
 
 # --- the bundle -------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
-class Bundle:
-    """A verified, loaded model bundle. Build it with :meth:`load`, never by hand.
+class BundleSpec:
+    """A verified bundle without its models: what the driver needs to plan a scoring run.
+
+    :meth:`verify` checks every checksum, the feature-config hashes and each member's
+    recorded input shapes against the feature config, without importing TensorFlow or
+    loading a model; :meth:`load_models` (once per actor) makes the :class:`Bundle`.
 
     Attributes
     ----------
     uri : str
         Where it was loaded from (local path or ``s3://``).
     root : str
-        The local folder its files were verified and loaded from (a cache for S3).
+        The local folder its files were verified in (a cache for S3).
     manifest : mapping
         ``bundle.json`` as read (read-only).
     """
@@ -276,7 +267,7 @@ class Bundle:
     root: str
     manifest: Mapping[str, Any] = dataclasses.field(repr=False)
     feature_config: FeatureConfig
-    members: tuple[LoadedMember, ...]
+    members: tuple[MemberSpec, ...]
     fusion: Fusion
     threshold: float
     threshold_method: str
@@ -299,9 +290,9 @@ class Bundle:
         return tuple(m.name for m in self.members)
 
     @classmethod
-    def load(cls, uri: str, *, dataset: str | None = None, cache_dir: str | None = None
-             ) -> Bundle:
-        """Load and verify a bundle.
+    def verify(cls, uri: str, *, dataset: str | None = None, cache_dir: str | None = None
+               ) -> BundleSpec:
+        """Verify a bundle without loading its models.
 
         Parameters
         ----------
@@ -314,28 +305,46 @@ class Bundle:
         Raises
         ------
         BundleIntegrityError
-            Missing or changed file, feature-config mismatch, unsafe member file.
+            Missing or changed file, feature-config or input-shape mismatch.
         """
         root, manifest = _verified_root(uri, cache_dir)
         cfg = FeatureConfig.from_dict(manifest["feature_config"])
         members = tuple(
-            LoadedMember(name=m["name"], kind=m["kind"], inputs=tuple(m["inputs"]),
-                         kinds=tuple(m["kinds"]),
-                         weight=float(m.get("weight", 1.0)),
-                         model=load_member_model(m["kind"], os.path.join(root, m["file"])))
+            MemberSpec(name=m["name"], kind=m["kind"], file=m["file"],
+                       inputs=tuple(m["inputs"]), kinds=tuple(m["kinds"]),
+                       weight=float(m.get("weight", 1.0)),
+                       input_shapes=types.MappingProxyType(
+                           {k: tuple(v) for k, v in m["input_shapes"].items()}
+                           if "input_shapes" in m else member_input_shapes(m["kinds"], cfg)))
             for m in manifest["members"])
-        for member in members:
-            member.check_shapes(cfg, where=f"bundle {uri}")
-        bundle = cls(uri=uri, root=root, manifest=types.MappingProxyType(manifest),
-                     feature_config=cfg, members=members,
-                     fusion=Fusion.from_dict(manifest["fusion"]),
-                     threshold=float(manifest["threshold"]),
-                     threshold_method=str(manifest["threshold_method"]))
+        spec = BundleSpec(uri=uri, root=root, manifest=types.MappingProxyType(manifest),
+                          feature_config=cfg, members=members,
+                          fusion=Fusion.from_dict(manifest["fusion"]),
+                          threshold=float(manifest["threshold"]),
+                          threshold_method=str(manifest["threshold_method"]))
         if dataset is not None:
-            bundle.check_dataset(dataset)
-        return bundle
+            spec.check_dataset(dataset)
+        return spec
 
-    def with_threshold(self, threshold: float, method: str = "user") -> Bundle:
+    def load_models(self) -> Bundle:
+        """The :class:`Bundle`: every member loaded with its safe loader, and refused when
+        its model does not take the recorded input shapes."""
+        members = []
+        for m in self.members:
+            model = load_member(m.kind, os.path.join(self.root, m.file), m.inputs)
+            problem = model.input_problem(m.input_shapes)
+            if problem:
+                raise BundleIntegrityError(
+                    f"bundle {self.uri}: member {m.name!r} does not fit the bundle's feature "
+                    f"config: {problem}. The member was trained on other features: "
+                    "re-assemble the bundle from the matching tune/train output")
+            members.append(LoadedMember(**{f.name: getattr(m, f.name)
+                                           for f in dataclasses.fields(MemberSpec)},
+                                        model=model))
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(BundleSpec)}
+        return Bundle(**{**fields, "members": tuple(members)})
+
+    def with_threshold(self, threshold: float, method: str = "user") -> Self:
         """The same bundle with another decision threshold (e.g. ``--threshold``)."""
         if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
             raise ConfigError(f"threshold must be in [0, 1], got {threshold}")
@@ -348,41 +357,6 @@ class Bundle:
         other = dataset.feature_config_of(dataset_uri)
         _check_compatible(self.feature_config, other, self.needed_kinds,
                           what=f"feature dataset {dataset_uri}", bundle=self.uri)
-
-    def member_scores(self, features: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Each member's P(spoof) per window: ``{name: ndarray (n,)}``."""
-        shapes = self.feature_config.feature_shapes()
-        n = None
-        for kind in self.needed_kinds:
-            if kind not in features:
-                raise ConfigError(f"bundle {self.name} {self.version} needs feature {kind!r}; "
-                                  f"got {sorted(features)}")
-            arr = features[kind]
-            if tuple(arr.shape[1:]) != shapes[kind] or (n is not None and len(arr) != n):
-                raise ConfigError(
-                    f"feature {kind!r} has shape {tuple(arr.shape)}; bundle expects "
-                    f"(n, {', '.join(map(str, shapes[kind]))}) with the same n for every kind")
-            n = len(arr)
-        return {m.name: m.predict(features) for m in self.members}
-
-    def score_windows(self, features: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Score windows.
-
-        Parameters
-        ----------
-        features : mapping of kind to ndarray, shape (n, *feature_shape)
-            At least :attr:`needed_kinds`, computed with :attr:`feature_config`.
-
-        Returns
-        -------
-        dict
-            ``"spoof_score"``: fused P(spoof), shape (n,); ``"score_<member>"``: each
-            member's P(spoof), shape (n,). All float64 (a Keras member computes in float32).
-        """
-        per_member = self.member_scores(features)
-        out = {"spoof_score": self.fusion.apply(per_member)}
-        out.update({f"score_{name}": s for name, s in per_member.items()})
-        return out
 
     def payload(self) -> dict[str, bytes]:
         """Every file of the bundle as ``{relative path: bytes}``, for shipping to workers.
@@ -407,11 +381,70 @@ class Bundle:
             "needed_kinds": list(self.needed_kinds),
             "members": [{"name": x.name, "kind": x.kind, "inputs": list(x.inputs),
                          "kinds": list(x.kinds),
+                         "input_shapes": {k: list(v) for k, v in x.input_shapes.items()},
                          "weight": x.weight} for x in self.members],
             "fusion": self.fusion.to_dict(), "threshold": self.threshold,
             "threshold_method": self.threshold_method,
             "dev_metrics": m.get("dev_metrics"),
         }
+
+
+@dataclasses.dataclass(frozen=True)
+class Bundle(BundleSpec):
+    """A verified, loaded model bundle. Build it with :meth:`load`, never by hand."""
+
+    members: tuple[LoadedMember, ...]
+
+    @classmethod
+    def load(cls, uri: str, *, dataset: str | None = None, cache_dir: str | None = None
+             ) -> Bundle:
+        """Verify a bundle (:meth:`BundleSpec.verify`) and load its models.
+
+        Raises
+        ------
+        BundleIntegrityError
+            Missing or changed file, feature-config mismatch, unsafe member file, a model
+            that does not take the feature shapes.
+        """
+        return BundleSpec.verify(uri, dataset=dataset, cache_dir=cache_dir).load_models()
+
+    def member_scores(self, features: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Each member's P(spoof) per window: ``{name: ndarray (n,)}``."""
+        shapes = self.feature_config.feature_shapes()
+        n = None
+        for kind in self.needed_kinds:
+            if kind not in features:
+                raise ConfigError(f"bundle {self.name} {self.version} needs feature {kind!r}; "
+                                  f"got {sorted(features)}")
+            arr = features[kind]
+            if tuple(arr.shape[1:]) != shapes[kind] or (n is not None and len(arr) != n):
+                raise ConfigError(
+                    f"feature {kind!r} has shape {tuple(arr.shape)}; bundle expects "
+                    f"(n, {', '.join(map(str, shapes[kind]))}) with the same n for every kind")
+            n = len(arr)
+        if not n:
+            return {m.name: np.zeros(0, np.float64) for m in self.members}
+        return {m.name: np.asarray(m.model.predict_proba(features), dtype=np.float64)
+                for m in self.members}
+
+    def score_windows(self, features: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Score windows.
+
+        Parameters
+        ----------
+        features : mapping of kind to ndarray, shape (n, *feature_shape)
+            At least :attr:`needed_kinds`, computed with :attr:`feature_config`.
+
+        Returns
+        -------
+        dict
+            ``"spoof_score"``: fused P(spoof), shape (n,); ``"score_<member>"``: each
+            member's P(spoof), shape (n,). All float64 (a Keras member computes in float32).
+        """
+        per_member = self.member_scores(features)
+        out = {"spoof_score": self.fusion.apply(per_member)}
+        out.update({f"score_{name}": s for name, s in per_member.items()})
+        return out
 
 
 def _check_compatible(mine: FeatureConfig, other: FeatureConfig, needed: Sequence[str], *,
@@ -498,6 +531,14 @@ def verify_bundle_dir(root: str, *, shown_as: str | None = None) -> dict[str, An
         if missing:
             raise fail(f"member {m['name']!r} reads {missing}, not in the bundle's feature kinds "
                        f"{list(cfg.kinds)}")
+        recorded = m.get("input_shapes")  # absent in bundles made before it was recorded
+        if recorded is not None:
+            want = {k: list(v) for k, v in member_input_shapes(kinds, cfg).items()}
+            if not isinstance(recorded, dict) or {k: list(v) for k, v in recorded.items()
+                                                  } != want:
+                raise fail(f"member {m['name']!r} was assembled for windows of shapes "
+                           f"{recorded}, but the bundle's feature config gives {want}: "
+                           "bundle.json was edited; re-assemble the bundle")
         _check_compatible(cfg, FeatureConfig.from_dict(sidecar["feature_config"]), (),
                           what=f"its member {m['name']!r}", bundle=shown)
     names = tuple(m["name"] for m in members)

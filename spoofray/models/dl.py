@@ -22,7 +22,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -263,6 +263,50 @@ def load_member(path: str):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"member file {path!r} not found")
     return keras.saving.load_model(path, safe_mode=True, compile=False)
+
+
+#: Windows per model call: a long file is scored in chunks to bound memory.
+PREDICT_CHUNK = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class KerasMember:
+    """A saved Keras model as a bundle member (:class:`spoofray.models.bundle.WindowMember`):
+    window tensors of one feature kind in, P(spoof) per window out.
+
+    Attributes
+    ----------
+    model : keras.Model
+        Takes ``(batch, *feature_shape)`` float32, returns ``(batch, 1)`` P(spoof).
+    kind : str
+        The feature kind it reads.
+    """
+
+    model: Any = dataclasses.field(repr=False, compare=False)
+    kind: str
+
+    @classmethod
+    def load(cls, path: str, inputs: Sequence[str]) -> KerasMember:
+        (kind,) = inputs
+        return cls(model=load_member(path), kind=kind)
+
+    def predict_proba(self, windows: Mapping[str, np.ndarray]) -> np.ndarray:
+        """P(spoof) per window, float64 of shape (n,) (computed in float32)."""
+        x = np.asarray(windows[self.kind], dtype=np.float32)
+        out = []
+        for i in range(0, len(x), PREDICT_CHUNK):
+            y = self.model(x[i:i + PREDICT_CHUNK], training=False)
+            out.append(np.asarray(y.numpy() if hasattr(y, "numpy") else y).reshape(-1))
+        return np.concatenate(out).astype(np.float64) if out else np.zeros(0, np.float64)
+
+    def input_problem(self, shapes: Mapping[str, tuple[int, ...]]) -> str | None:
+        """Why windows of these shapes (kind -> one window's shape) do not fit, or None."""
+        want = tuple(getattr(self.model, "input_shape", (None,))[1:])
+        got = tuple(shapes[self.kind])
+        if len(want) != len(got) or any(w not in (None, g) for w, g in zip(want, got)):
+            return (f"the Keras model takes input {want}, but windows of feature "
+                    f"{self.kind!r} have shape {got}")
+        return None
 
 
 def training_data_fingerprint(uris: Iterable[str], labels: Iterable[str]) -> str:

@@ -17,6 +17,7 @@ sorted, so ``predict_proba(X)[:, 1]`` is P(spoof).
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -522,3 +523,47 @@ def load_ensemble(path: str) -> SpoofVotingEnsemble:
             f"{path}: expected a SpoofVotingEnsemble, got {type(model).__name__}"
         )
     return model
+
+
+# --- as a bundle member --------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class EnsembleMember:
+    """A fitted ensemble as a bundle member (:class:`spoofray.models.bundle.WindowMember`):
+    window features in, P(spoof) per window out.
+
+    Attributes
+    ----------
+    model : SpoofVotingEnsemble
+    inputs : tuple of str
+        Names of :data:`INPUTS` its design matrix is built from, in training order.
+    """
+
+    model: Any = dataclasses.field(repr=False, compare=False)
+    inputs: tuple[str, ...]
+
+    @classmethod
+    def load(cls, path: str, inputs: Sequence[str]) -> EnsembleMember:
+        return cls(model=load_ensemble(path), inputs=tuple(inputs))
+
+    def predict_proba(self, windows: Mapping[str, np.ndarray]) -> np.ndarray:
+        """P(spoof) per window, float64 of shape (n,), from ``{kind: (n, *shape)}``."""
+        proba = self.model.predict_proba(design_matrix(windows, self.inputs))
+        classes = list(getattr(self.model, "classes_", [0, 1]))
+        col = classes.index(1) if 1 in classes else (
+            classes.index("spoof") if "spoof" in classes else proba.shape[1] - 1)
+        return np.asarray(proba[:, col], dtype=np.float64)
+
+    def input_problem(self, shapes: Mapping[str, tuple[int, ...]]) -> str | None:
+        """Why windows of these shapes (kind -> one window's shape) do not fit, or None."""
+        probe = {k: np.zeros((1, *s), np.float32) for k, s in shapes.items()}
+        try:
+            width = design_matrix(probe, self.inputs).shape[1]
+        except ConfigError as exc:
+            return str(exc)
+        expected = getattr(self.model, "n_features_in_", width)
+        if expected != width:
+            return (f"the sklearn ensemble expects {expected} features, but its inputs "
+                    f"{list(self.inputs)} give {width} from windows of shapes {dict(shapes)}")
+        return None

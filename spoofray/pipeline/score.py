@@ -42,9 +42,8 @@ from spoofray.config import Config, FeatureConfig, register
 from spoofray.errors import (ConfigError, OutputExistsError, SpoofrayError,
                              StorageUnavailableError)
 from spoofray.featurize import FileFeatures, featurize_file
-from spoofray.models.assemble import latest_bundle, registry_root
-from spoofray.models.bundle import Bundle, load_payload
-from spoofray.models.default import MODEL_CARD, default_bundle
+from spoofray.models.bundle import BundleSpec, load_payload
+from spoofray.models.registry import bundle_note, resolve_bundle
 from spoofray.pipeline import plan, runtime
 from spoofray.reports import PLOTS_DIR, REPORT_DIR, SUCCESS_MARKER, SUMMARY_NAME
 
@@ -52,9 +51,6 @@ log = logging.getLogger(__name__)
 
 #: Report rows buffered on the driver before a part file is written.
 ROWS_PER_PART = 200_000
-
-#: ``--bundle`` value naming the newest bundle of the local registry.
-LATEST = "latest"
 
 ITEM_KEYS = ("uri", "label", "attack", "speaker", "group", "size_bytes")
 
@@ -177,13 +173,15 @@ def featurize_batch(batch: pa.Table, *, features: dict[str, Any], kinds: list[st
 def report_columns(member_names: Sequence[str]) -> pa.Schema:
     """The report schema (DESIGN.md "Report") for a bundle with these members.
 
-    ``label`` is the PREDICTED label; ``true_label``/``true_attack`` carry what the input
-    listing knew (None when unlabelled).
+    ``predicted_label`` is the decision (reports written before it was named so call it
+    ``label``; :func:`reports.read_report` renames it); ``true_label``/``true_attack`` carry
+    what the input listing knew (None when unlabelled).
     """
     return pa.schema([
         ("uri", pa.string()), ("size_bytes", pa.int64()), ("duration_s", pa.float64()),
         ("sample_rate", pa.int64()), ("channels", pa.int64()), ("n_windows", pa.int64()),
-        ("spoof_score", pa.float64()), ("label", pa.string()), ("threshold", pa.float64()),
+        ("spoof_score", pa.float64()), ("predicted_label", pa.string()),
+        ("threshold", pa.float64()),
         *[(f"score_{m}", pa.float64()) for m in member_names],
         ("max_window_score", pa.float64()), ("top_window_start_s", pa.float64()),
         ("top_window_end_s", pa.float64()),
@@ -207,14 +205,14 @@ def aggregate_file(window: dict[str, np.ndarray], start_s: np.ndarray, end_s: np
     Returns
     -------
     dict
-        ``spoof_score`` (mean window score), ``label`` (spoof iff >= threshold),
+        ``spoof_score`` (mean window score), ``predicted_label`` (spoof iff >= threshold),
         member means, ``max_window_score`` and the most suspicious window's start/end.
     """
     fused = np.asarray(window["spoof_score"], dtype=np.float64)
     top = int(np.argmax(fused))
     score = scoring.file_score(fused)
     out = {k: scoring.file_score(v) for k, v in window.items()}
-    out.update(spoof_score=score, label=scoring.decide(score, threshold),
+    out.update(spoof_score=score, predicted_label=scoring.decide(score, threshold),
                max_window_score=float(fused[top]), top_window_start_s=float(start_s[top]),
                top_window_end_s=float(end_s[top]))
     return out
@@ -225,17 +223,18 @@ class BundleScorer:
 
     The bundle arrives as a payload in the object store (so actors on any node get it, even
     when the driver read it from a local folder) and is verified and loaded once per actor.
+    ``threshold`` is the run's decision threshold, worked out once by the driver.
     """
 
-    def __init__(self, payload: list, *, bundle_uri: str, threshold: float | None,
+    def __init__(self, payload: list, *, bundle_uri: str, threshold: float,
                  run_id: str) -> None:
         import ray
 
         # A node-local cache in the temp dir: actors need model files on disk, and workers
         # must not depend on the driver's SPOOFRAY_HOME.
         cache = os.path.join(tempfile.gettempdir(), f"spoofray-bundles-{os.getuid()}")
-        bundle = load_payload(ray.get(payload[0]), shown_as=bundle_uri, cache_dir=cache)
-        self.bundle = bundle if threshold is None else bundle.with_threshold(threshold)
+        self.bundle = load_payload(ray.get(payload[0]), shown_as=bundle_uri, cache_dir=cache)
+        self.threshold = float(threshold)
         self.run_id = run_id
         self.schema = report_columns(self.bundle.member_names)
 
@@ -280,7 +279,7 @@ class BundleScorer:
         for i, r in enumerate(rows):
             row = {"uri": r["uri"], "size_bytes": r["size_bytes"], "duration_s": r["duration_s"],
                    "sample_rate": r["sample_rate"], "channels": r["channels"],
-                   "n_windows": r["n_windows"], "threshold": b.threshold,
+                   "n_windows": r["n_windows"], "threshold": self.threshold,
                    "status": r["status"], "error_type": r["error_type"],
                    "error_message": r["error_message"], "model_name": b.name,
                    "model_version": b.version, "run_id": self.run_id, "scored_at": now,
@@ -291,7 +290,7 @@ class BundleScorer:
                            error_message=f"{r['uri']}: scoring failed: {result}")
             elif result is not None:
                 agg = aggregate_file(result, np.asarray(r["start_s"]), np.asarray(r["end_s"]),
-                                     b.threshold)
+                                     self.threshold)
                 if not np.isfinite(agg["spoof_score"]):
                     row.update(status="error", error_type="ScoringError",
                                error_message=f"{r['uri']}: the model gave a non-finite score")
@@ -302,35 +301,6 @@ class BundleScorer:
 
 
 # --- driver ---------------------------------------------------------------------------------
-
-
-def resolve_bundle(uri: str | None) -> tuple[str, str]:
-    """The bundle to use and where it came from: ``given``, ``default`` or ``registry``.
-
-    No ``uri``: the bundle shipped inside the package (:func:`default_bundle`).
-    ``"latest"``: the newest bundle of the local registry.
-    """
-    if uri is None:
-        return default_bundle(), "default"
-    if uri != LATEST:
-        return uri, "given"
-    newest = latest_bundle()
-    if newest is None:
-        raise ConfigError(
-            f"--bundle {LATEST} names the newest bundle of the local registry, but "
-            f"{registry_root()} is empty. Make a bundle with `python jobs/bundle.py assemble "
-            "--member <tune or train output> ...` (it publishes to the registry), or pass "
-            "--bundle <folder or s3://>, or leave --bundle out for the shipped default")
-    return newest, "registry"
-
-
-def bundle_note(name: str, version: str, uri: str, source: str) -> str:
-    """The line a job prints when it picked the bundle itself."""
-    if source == "default":
-        return (f"no --bundle given: scoring with the shipped default {name} {version} "
-                f"({uri}); what it was trained on, how well it does and where it fails: "
-                f"{MODEL_CARD}")
-    return f"--bundle {LATEST}: the newest bundle of the local registry, {name} {version} ({uri})"
 
 
 def _write_table(uri: str, table: pa.Table) -> None:
@@ -392,10 +362,14 @@ def score_archive(cfg: ScoreConfig,
     started = time.perf_counter()
     started_at = _dt.datetime.now(_dt.timezone.utc)
     bundle_uri, bundle_source = resolve_bundle(cfg.bundle)
-    bundle = Bundle.load(bundle_uri)  # refuse a bad bundle before any work
+    # Refuse a bad bundle before any work: checksums, feature config and the members' input
+    # shapes, without loading a model (the scoring actors do, once each).
+    bundle = BundleSpec.verify(bundle_uri)
     if bundle_source != "given":
         log.warning("%s", bundle_note(bundle.name, bundle.version, bundle_uri, bundle_source))
-    threshold = bundle.threshold if cfg.threshold is None else cfg.threshold
+    if cfg.threshold is not None:
+        bundle = bundle.with_threshold(cfg.threshold)
+    threshold = bundle.threshold  # the run's one threshold, handed to every actor
 
     if items is None:
         items = sources.resolve_inputs(cfg.input, audio_root=cfg.audio_root)
@@ -431,7 +405,7 @@ def score_archive(cfg: ScoreConfig,
     ds = ds.map_batches(
         BundleScorer,
         fn_constructor_kwargs={"payload": [ray.put(bundle.payload())], "bundle_uri": bundle_uri,
-                               "threshold": cfg.threshold, "run_id": run_id},
+                               "threshold": threshold, "run_id": run_id},
         batch_size=cfg.batch_size, batch_format="pyarrow", zero_copy_batch=True,
         num_cpus=cfg.num_cpus_per_actor, num_gpus=cfg.num_gpus or None,
         compute=ray.data.ActorPoolStrategy(size=cfg.concurrency))
@@ -460,8 +434,7 @@ def score_archive(cfg: ScoreConfig,
             started_at=started_at.isoformat(timespec="seconds"),
             bundle={"uri": bundle_uri, "name": bundle.name, "version": bundle.version,
                     "source": bundle_source, "threshold": threshold,
-                    "threshold_method": "user" if cfg.threshold is not None
-                    else bundle.threshold_method})
+                    "threshold_method": bundle.threshold_method})
         summary.update(run_uri=final, score_config=cfg.to_dict(),
                        finished_at=_dt.datetime.now(_dt.timezone.utc).isoformat(
                            timespec="seconds"))
