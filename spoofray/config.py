@@ -103,7 +103,7 @@ class Check:
     def accepts(self, value: Any) -> bool:
         try:
             return bool(self._accepts(value))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, AttributeError):
             return False
 
     def __str__(self) -> str:

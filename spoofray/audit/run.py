@@ -64,7 +64,7 @@ class AuditConfig(Config):
     _nested = {"scoring": ScoreSettings}
     _constraints = {
         "on_new_bundle": [Options(_ledger.ON_NEW_BUNDLE)],
-        "date": [None, Check(_is_date, "None or a date YYYY-MM-DD")],
+        "date": [None, Check(_is_date, "a date YYYY-MM-DD")],
         "reference_runs": [Interval(int, 1)],
         "psi_bins": [Interval(int, 1)],
         "drift_min_files": [Interval(int, 1)],

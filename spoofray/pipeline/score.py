@@ -68,7 +68,7 @@ class ScoreConfig(ScoreSettings):
     _constraints = {
         **ScoreSettings._constraints,
         "run_id": [None, Check(lambda v: _safe_run_id(v),
-                               "None or a name of letters, digits, '-', '_', '.'")],
+                               "a name of letters, digits, '-', '_', '.'")],
         "limit": [None, Interval(int, 1)],
     }
 
