@@ -26,38 +26,22 @@ import tempfile
 
 import _bootstrap  # noqa: F401  (sys.path + logging)
 
+from spoofray import cli
 from spoofray.errors import SpoofrayError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from spoofray.models.assemble import AssembleConfig
+
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke-test", action="store_true",
                    help="assemble a tiny bundle in a temporary registry, verify and use it")
     sub = p.add_subparsers(dest="command")
     a = sub.add_parser("assemble", help="make a bundle from tune/train outputs")
-    a.add_argument("--member", action="append", required=True,
-                   help="tune/train output folder or member sidecar .json (repeatable)")
-    a.add_argument("--name", default="spoofray", help="bundle name (default: %(default)s)")
-    a.add_argument("--version", help="bundle version (default: UTC time)")
-    a.add_argument("--output", help="bundle folder, local or s3:// (default: local registry)")
-    a.add_argument("--publish", action="store_true",
-                   help="also copy into the local registry when --output is given")
-    a.add_argument("--dev-features", help="held-out feature dataset to fit fusion and threshold")
-    a.add_argument("--fusion", choices=("auto", "mean", "logistic"), default="auto",
-                   help="auto: logistic with --dev-features and >1 member, else mean")
+    cli.add_config_flags(a, AssembleConfig)
     a.add_argument("--weight", action="append", default=[], metavar="NAME=W",
                    help="mean-fusion weight of a member (repeatable)")
-    a.add_argument("--threshold-rule", choices=("eer", "false_alarm_rate"), default="eer",
-                   help="eer: the dev EER point; false_alarm_rate: flag at most "
-                        "--target-false-alarm-rate of bona fide dev files or report rows")
-    a.add_argument("--target-false-alarm-rate", type=float, default=0.01,
-                   help="false-alarm budget on real speech (default: %(default)s)")
-    a.add_argument("--threshold-report", action="append", default=[], metavar="RUN_FOLDER",
-                   help="scoring run of a held-out fold whose bona fide rows set the "
-                        "false-alarm threshold (repeatable)")
-    a.add_argument("--threshold", type=float, help="fixed decision threshold in [0, 1]")
-    a.add_argument("--overwrite", action="store_true")
     i = sub.add_parser("inspect", help="print a bundle's description (reads bundle.json only)")
     i.add_argument("bundle")
     v = sub.add_parser("verify", help="check checksums, feature config and load every member")
@@ -67,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not args.smoke_test and not args.command:
         p.error("give a command (assemble, inspect, verify, list) or --smoke-test")
+    if args.command == "assemble":
+        cli.require(a, args, "members")
     return args
 
 
@@ -144,14 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "assemble":
             from spoofray.models.assemble import AssembleConfig, assemble_bundle
 
-            cfg = AssembleConfig(members=tuple(args.member), name=args.name,
-                                 version=args.version, output=args.output,
-                                 publish=args.publish, dev_features=args.dev_features,
-                                 fusion=args.fusion, weights=_weights(args.weight),
-                                 threshold_rule=args.threshold_rule,
-                                 target_false_alarm_rate=args.target_false_alarm_rate,
-                                 threshold_reports=tuple(args.threshold_report),
-                                 threshold=args.threshold, overwrite=args.overwrite)
+            weights = _weights(args.weight)
+            cfg = cli.build_config(AssembleConfig, args, {"weights": weights} if weights else {})
             made = assemble_bundle(cfg)
             m = made["manifest"]
             print(json.dumps({"bundle": made["uri"], "registry": made["registry_uri"],

@@ -23,26 +23,23 @@ import json
 import sys
 import tempfile
 
-import _bootstrap  # sys.path + logging, absolute()
+import _bootstrap  # noqa: F401  (sys.path + logging)
 
+from spoofray import cli
 from spoofray.errors import SpoofrayError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from spoofray.reports import EvaluateConfig
+
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--report", help="run folder <output>/run_id=<id>/ (local or s3://)")
-    p.add_argument("--output", help="folder for metrics and plots (local or s3://)")
-    p.add_argument("--labels", help="manifest, ASVspoof protocol or labelled folder "
-                   "(default: the labels the scored listing carried)")
-    p.add_argument("--audio-root", help="audio folder of an ASVspoof protocol")
-    p.add_argument("--threshold", type=float,
-                   help="operating point of accuracy/precision/recall/F1 (default: the report's)")
+    cli.add_config_flags(p, EvaluateConfig)
     p.add_argument("--smoke-test", action="store_true",
                    help="score a tiny generated archive, then evaluate it")
     args = p.parse_args(argv)
-    if not args.smoke_test and not (args.report and args.output):
-        p.error("--report and --output are required (or use --smoke-test)")
+    if not args.smoke_test:
+        cli.require(p, args, "report", "output")
     return args
 
 
@@ -57,14 +54,10 @@ def main(argv: list[str] | None = None) -> int:
             if score_archive.main(["--smoke-test", "--output", f"{tmp}/reports",
                                    "--run-id", "smoke"]) != 0:
                 return 1
-            args.report = f"{tmp}/reports/run_id=smoke"
-            args.output = args.output or f"{tmp}/eval"
+            smoke = {"report": f"{tmp}/reports/run_id=smoke",
+                     "output": cli.given(args).get("output") or f"{tmp}/eval"}
         try:
-            cfg = EvaluateConfig(report=_bootstrap.absolute(args.report),
-                                 output=_bootstrap.absolute(args.output),
-                                 labels=_bootstrap.absolute(args.labels),
-                                 audio_root=_bootstrap.absolute(args.audio_root),
-                                 threshold=args.threshold)
+            cfg = cli.build_config(EvaluateConfig, args, smoke if args.smoke_test else None)
             result = evaluate_report(cfg)
         except (SpoofrayError, FileNotFoundError) as exc:
             print(f"error: {exc}", file=sys.stderr)

@@ -29,67 +29,45 @@ import json
 import sys
 import tempfile
 
-import _bootstrap  # sys.path + logging, absolute()
+import _bootstrap  # noqa: F401  (sys.path + logging)
 
-from spoofray.augment import CHANNEL_SPECS, CopysynConfig
+from spoofray import cli
 from spoofray.errors import SpoofrayError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from spoofray.hifigan import MODELS
     from spoofray.pipeline.make_spoofs import MakeSpoofsConfig
 
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input", help="bona fide audio: folder, s3:// prefix, manifest .csv/.parquet "
-                   "or ASVspoof protocol .txt (items labelled spoof are skipped)")
-    p.add_argument("--output", help="folder to write (local path or s3://)")
-    p.add_argument("--audio-root", help="audio folder of an ASVspoof protocol")
-    p.add_argument("--vocoders", default=",".join(CopysynConfig.vocoders),
-                   help="comma-separated, from %(default)s")
-    p.add_argument("--hifigan-model", default="universal", choices=["universal", "LJSpeech"],
-                   help="trained HiFi-GAN generator (default: %(default)s)")
-    p.add_argument("--channels", default=",".join(CopysynConfig.channels),
-                   help="comma-separated channels applied to every clip and copy alike, each "
-                        "one effect or several joined by '+' (applied in order): "
-                        f"{', '.join(CHANNEL_SPECS)} (default: %(default)s)")
-    p.add_argument("--perturbations", default="",
-                   help="comma-separated stretch:<rate> / pitch:<semitones>; the perturbed clip "
-                        "and its copies are added as spoofs")
-    p.add_argument("--no-bonafide", action="store_true",
-                   help="write only the copies, not the (channel-processed) bona fide clips")
-    p.add_argument("--seed", type=int, default=CopysynConfig.seed,
-                   help="seed of the channel effects (default: %(default)s)")
-    p.add_argument("--items-per-task", type=int, default=MakeSpoofsConfig.items_per_task,
-                   help="sources per Ray task (default: %(default)s)")
-    p.add_argument("--concurrency", type=int, help="most parallel tasks (default: all CPUs)")
-    p.add_argument("--limit", type=int, help="only the first N listed files")
-    p.add_argument("--resume", action="store_true",
-                   help="finish an interrupted run in --output (same settings): sources already "
-                        "done are skipped")
+    cli.add_config_flags(p, MakeSpoofsConfig, skip=("vocoder_kwargs",))
+    p.add_argument("--hifigan-model", choices=MODELS,
+                   help=f"trained HiFi-GAN generator (default: {MODELS[0]}); sets "
+                   "copysyn.vocoder_kwargs.hifigan.model")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local Ray)")
     p.add_argument("--num-cpus", type=int, help="CPUs for a local Ray (default: all)")
     p.add_argument("--smoke-test", action="store_true",
                    help="make spoofs of a few generated clips in a temporary folder and check them")
     args = p.parse_args(argv)
-    if not args.smoke_test and not (args.input and args.output):
-        p.error("--input and --output are required (or use --smoke-test)")
+    if not args.smoke_test:
+        cli.require(p, args, "input", "output")
     return args
 
 
-def build_config(args: argparse.Namespace):
+def build_config(args: argparse.Namespace, overrides: dict | None = None):
+    from spoofray.augment import CopysynConfig
+    from spoofray.hifigan import MODELS
     from spoofray.pipeline.make_spoofs import MakeSpoofsConfig
 
-    vocoders = tuple(v for v in args.vocoders.split(",") if v)
-    copysyn = CopysynConfig(
-        vocoders=vocoders, channels=tuple(c for c in args.channels.split(",") if c),
-        perturbations=tuple(s for s in args.perturbations.split(",") if s),
-        include_bonafide=not args.no_bonafide, seed=args.seed,
-        vocoder_kwargs={"hifigan": {"model": args.hifigan_model}} if "hifigan" in vocoders else {})
-    return MakeSpoofsConfig(input=_bootstrap.absolute(args.input),
-                            output=_bootstrap.absolute(args.output),
-                            audio_root=_bootstrap.absolute(args.audio_root), copysyn=copysyn,
-                            items_per_task=args.items_per_task, concurrency=args.concurrency,
-                            resume=args.resume, limit=args.limit)
+    copysyn = cli.given(args).get("copysyn", {})
+    vocoders = copysyn.get("vocoders", CopysynConfig.vocoders)
+    kwargs = dict(copysyn.get("vocoder_kwargs", {}))
+    if "hifigan" in vocoders:  # the model is always recorded (resume compares settings)
+        model = args.hifigan_model or kwargs.get("hifigan", {}).get("model", MODELS[0])
+        kwargs["hifigan"] = {**kwargs.get("hifigan", {}), "model": model}
+    return cli.build_config(MakeSpoofsConfig, args,
+                            {"copysyn": {"vocoder_kwargs": kwargs}, **(overrides or {})})
 
 
 def _smoke_input(folder: str) -> str:
@@ -113,10 +91,11 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="spoofray-smoke-") as tmp:
         if args.smoke_test:
-            args.input = args.input or _smoke_input(f"{tmp}/calls")
-            args.output = args.output or f"{tmp}/spoofs"
+            given = cli.given(args)
+            smoke = {"input": given.get("input") or _smoke_input(f"{tmp}/calls"),
+                     "output": given.get("output") or f"{tmp}/spoofs"}
         try:
-            cfg = build_config(args)
+            cfg = build_config(args, smoke if args.smoke_test else None)
             cfg.copysyn.check_runnable()  # before Ray starts: channels, vocoder packages
             make_spoofs.check_output(cfg)
             init_ray(args.address, num_cpus=args.num_cpus)

@@ -25,55 +25,30 @@ import tempfile
 
 import _bootstrap  # sys.path + logging, absolute()
 
+from spoofray import cli
 from spoofray.errors import SpoofrayError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from spoofray.pipeline.score import ScoreConfig
+
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input", help="folder, s3:// prefix, manifest or ASVspoof protocol")
-    p.add_argument("--output", help="report root, local or s3:// (a run_id=<id>/ folder is added)")
-    p.add_argument("--bundle", help="bundle folder, local or s3://, or 'latest' (the newest "
-                   "in the local registry); default: the shipped spoofray-base "
-                   "(docs/model_card.md)")
-    p.add_argument("--audio-root", help="audio folder of an ASVspoof protocol")
-    p.add_argument("--threshold", type=float, help="decision threshold overriding the bundle's")
-    p.add_argument("--run-id", help="name of this run (default: UTC time + random suffix)")
-    p.add_argument("--files-per-task", type=int, default=4,
-                   help="files per featurize task (default: %(default)s)")
-    p.add_argument("--featurize-concurrency", type=int,
-                   help="most featurize tasks at once (default: as many as CPUs allow)")
-    p.add_argument("--featurize-memory-mb", type=int, default=1024,
-                   help="memory reserved per featurize task (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=16,
-                   help="files per scoring batch (default: %(default)s)")
-    p.add_argument("--concurrency", type=int, default=1,
-                   help="scoring actors (default: %(default)s)")
-    p.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per scoring actor")
-    p.add_argument("--num-cpus-per-actor", type=float, default=1.0)
-    p.add_argument("--limit", type=int, help="only the first N listed files")
-    p.add_argument("--no-plots", action="store_true")
+    cli.add_config_flags(p, ScoreConfig)
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local Ray)")
     p.add_argument("--num-cpus", type=int, help="CPUs for a local Ray (default: all)")
     p.add_argument("--smoke-test", action="store_true",
                    help="score a tiny generated archive with a tiny demo bundle and check it")
     args = p.parse_args(argv)
-    if not args.smoke_test and not (args.input and args.output):
-        p.error("--input and --output are required (or use --smoke-test)")
+    if not args.smoke_test:
+        cli.require(p, args, "input", "output")
     return args
 
 
-def build_config(args: argparse.Namespace):
+def build_config(args: argparse.Namespace, overrides: dict | None = None):
     from spoofray.pipeline.score import ScoreConfig
 
-    return ScoreConfig(
-        input=_bootstrap.absolute(args.input), output=_bootstrap.absolute(args.output),
-        bundle=_bootstrap.absolute(args.bundle), audio_root=_bootstrap.absolute(args.audio_root),
-        threshold=args.threshold, run_id=args.run_id, files_per_task=args.files_per_task,
-        featurize_concurrency=args.featurize_concurrency,
-        featurize_memory_mb=args.featurize_memory_mb, batch_size=args.batch_size,
-        concurrency=args.concurrency, num_gpus=args.num_gpus,
-        num_cpus_per_actor=args.num_cpus_per_actor, limit=args.limit, plots=not args.no_plots)
+    return cli.build_config(ScoreConfig, args, overrides)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,11 +65,12 @@ def main(argv: list[str] | None = None) -> int:
             archive = make_demo_archive(f"{tmp}/archive", seed=0, n_bonafide=4, n_spoof=4,
                                         duration_range_s=(1.0, 3.0))
             expected_files = len(archive.items)
-            args.input = args.input or archive.manifest_path
-            args.output = args.output or f"{tmp}/reports"
-            args.bundle = args.bundle or build_demo_bundle(f"{tmp}/demo_bundle")
+            given = cli.given(args)
+            smoke = {"input": given.get("input") or archive.manifest_path,
+                     "output": given.get("output") or f"{tmp}/reports",
+                     "bundle": given.get("bundle") or build_demo_bundle(f"{tmp}/demo_bundle")}
         try:
-            cfg = build_config(args)
+            cfg = build_config(args, smoke if args.smoke_test else None)
             init_ray(args.address, num_cpus=args.num_cpus)
             summary = score_archive(cfg)
         except SpoofrayError as exc:

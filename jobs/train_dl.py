@@ -35,47 +35,24 @@ import tempfile
 
 import _bootstrap  # noqa: F401  (sys.path + logging)
 
+from spoofray import cli
 from spoofray.errors import SpoofrayError
-from spoofray.splits import GROUP_BY
+
+#: What --smoke-test trains unless told otherwise: two tiny members, capped settings.
+SMOKE_MEMBERS = ("cnn", "mlp")
+SMOKE_PARAMS = {"cnn": {"filters": [8, 16]}, "mlp": {"hidden": [16]}}
+SMOKE_CAPS = {"batch_size": 8, "epochs": 2, "cpus_per_worker": 0.5}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from spoofray.models.dl import MEMBER_CONFIGS
-    from spoofray.training.dl_config import EARLY_STOP_METRICS
-    from spoofray.training.train import DLTrainConfig as C
+    from spoofray.training.train import DLTrainConfig
 
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", help="feature dataset made by jobs/extract_features.py (local or s3://)")
     p.add_argument("--output", help="output folder (local or s3://)")
-    p.add_argument("--members", default=",".join(C.members),
-                   help=f"comma-separated, from {sorted(MEMBER_CONFIGS)} (default: %(default)s)")
-    p.add_argument("--member-params", default="{}",
-                   help='JSON overrides per member, e.g. \'{"cnn": {"dropout": 0.2}}\'')
-    p.add_argument("--epochs", type=int, default=C.epochs, help="(default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=C.batch_size,
-                   help="windows per worker per step (default: %(default)s)")
-    p.add_argument("--learning-rate", type=float, default=C.learning_rate, help="(default: %(default)s)")
-    p.add_argument("--weight-decay", type=float, default=C.weight_decay, help="AdamW (default: %(default)s)")
-    p.add_argument("--num-workers", type=int, default=C.num_workers, help="(default: %(default)s)")
-    p.add_argument("--use-gpu", action="store_true", help="one GPU per worker")
-    p.add_argument("--cpus-per-worker", type=float, default=C.cpus_per_worker,
-                   help="leave CPUs free for Ray Data reading (default: %(default)s)")
-    p.add_argument("--split-by", choices=GROUP_BY, default=C.split_by,
-                   help="what train and dev keep disjoint (default: %(default)s)")
-    p.add_argument("--dev-fraction", type=float, default=C.dev_fraction, help="(default: %(default)s)")
-    p.add_argument("--dev-groups", default="",
-                   help="comma-separated values of the --split-by column to put in dev (e.g. attacks)")
-    p.add_argument("--patience", type=int, default=C.patience,
-                   help="epochs without a better dev EER before a member stops (default: %(default)s)")
-    p.add_argument("--early-stop-on", choices=EARLY_STOP_METRICS, default=C.early_stop_on,
-                   help="window- or file-level dev EER (default: %(default)s)")
-    p.add_argument("--class-weighting", choices=("balanced", "none"), default=C.class_weighting,
-                   help="(default: %(default)s)")
+    cli.add_config_flags(p, DLTrainConfig)
     p.add_argument("--no-augment", action="store_true", help="no SpecAugment/mixup/cutmix")
-    p.add_argument("--seed", type=int, default=C.seed, help="(default: %(default)s)")
-    p.add_argument("--max-failures", type=int, default=C.max_failures,
-                   help="worker-group restarts from the latest checkpoint (default: %(default)s)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the latest checkpoint under --output (epoch count included)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
@@ -93,28 +70,18 @@ def build_config(args: argparse.Namespace):
     from spoofray.augment import FeatureAugmentConfig
     from spoofray.training.train import DLTrainConfig
 
-    params = json.loads(args.member_params)
-    members = tuple(m.strip() for m in args.members.split(",") if m.strip())
-    extra = {}
+    given = cli.given(args)
+    fixed: dict = {}
+    if args.no_augment:
+        fixed["augment"] = FeatureAugmentConfig.off().to_dict()
     if args.smoke_test:
-        members = ("cnn", "mlp") if args.members == ",".join(DLTrainConfig.members) else members
-        params = {"cnn": {"filters": [8, 16]}, "mlp": {"hidden": [16]}, **params}
-        params = {k: v for k, v in params.items() if k in members}
-        extra = {"batch_size": min(args.batch_size, 8), "epochs": min(args.epochs, 2),
-                 "cpus_per_worker": min(args.cpus_per_worker, 0.5)}
-    return DLTrainConfig.from_dict({
-        "members": members, "member_params": params, "epochs": args.epochs,
-        "batch_size": args.batch_size, "learning_rate": args.learning_rate,
-        "weight_decay": args.weight_decay, "num_workers": args.num_workers,
-        "use_gpu": args.use_gpu, "cpus_per_worker": args.cpus_per_worker,
-        "split_by": args.split_by, "dev_fraction": args.dev_fraction,
-        "dev_groups": [g for g in args.dev_groups.split(",") if g],
-        "patience": args.patience, "early_stop_on": args.early_stop_on,
-        "class_weighting": args.class_weighting, "seed": args.seed,
-        "max_failures": args.max_failures,
-        "augment": FeatureAugmentConfig.off().to_dict() if args.no_augment else {},
-        **extra,
-    })
+        members = tuple(given.get("members") or SMOKE_MEMBERS)
+        params = {**SMOKE_PARAMS, **given.get("member_params", {})}
+        fixed.update(members=members, member_params={k: v for k, v in params.items()
+                                                     if k in members},
+                     **{k: min(given.get(k, getattr(DLTrainConfig, k)), cap)
+                        for k, cap in SMOKE_CAPS.items()})
+    return cli.build_config(DLTrainConfig, args, fixed)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,92 +43,67 @@ import os
 import sys
 import tempfile
 
-import _bootstrap  # noqa: F401  (sys.path + logging)
+import _bootstrap  # sys.path + logging, REPO_ROOT
 
+from spoofray import cli
 from spoofray.errors import SpoofrayError
-from spoofray.splits import GROUP_BY
+
+#: Caps of a --smoke-test sweep.
+SMOKE_CAPS = {"num_samples": 3, "n_splits": 3}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from spoofray.training.tune import TuneMLConfig as C
+    from spoofray.training.tune import TuneMLConfig
 
-    spaces = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                          "tune_spaces")
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    data = p.add_argument_group("data (one of)")
-    data.add_argument("--dataset", help="feature dataset made by jobs/extract_features.py "
-                      "(local path or s3://)")
-    data.add_argument("--table", help="DEEP-VOICE style .csv/.parquet: 26 stats columns + LABEL")
-    p.add_argument("--output", help="output folder (local or s3://)")
-    p.add_argument("--space", help="YAML search space (default: tune_spaces/"
-                   "voting_ensemble.yaml; smoke.yaml with --smoke-test)")
-    p.add_argument("--group-by", choices=GROUP_BY, default=C.group_by,
-                   help="what folds keep disjoint (default: %(default)s; missing speakers "
-                   "fall back to the recording)")
-    p.add_argument("--n-splits", type=int, default=C.n_splits, help="folds (default: %(default)s)")
-    p.add_argument("--table-block-rows", type=int, default=C.table_block_rows,
-                   help="--table only: consecutive rows per fold group; 0 = row-level folds, "
-                   "optimistic (default: %(default)s)")
-    p.add_argument("--num-samples", type=int, default=C.num_samples,
-                   help="configurations to try (default: %(default)s)")
-    p.add_argument("--time-budget-s", type=float, help="stop starting trials after this long")
-    p.add_argument("--max-concurrent", type=int, default=C.max_concurrent,
-                   help="most trials at once; 0 = as many as CPUs allow (default: %(default)s)")
-    p.add_argument("--cpus-per-trial", type=int, default=C.cpus_per_trial,
-                   help="CPUs per trial, also the members' n_jobs (default: %(default)s)")
-    p.add_argument("--grace-period", type=int, default=C.grace_period,
-                   help="ASHA: folds every trial runs before it may be stopped "
-                   "(default: %(default)s)")
-    p.add_argument("--seed", type=int, default=C.seed,
-                   help="seed of folds, sampling and models (default: %(default)s)")
-    p.add_argument("--storage-path",
-                   help="Tune experiment storage (default: <output>/ray_results)")
-    p.add_argument("--name", default=C.name, help="experiment name (default: %(default)s)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted sweep in --output (finished trials are kept, "
-                   "unfinished ones continue from their last fold)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local Ray)")
-    p.add_argument("--verbose", type=int, default=C.verbose, choices=(0, 1, 2),
-                   help="Tune progress output (default: %(default)s)")
+    cli.add_config_flags(p, TuneMLConfig)
     p.add_argument("--smoke-test", action="store_true",
                    help="tiny sweep (tune_spaces/smoke.yaml) on a generated dataset in a "
                    "temporary folder, unless --dataset/--table/--output are given")
     args = p.parse_args(argv)
-    default_space = "smoke.yaml" if args.smoke_test else "voting_ensemble.yaml"
-    args.space = args.space or os.path.join(spaces, default_space)
-    if args.smoke_test:
-        args.num_samples = min(args.num_samples, 3)
-        args.n_splits = min(args.n_splits, 3)
-    elif not args.output or not (args.dataset or args.table):
+    try:
+        given = cli.given(args)
+    except SpoofrayError as exc:
+        p.error(str(exc))
+    if not args.smoke_test and (not given.get("output")
+                                or not (given.get("dataset") or given.get("table"))):
         p.error("--output and one of --dataset/--table are required (or use --smoke-test)")
-    if args.dataset and args.table:
+    if given.get("dataset") and given.get("table"):
         p.error("give only one of --dataset and --table")
     return args
 
 
+def build_config(args: argparse.Namespace, overrides: dict | None = None):
+    """The sweep's config; the search space defaults to tune_spaces/voting_ensemble.yaml
+    (smoke.yaml with --smoke-test), and a smoke test is capped (SMOKE_CAPS)."""
+    from spoofray.training.tune import TuneMLConfig
+
+    given = cli.given(args)
+    spaces = os.path.join(_bootstrap.REPO_ROOT, "tune_spaces")
+    fixed = {} if given.get("space") else {
+        "space": os.path.join(spaces, "smoke.yaml" if args.smoke_test else "voting_ensemble.yaml")}
+    if args.smoke_test:
+        fixed.update({k: min(given.get(k, getattr(TuneMLConfig, k)), cap)
+                      for k, cap in SMOKE_CAPS.items()})
+    return cli.build_config(TuneMLConfig, args, {**fixed, **(overrides or {})})
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from spoofray.training.tune import TuneMLConfig, run_sweep
+    from spoofray.training.tune import run_sweep
 
     with tempfile.TemporaryDirectory(prefix="spoofray-tune-smoke-") as tmp:
-        if args.smoke_test and not (args.dataset or args.table):
+        smoke = {}
+        given = cli.given(args)
+        if args.smoke_test and not (given.get("dataset") or given.get("table")):
             from spoofray.testing.datasets import write_synthetic_dataset
 
-            args.dataset = write_synthetic_dataset(os.path.join(tmp, "features"))
-        if args.smoke_test and not args.output:
-            args.output = os.path.join(tmp, "sweep")
+            smoke["dataset"] = write_synthetic_dataset(os.path.join(tmp, "features"))
+        if args.smoke_test and not given.get("output"):
+            smoke["output"] = os.path.join(tmp, "sweep")
         try:
-            cfg = TuneMLConfig(
-                space=args.space, output=args.output, dataset=args.dataset, table=args.table,
-                storage_path=args.storage_path, name=args.name, group_by=args.group_by,
-                n_splits=args.n_splits, table_block_rows=args.table_block_rows,
-                num_samples=args.num_samples, time_budget_s=args.time_budget_s,
-                max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial,
-                grace_period=args.grace_period, seed=args.seed, resume=args.resume,
-                overwrite=args.overwrite, address=args.address, verbose=args.verbose,
-            )
+            cfg = build_config(args, smoke)
             summary = run_sweep(cfg)
         except SpoofrayError as exc:
             print(f"error: {exc}", file=sys.stderr)

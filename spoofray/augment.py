@@ -32,13 +32,12 @@ from typing import Any
 
 import numpy as np
 
-from spoofray.config import Config, register
+from spoofray.config import Config, Interval, Options, setting
 from spoofray.errors import ConfigError, SpoofrayError
 
 # --- feature batches ---------------------------------------------------------------------
 
 
-@register
 @dataclasses.dataclass(frozen=True)
 class FeatureAugmentConfig(Config):
     """Feature-batch augmentation of the training loop (all off with :meth:`off`).
@@ -48,6 +47,14 @@ class FeatureAugmentConfig(Config):
     probability ``cutmix_prob`` (mixing ratio from Beta(alpha, alpha)).
     """
 
+    _constraints = {
+        **{name: [Interval(float, 0.0, 1.0)]
+           for name in ("spec_prob", "freq_width", "time_width", "mixup_prob", "cutmix_prob")},
+        "freq_masks": [Interval(int, 0)],
+        "time_masks": [Interval(int, 0)],
+        "alpha": [Interval(float, 0.0, closed="neither")],
+    }
+
     spec_prob: float = 0.5
     freq_masks: int = 2
     freq_width: float = 0.15
@@ -56,13 +63,6 @@ class FeatureAugmentConfig(Config):
     mixup_prob: float = 0.2
     cutmix_prob: float = 0.2
     alpha: float = 0.4
-
-    def __post_init__(self) -> None:
-        for name in ("spec_prob", "freq_width", "time_width", "mixup_prob", "cutmix_prob"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"FeatureAugmentConfig.{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.alpha <= 0:
-            raise ConfigError(f"FeatureAugmentConfig.alpha must be positive, got {self.alpha}")
 
     @classmethod
     def off(cls) -> "FeatureAugmentConfig":
@@ -864,7 +864,6 @@ MANIFEST_COLUMNS = ("path", "label", "attack", "speaker", "group")
 _PERTURBED_LABELS = ("spoof", "bonafide", "skip")
 
 
-@register
 @dataclasses.dataclass(frozen=True)
 class CopysynConfig(Config):
     """What copy-synthesis makes of each bona fide source clip (:func:`copysyn_item`).
@@ -875,26 +874,35 @@ class CopysynConfig(Config):
     (labelled ``perturbed_label``, see :func:`make_copysyn_corpus`) and its copies.
     """
 
-    vocoders: tuple[str, ...] = VOCODERS
-    channels: tuple[str, ...] = ("none",)
-    include_bonafide: bool = True
-    perturbations: tuple[str, ...] = ()
-    perturbed_label: str = "spoof"
-    sample_rate: int = 16_000
-    #: Seeds the channel effects (noise, reverb); each source draws from its own stream.
-    seed: int = 0
-    #: Keyword arguments per vocoder, e.g. ``{"hifigan": {"model": "LJSpeech"}}``.
-    vocoder_kwargs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    _constraints = {
+        "include_bonafide": [bool],
+        "perturbed_label": [Options(_PERTURBED_LABELS)],
+        "sample_rate": [Interval(int, 1)],
+        "seed": [Interval(int, 0)],
+    }
 
-    def __post_init__(self) -> None:
+    vocoders: tuple[str, ...] = setting(VOCODERS, f"vocoders, from {list(VOCODERS)}")
+    channels: tuple[str, ...] = setting(
+        ("none",), "channels applied to every clip and copy alike, each one effect or several "
+        "joined by '+' (applied in order): " + ", ".join(CHANNEL_SPECS))
+    include_bonafide: bool = setting(True, "also write the (channel-processed) bona fide "
+                                     "clips, not only the copies", flag="bonafide")
+    perturbations: tuple[str, ...] = setting(
+        (), "stretch:<rate> / pitch:<semitones>; the perturbed clip and its copies are added")
+    perturbed_label: str = setting("spoof", "label of perturbed clips (skip: not written)")
+    sample_rate: int = setting(16_000, "sample rate of the written clips (Hz)")
+    #: Each source draws from its own stream.
+    seed: int = setting(0, "seed of the channel effects (noise, reverb)")
+    vocoder_kwargs: dict[str, dict[str, Any]] = setting(
+        default_factory=dict, help='keyword arguments per vocoder, e.g. '
+        '{"hifigan": {"model": "LJSpeech"}}')
+
+    def _check(self) -> None:
         for v in (*self.vocoders, *self.vocoder_kwargs):
             if v not in VOCODERS:
                 raise ConfigError(f"unknown vocoder {v!r}; choose from {list(VOCODERS)}")
         for spec in self.perturbations:
             _parse_perturbation(spec)
-        if self.perturbed_label not in _PERTURBED_LABELS:
-            raise ConfigError(f"perturbed_label must be 'spoof', 'bonafide' or 'skip', got "
-                              f"{self.perturbed_label!r}")
         if not self.channels:
             raise ConfigError("CopysynConfig.channels is empty; use ('none',) for no effect")
         model = self.vocoder_kwargs.get("hifigan", {}).get("model", "universal")

@@ -3,6 +3,13 @@
 A config is frozen, serialises to a plain dict (and so to YAML/JSON), and is rebuilt with
 ``from_dict``, which rejects unknown keys by name. :meth:`FeatureConfig.config_hash` is the
 identity that ties a feature dataset to the model bundles trained on it.
+
+Each setting is declared once, on its dataclass field: its default, its help text
+(``metadata={"help": ...}``, which the jobs' ``--help`` shows; see :mod:`spoofray.cli`) and
+its allowed values (the class's ``_constraints`` table, in the spirit of scikit-learn's
+``_parameter_constraints``: field -> list of :class:`Interval`, :class:`Options`,
+:class:`Check`, a type, or ``None``; a value is valid when one entry accepts it).
+:meth:`Config.__post_init__` checks the table, then the class's cross-field ``_check``.
 """
 
 from __future__ import annotations
@@ -10,14 +17,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import numbers
+from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 from spoofray.errors import ConfigError
 
 T = TypeVar("T", bound="Config")
-
-#: Every config class by name, so a serialised config can say what it is.
-CONFIG_REGISTRY: dict[str, type["Config"]] = {}
 
 FEATURE_KINDS = ("logmel", "mfcc", "lfcc", "stats")
 PAD_MODES = ("zeros", "repeat")
@@ -34,16 +40,136 @@ STATS_NAMES = (
 )
 
 
-def register(cls: type[T]) -> type[T]:
-    CONFIG_REGISTRY[cls.__name__] = cls
-    return cls
+# --- constraints ---------------------------------------------------------------------------
+
+
+class Interval:
+    """Numbers of one kind (``int`` or ``float``; ``bool`` is never a number here) between
+    optional bounds. ``closed`` says which bounds belong: both, left, right or neither."""
+
+    def __init__(self, kind: type, left: float | None = None, right: float | None = None, *,
+                 closed: str = "both") -> None:
+        if kind not in (int, float) or closed not in ("both", "left", "right", "neither"):
+            raise ValueError(f"Interval({kind!r}, closed={closed!r}) is not a valid constraint")
+        self.kind, self.left, self.right, self.closed = kind, left, right, closed
+
+    def accepts(self, value: Any) -> bool:
+        wanted = numbers.Integral if self.kind is int else numbers.Real
+        if isinstance(value, bool) or not isinstance(value, wanted):
+            return False
+        if self.left is not None:
+            if value < self.left or (value == self.left and self.closed in ("right", "neither")):
+                return False
+        if self.right is not None:
+            if value > self.right or (value == self.right and self.closed in ("left", "neither")):
+                return False
+        return True
+
+    def __str__(self) -> str:
+        noun = "an int" if self.kind is int else "a number"
+        left_in, right_in = self.closed in ("both", "left"), self.closed in ("both", "right")
+        if self.left is not None and self.right is not None:
+            return (f"{noun} in {'[' if left_in else '('}{self.left}, {self.right}"
+                    f"{']' if right_in else ')'}")
+        if self.left is not None:
+            return f"{noun} {'>=' if left_in else '>'} {self.left}"
+        if self.right is not None:
+            return f"{noun} {'<=' if right_in else '<'} {self.right}"
+        return noun
+
+
+class Options:
+    """One of a fixed set of values (argparse ``choices`` of the generated flag)."""
+
+    def __init__(self, values: Any) -> None:
+        self.values = tuple(values)
+
+    def accepts(self, value: Any) -> bool:
+        try:
+            return value in self.values
+        except TypeError:  # unhashable or incomparable
+            return False
+
+    def __str__(self) -> str:
+        return f"one of {list(self.values)}"
+
+
+class Check:
+    """A named predicate, for rules no interval or option list says (formats, patterns)."""
+
+    def __init__(self, accepts: Callable[[Any], bool], description: str) -> None:
+        self._accepts, self.description = accepts, description
+
+    def accepts(self, value: Any) -> bool:
+        try:
+            return bool(self._accepts(value))
+        except (TypeError, ValueError, AttributeError):
+            return False
+
+    def __str__(self) -> str:
+        return self.description
+
+
+def _accepts(constraint: Any, value: Any) -> bool:
+    if constraint is None:
+        return value is None
+    if isinstance(constraint, type):
+        return isinstance(value, constraint) and not (constraint is not bool
+                                                      and isinstance(value, bool))
+    return constraint.accepts(value)
+
+
+def _describe(constraint: Any) -> str:
+    if constraint is None:
+        return "None"
+    if isinstance(constraint, type):
+        return f"a {constraint.__name__}"
+    return str(constraint)
+
+
+def describe_constraints(allowed: list[Any]) -> str:
+    """``[None, Interval(int, 1)]`` -> ``"None or an int >= 1"``."""
+    return " or ".join(_describe(c) for c in allowed)
+
+
+def flag_name(field: dataclasses.Field) -> str:
+    """The command-line flag of a config field (``--files-per-task``; see spoofray.cli)."""
+    return "--" + field.metadata.get("flag", field.name).replace("_", "-")
+
+
+# --- base ----------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Base: dict round-trip with unknown-key checking and nested configs."""
+    """Base: dict round-trip with unknown-key checking and nested configs; constraint table.
+
+    Subclasses declare ``_constraints`` (field -> allowed values, checked here for every
+    instance) and put rules that tie several fields together in ``_check``.
+    """
 
     _nested: ClassVar[dict[str, type["Config"]]] = {}
+    _constraints: ClassVar[dict[str, list[Any]]] = {}
+
+    def __post_init__(self) -> None:
+        self.check_constraints()
+        self._check()
+
+    def _check(self) -> None:
+        """Cross-field rules of a subclass (run after the constraint table)."""
+
+    def check_constraints(self) -> None:
+        """Refuse the first field whose value no entry of its ``_constraints`` accepts, with
+        a message naming the field, the value that came and the values allowed."""
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        for name, allowed in self._constraints.items():
+            value = getattr(self, name)
+            if any(_accepts(c, value) for c in allowed):
+                continue
+            raise ConfigError(
+                f"{type(self).__name__}.{name} must be {describe_constraints(allowed)}, got "
+                f"{value!r}. Set {name!r} in the config (YAML key) or {flag_name(fields[name])} "
+                "on the command line to an allowed value.")
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -66,8 +192,12 @@ class Config:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
+            moved = {k: n for k in unknown for n, sub in cls._nested.items()
+                     if k in {f.name for f in dataclasses.fields(sub)}}
+            hint = "".join(f"; {k!r} belongs under {n!r} ({n}: {{{k}: ...}})"
+                           for k, n in moved.items())
             raise ConfigError(
-                f"{cls.__name__}: unknown key(s) {unknown}; valid keys are {sorted(names)}"
+                f"{cls.__name__}: unknown key(s) {unknown}; valid keys are {sorted(names)}{hint}"
             )
         kwargs: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
@@ -83,7 +213,14 @@ class Config:
         return cls(**kwargs)
 
 
-@register
+def setting(default: Any = dataclasses.MISSING, help: str = "", *,  # noqa: A002
+            default_factory: Any = dataclasses.MISSING, **metadata: Any) -> Any:
+    """A config field with its help text (and other metadata: ``flag``, ``path``, ``cli``,
+    ``default_help``, ``omit_default``; see :mod:`spoofray.cli`)."""
+    return dataclasses.field(default=default, default_factory=default_factory,
+                             metadata={"help": help, **metadata})
+
+
 @dataclasses.dataclass(frozen=True)
 class AudioConfig(Config):
     """How a file becomes fixed-length mono windows.
@@ -92,42 +229,43 @@ class AudioConfig(Config):
     never dropped, so every file with audio gives at least one window.
     """
 
-    sample_rate: int = 16_000
-    window_s: float = 4.0
-    hop_s: float = 2.0
-    #: Files shorter than this (after decoding) are errors: too little speech to judge.
-    min_duration_s: float = 0.1
-    #: Longer files are errors unless the limit is raised (protects memory on hostile input).
-    max_duration_s: float = 4 * 3600.0
-    #: Files larger than this are refused before reading.
-    max_file_bytes: int = 2 * 1024**3
-    #: Peak absolute amplitude below this counts as digital silence (an error).
-    silence_peak: float = 1e-6
-    #: How the last, partial window is filled: ``zeros`` (digital silence) or ``repeat``
-    #: (the window's audio again). With zeros, a clip shorter than a window is mostly
-    #: padding, and how much is a shortcut a model can learn (short clip = one class).
-    pad: str = dataclasses.field(default="zeros", metadata={"omit_default": True})
-    #: Leading and trailing audio more than this many dB below the loudest 20 ms frame is
-    #: cut before windowing (None: keep). How much silence a corpus leaves around its
-    #: clips says which corpus it is, not whether the speech is real.
-    trim_db: float | None = dataclasses.field(default=None, metadata={"omit_default": True})
+    _constraints = {
+        "sample_rate": [Interval(int, 1)],
+        "window_s": [Interval(float, 0, closed="neither")],
+        "hop_s": [Interval(float, 0, closed="neither")],
+        "min_duration_s": [Interval(float, 0)],
+        "max_duration_s": [Interval(float, 0, closed="neither")],
+        "max_file_bytes": [Interval(int, 1)],
+        "silence_peak": [Interval(float, 0)],
+        "pad": [Options(PAD_MODES)],
+        "trim_db": [None, Interval(float, 0, closed="neither")],
+    }
 
-    def __post_init__(self) -> None:
-        if self.sample_rate <= 0:
-            raise ConfigError(f"sample_rate must be positive, got {self.sample_rate}")
-        if self.window_s <= 0 or self.hop_s <= 0:
-            raise ConfigError(
-                f"window_s and hop_s must be positive, got {self.window_s}, {self.hop_s}"
-            )
+    sample_rate: int = setting(16_000, "sample rate audio is resampled to (Hz)")
+    window_s: float = setting(4.0, "window length in seconds")
+    hop_s: float = setting(2.0, "hop between windows in seconds")
+    min_duration_s: float = setting(
+        0.1, "shorter files (after decoding) are error rows: too little speech to judge")
+    max_duration_s: float = setting(
+        4 * 3600.0, "longer files are error rows (protects memory on hostile input)")
+    max_file_bytes: int = setting(2 * 1024**3, "larger files are refused before reading")
+    silence_peak: float = setting(
+        1e-6, "peak absolute amplitude below this counts as digital silence (an error)")
+    #: With zeros, a clip shorter than a window is mostly padding, and how much is a
+    #: shortcut a model can learn (short clip = one class).
+    pad: str = setting("zeros", "fill of the last partial window: zeros (digital silence) or "
+                       "repeat (the window's audio again)", omit_default=True)
+    #: How much silence a corpus leaves around its clips says which corpus it is, not
+    #: whether the speech is real.
+    trim_db: float | None = setting(
+        None, "cut leading/trailing audio this many dB below the loudest 20 ms frame",
+        default_help="keep", omit_default=True)
+
+    def _check(self) -> None:
         if self.hop_s > self.window_s:
             raise ConfigError(
                 f"hop_s ({self.hop_s}) larger than window_s ({self.window_s}) would skip audio"
             )
-        if self.pad not in PAD_MODES:
-            raise ConfigError(f"pad must be one of {list(PAD_MODES)}, got {self.pad!r}")
-        if self.trim_db is not None and not self.trim_db > 0:
-            raise ConfigError(f"trim_db must be positive (dB below the peak) or None, got "
-                              f"{self.trim_db}")
 
     @property
     def window_samples(self) -> int:
@@ -138,7 +276,6 @@ class AudioConfig(Config):
         return int(round(self.hop_s * self.sample_rate))
 
 
-@register
 @dataclasses.dataclass(frozen=True)
 class FeatureConfig(Config):
     """Which features to compute on each window, and with which settings.
@@ -148,24 +285,40 @@ class FeatureConfig(Config):
     """
 
     _nested: ClassVar[dict[str, type[Config]]] = {"audio": AudioConfig}
+    _constraints = {
+        "n_fft": [Interval(int, 1)],
+        "win_length": [Interval(int, 1)],
+        "hop_length": [Interval(int, 1)],
+        "n_mels": [Interval(int, 1)],
+        "fmin": [Interval(float, 0)],
+        "fmax": [None, Interval(float, 0, closed="neither")],
+        "n_mfcc": [Interval(int, 1)],
+        "n_lfcc": [Interval(int, 1)],
+        "n_linear_filters": [Interval(int, 1)],
+        "deltas": [bool],
+        "store_float16": [bool],
+    }
 
     audio: AudioConfig = dataclasses.field(default_factory=AudioConfig)
-    kinds: tuple[str, ...] = FEATURE_KINDS
-    n_fft: int = 512
-    win_length: int = 400  # 25 ms at 16 kHz
-    hop_length: int = 160  # 10 ms at 16 kHz
-    n_mels: int = 64
-    fmin: float = 0.0
-    fmax: float | None = None  # None: Nyquist
-    n_mfcc: int = 20
-    n_lfcc: int = 20
-    n_linear_filters: int = 70
-    #: Append delta and delta-delta rows to MFCC and LFCC (3x the coefficient rows).
-    deltas: bool = True
-    #: Store tensors as float16 to halve the dataset size; kernels always compute in float32.
-    store_float16: bool = False
+    kinds: tuple[str, ...] = setting(FEATURE_KINDS, "feature kinds",
+                                     flag="features")
+    n_fft: int = setting(512, "STFT size")
+    win_length: int = setting(400, "STFT window in samples (25 ms at 16 kHz)")
+    hop_length: int = setting(160, "STFT hop in samples (10 ms at 16 kHz)")
+    n_mels: int = setting(64, "mel bands of the log-mel spectrogram")
+    fmin: float = setting(0.0, "lowest frequency of the mel filterbank (Hz)")
+    fmax: float | None = setting(None, "highest frequency of the mel filterbank (Hz)",
+                                 default_help="Nyquist")
+    n_mfcc: int = setting(20, "MFCC coefficients")
+    n_lfcc: int = setting(20, "LFCC coefficients")
+    n_linear_filters: int = setting(70, "linear filters of the LFCC filterbank")
+    deltas: bool = setting(True, "append delta and delta-delta rows to MFCC and LFCC (3x the "
+                           "coefficient rows)")
+    #: Kernels always compute in float32.
+    store_float16: bool = setting(False, "store tensors as float16 (half size)",
+                                  flag="float16")
 
-    def __post_init__(self) -> None:
+    def _check(self) -> None:
         unknown = [k for k in self.kinds if k not in FEATURE_KINDS]
         if unknown or not self.kinds:
             raise ConfigError(
@@ -201,3 +354,37 @@ class FeatureConfig(Config):
         """Stable short hash of every setting that changes feature values."""
         blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreSettings(Config):
+    """How a scoring run uses the cluster and decides: the part of
+    :class:`spoofray.pipeline.score.ScoreConfig` that a nightly audit
+    (:class:`spoofray.audit.run.AuditConfig`, field ``scoring``) hands on unchanged."""
+
+    _constraints = {
+        "threshold": [None, Interval(float, 0, 1)],
+        "files_per_task": [Interval(int, 1)],
+        "featurize_concurrency": [None, Interval(int, 1)],
+        "featurize_memory_mb": [Interval(int, 1)],
+        "batch_size": [Interval(int, 1)],
+        "concurrency": [Interval(int, 1)],
+        "num_gpus": [Interval(float, 0)],
+        "num_cpus_per_actor": [Interval(float, 0)],
+        "plots": [bool],
+    }
+
+    threshold: float | None = setting(None, "decision threshold overriding the bundle's",
+                                      default_help="the bundle's")
+    #: Long recordings make tasks long; keep it small.
+    files_per_task: int = setting(4, "files per featurize task")
+    featurize_concurrency: int | None = setting(None, "most featurize tasks at once",
+                                                default_help="as many as CPUs allow")
+    #: A long recording is decoded whole.
+    featurize_memory_mb: int = setting(1024, "memory reserved per featurize task (MiB)")
+    #: Their windows are scored together, in one model call.
+    batch_size: int = setting(16, "files per scoring batch")
+    concurrency: int = setting(1, "scoring actors (a fixed pool size)")
+    num_gpus: float = setting(0.0, "GPUs per scoring actor")
+    num_cpus_per_actor: float = setting(1.0, "CPUs per scoring actor")
+    plots: bool = setting(True, "write the report's PNG plots")

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from spoofray import storage
-from spoofray.config import Config, register
+from spoofray.config import Config, Interval, setting
 from spoofray.errors import ConfigError, MetricError
 
 REPORT_DIR = "report"
@@ -244,22 +244,24 @@ METRIC_COLUMNS = ("scope", "attack", "n_bonafide", "n_spoof", "eer", "eer_thresh
                   "tn", "fp", "fn", "tp")
 
 
-@register
 @dataclasses.dataclass(frozen=True)
 class EvaluateConfig(Config):
     """What :func:`evaluate_report` joins and where it writes."""
 
-    #: A run folder ``<output>/run_id=<id>/``, its ``report/`` folder or a Parquet file.
-    report: str = ""
-    output: str = ""
-    #: Labels: manifest, ASVspoof protocol or labelled folder (default: the report's own
-    #: ``true_label``/``true_attack``, i.e. what the scored listing carried).
-    labels: str | None = None
-    audio_root: str | None = None
-    #: Operating point of the threshold metrics (default: the report's threshold).
-    threshold: float | None = None
+    _constraints = {"threshold": [None, Interval(float, 0, 1)]}
 
-    def __post_init__(self) -> None:
+    report: str = setting("", "run folder <output>/run_id=<id>/, its report/ folder or a "
+                          "Parquet file (local or s3://)", path=True)
+    output: str = setting("", "folder for metrics and plots (local or s3://)", path=True)
+    labels: str | None = setting(None, "manifest, ASVspoof protocol or labelled folder",
+                                 default_help="the labels the scored listing carried",
+                                 path=True)
+    audio_root: str | None = setting(None, "audio folder of an ASVspoof protocol",
+                                     default_help="the protocol's folder", path=True)
+    threshold: float | None = setting(None, "operating point of accuracy/precision/recall/F1",
+                                      default_help="the report's")
+
+    def _check(self) -> None:
         if not self.report or not self.output:
             raise ConfigError("EvaluateConfig needs both report and output")
 

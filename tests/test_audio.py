@@ -422,7 +422,7 @@ def test_trim_cuts_quiet_edges_and_says_where_the_audio_starts():
 
 
 @pytest.mark.parametrize("kwargs, error", [({"pad": "mirror"}, "pad must be one of"),
-                                           ({"trim_db": 0.0}, "trim_db must be positive")])
+                                           ({"trim_db": 0.0}, r"trim_db must be None or a number > 0, got 0.0")])
 def test_bad_pad_and_trim_settings_are_refused(kwargs, error):
     with pytest.raises(ConfigError, match=error):
         AudioConfig(**kwargs)

@@ -29,6 +29,7 @@ from spoofray.audit import ledger as audit_ledger
 from spoofray.audit.drift import OVERALL
 from spoofray.audit.page import (audit_plots, render_page, speak, summary_text,
                                  suspicious_table)
+from spoofray.config import ScoreSettings
 from spoofray.errors import ConfigError
 from spoofray.sources import AudioItem, resolve_inputs
 from spoofray.testing.archives import ARCHIVE, BROKEN, make_archive, put, wav_bytes
@@ -216,15 +217,17 @@ def test_selection_reasons_and_bundle_policies():
     ({"input": ""}, "needs both input and output"),
     ({"date": "2025-02-30"}, "YYYY-MM-DD"),
     ({"on_new_bundle": "always"}, "on_new_bundle must be one of"),
-    ({"reference_runs": 0}, "reference_runs must be >= 1"),
-    ({"drift_min_files": 0}, "drift_min_files must be >= 1"),
+    ({"reference_runs": 0}, r"reference_runs must be an int >= 1, got 0"),
+    ({"drift_min_files": 0}, r"drift_min_files must be an int >= 1, got 0"),
 ])
 def test_audit_config_refusals_and_round_trip(kw, error):
     base = {"input": "s3://b/arch", "output": "s3://b/audit"}
     with pytest.raises(ConfigError, match=error):
         AuditConfig(**{**base, **kw})
-    cfg = AuditConfig(**base, on_new_bundle="new-only", date="2025-01-31")
+    cfg = AuditConfig(**base, on_new_bundle="new-only", date="2025-01-31",
+                      scoring=ScoreSettings(batch_size=8, featurize_memory_mb=512, plots=False))
     assert AuditConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.to_dict()["scoring"]["batch_size"] == 8
 
 
 # --- page and spoken summary ------------------------------------------------------------------
@@ -286,7 +289,8 @@ def test_two_nights_on_s3_score_only_what_changed(ray_session, s3_bucket, tmp_pa
     uris = make_archive(archive)
     bundle = make_audit_bundle(str(tmp_path), "1")
     cfg = dict(input=archive, output=output, bundle=bundle, drift_min_files=2,
-               files_per_task=4, batch_size=8, spoken_summary=False, plots=False)
+               spoken_summary=False,
+               scoring=ScoreSettings(files_per_task=4, batch_size=8, plots=False))
 
     night1 = run_audit(AuditConfig(date="2025-01-01", **cfg))["runs"]
     assert len(night1) == 1 and night1[0]["n_scored"] == len(uris)

@@ -38,7 +38,7 @@ from spoofray.audit import alerts as _alerts
 from spoofray.audit import drift as _drift
 from spoofray.audit import ledger as _ledger
 from spoofray.audit import page as _page
-from spoofray.config import Config, register
+from spoofray.config import Check, Config, Interval, Options, ScoreSettings, setting
 from spoofray.errors import ConfigError, SpoofrayError
 from spoofray.reports import PLOTS_DIR, read_report
 
@@ -53,60 +53,62 @@ REPORT_COLUMNS = ("uri", "status", "error_type", "spoof_score", "predicted_label
                   "run_id", "threshold")
 
 
-@register
+def _is_date(value: str) -> bool:
+    _dt.date.fromisoformat(value)
+    return True
+
+
 @dataclasses.dataclass(frozen=True)
 class AuditConfig(Config):
-    """What a nightly audit reads, how it decides what to score, and where it writes."""
+    """What a nightly audit reads, how it decides what to score, and where it writes; how
+    it scores is a nested :class:`~spoofray.config.ScoreSettings` (``scoring``)."""
 
-    #: Folder or s3:// prefix (or manifest/protocol) of the archive.
-    input: str = ""
-    #: Audit output root: date= report partitions and the _audit/ state folder.
-    output: str = ""
-    #: Bundle folder (local or s3://); None: the newest bundle in the local registry.
-    bundle: str | None = None
-    audio_root: str | None = None
-    #: Alert rules YAML (local or s3://); None: no rules, exit code 0 unless it crashes.
-    rules: str | None = None
-    #: Partition date YYYY-MM-DD (default: today, UTC).
-    date: str | None = None
-    run_id: str | None = None
-    #: Score every listed file, changed or not.
-    rescore: bool = False
-    #: Unchanged files last scored by another bundle: "rescore-all" or "new-only".
-    on_new_bundle: str = "rescore-all"
-    #: Score files whose last result was an error again.
-    retry_errors: bool = True
-    #: How many earlier runs form the drift reference.
-    reference_runs: int = 7
-    psi_bins: int = 10
+    _nested = {"scoring": ScoreSettings}
+    _constraints = {
+        "on_new_bundle": [Options(_ledger.ON_NEW_BUNDLE)],
+        "date": [None, Check(_is_date, "a date YYYY-MM-DD")],
+        "reference_runs": [Interval(int, 1)],
+        "psi_bins": [Interval(int, 1)],
+        "drift_min_files": [Interval(int, 1)],
+        "rescore": [bool],
+        "retry_errors": [bool],
+        "spoken_summary": [bool],
+    }
+
+    input: str = setting("", "archive: folder, s3:// prefix, manifest or ASVspoof protocol",
+                         path=True)
+    output: str = setting("", "audit root, local or s3:// (date= partitions, _audit/)",
+                          path=True)
+    bundle: str | None = setting(
+        None, "bundle folder, local or s3://, or 'latest' (the newest in the local registry)",
+        default_help="the shipped spoofray-base (docs/model_card.md)", path=True,
+        literal=("latest",))
+    audio_root: str | None = setting(None, "audio folder of an ASVspoof protocol",
+                                     default_help="the protocol's folder", path=True)
+    #: Without rules the exit code is 0 unless the run crashes.
+    rules: str | None = setting(None, "alert rules YAML, local or s3:// (e.g. "
+                                "audit_rules/default.yaml); without it no alert can fire",
+                                default_help="no rules", path=True)
+    date: str | None = setting(None, "partition date YYYY-MM-DD", default_help="today, UTC")
+    run_id: str | None = setting(None, "name of this run",
+                                 default_help="UTC time + random suffix")
+    rescore: bool = setting(False, "score every listed file, changed or not")
+    on_new_bundle: str = setting(
+        "rescore-all", "when the bundle name/version differs from the ledger's: rescore "
+        "every file, or only new/changed/errored ones")
+    retry_errors: bool = setting(True, "score files whose last result was an error again")
+    reference_runs: int = setting(7, "earlier runs that form the drift reference")
+    psi_bins: int = setting(10, "equal-width score bins of the PSI")
     #: Fewer scored files than this (now or before) in a group: no PSI/KS for it.
-    drift_min_files: int = 10
-    spoken_summary: bool = True
-    espeak_binary: str = "espeak-ng"
-    # Scoring knobs, passed to ScoreConfig unchanged.
-    threshold: float | None = None
-    files_per_task: int = 4
-    featurize_concurrency: int | None = None
-    batch_size: int = 16
-    concurrency: int = 1
-    num_gpus: float = 0.0
-    num_cpus_per_actor: float = 1.0
-    plots: bool = True
+    drift_min_files: int = setting(10, "fewest scored files per group for PSI/KS")
+    spoken_summary: bool = setting(True, "make summary.wav (with espeak-ng when installed)")
+    espeak_binary: str = setting("espeak-ng", "text-to-speech program of the spoken summary")
+    #: Handed to every ScoreConfig of the audit unchanged (the flags --batch-size, ...).
+    scoring: ScoreSettings = dataclasses.field(default_factory=ScoreSettings)
 
-    def __post_init__(self) -> None:
+    def _check(self) -> None:
         if not self.input or not self.output:
             raise ConfigError("AuditConfig needs both input and output")
-        if self.on_new_bundle not in _ledger.ON_NEW_BUNDLE:
-            raise ConfigError(f"on_new_bundle must be one of {list(_ledger.ON_NEW_BUNDLE)}, "
-                              f"got {self.on_new_bundle!r}")
-        if self.date is not None:
-            try:
-                _dt.date.fromisoformat(self.date)
-            except ValueError:
-                raise ConfigError(f"date must be YYYY-MM-DD, got {self.date!r}") from None
-        for name in ("reference_runs", "psi_bins", "drift_min_files"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 def _fault_point(name: str) -> None:
@@ -137,10 +139,8 @@ def _score_subset(cfg: AuditConfig, *, items: list, run_id: str, date: str,
 
     score_cfg = ScoreConfig(
         input=cfg.input, output=_ledger.partition_uri(cfg.output, date), bundle=bundle_uri,
-        audio_root=cfg.audio_root, threshold=cfg.threshold, run_id=run_id,
-        files_per_task=cfg.files_per_task, featurize_concurrency=cfg.featurize_concurrency,
-        batch_size=cfg.batch_size, concurrency=cfg.concurrency, num_gpus=cfg.num_gpus,
-        num_cpus_per_actor=cfg.num_cpus_per_actor, plots=cfg.plots)
+        audio_root=cfg.audio_root, run_id=run_id,
+        **{f.name: getattr(cfg.scoring, f.name) for f in dataclasses.fields(ScoreSettings)})
     return score_archive(score_cfg, items=items)
 
 

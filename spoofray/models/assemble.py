@@ -31,7 +31,7 @@ import numpy as np
 
 import spoofray
 from spoofray import dataset, scoring, storage
-from spoofray.config import Config, FeatureConfig, register
+from spoofray.config import Config, FeatureConfig, Interval, Options, setting
 from spoofray.errors import BundleIntegrityError, ConfigError, MetricError, OutputExistsError
 from spoofray.models.bundle import (
     BUNDLE_JSON, FORMAT_NAME, FORMAT_VERSION, MEMBER_KINDS, MEMBERS_DIR, Bundle,
@@ -341,55 +341,53 @@ def calibrate_on_dev(bundle: Bundle, dev_features: str, *, rule: str,
 # --- assembly ------------------------------------------------------------------------------
 
 
-@register
 @dataclasses.dataclass(frozen=True)
 class AssembleConfig(Config):
     """What :func:`assemble_bundle` gathers and where it puts the bundle."""
 
-    #: Tune/train output folders or member sidecar JSON files (local or s3://).
-    members: tuple[str, ...] = ()
-    name: str = "spoofray"
-    #: Default: UTC time, e.g. 20250101-120000-ab12.
-    version: str | None = None
-    #: Bundle folder (local or s3://); default: the local registry.
-    output: str | None = None
-    #: Also copy into the local registry when ``output`` is given.
-    publish: bool = False
-    #: Held-out feature dataset to fit the fusion and threshold on.
-    dev_features: str | None = None
-    #: auto: logistic with dev features and >1 member, else mean.
-    fusion: str = "auto"
-    #: Mean-fusion weights by member name (default 1.0 each).
-    weights: dict[str, float] = dataclasses.field(default_factory=dict)
-    #: ``eer``: the dev EER point; ``false_alarm_rate``: flag at most
-    #: ``target_false_alarm_rate`` of bona fide dev files (or of ``threshold_reports``).
-    threshold_rule: str = "eer"
-    target_false_alarm_rate: float = 0.01
-    #: Scoring runs (``run_id=`` folders) of the members' held-out folds: their labelled
-    #: bona fide rows set a false-alarm-rate threshold that was never fitted in-sample.
-    threshold_reports: tuple[str, ...] = ()
-    #: A fixed decision threshold (overrides any chosen one).
-    threshold: float | None = None
-    #: Held-out evaluation of the recipe that made these members (e.g. leave-one-source-out
-    #: metrics), recorded in ``bundle.json`` as ``evaluation`` for the model card.
-    evaluation: dict[str, Any] = dataclasses.field(default_factory=dict)
-    overwrite: bool = False
+    _constraints = {
+        "publish": [bool],
+        "fusion": [Options(FUSION_CHOICES)],
+        "threshold_rule": [Options(THRESHOLD_RULES)],
+        "target_false_alarm_rate": [Interval(float, 0.0, 1.0, closed="left")],
+        "threshold": [None, Interval(float, 0.0, 1.0)],
+        "overwrite": [bool],
+    }
 
-    def __post_init__(self) -> None:
+    members: tuple[str, ...] = setting((), "tune/train output folder or member sidecar .json, "
+                                       "local or s3://", flag="member", repeat=True)
+    name: str = setting("spoofray", "bundle name")
+    version: str | None = setting(None, "bundle version",
+                                  default_help="UTC time, e.g. 20250101-120000-ab12")
+    output: str | None = setting(None, "bundle folder, local or s3://",
+                                 default_help="the local registry")
+    publish: bool = setting(False, "also copy into the local registry when --output is given")
+    dev_features: str | None = setting(None, "held-out feature dataset to fit fusion and "
+                                       "threshold on")
+    fusion: str = setting("auto", "auto: logistic with --dev-features and >1 member, else mean")
+    weights: dict[str, float] = setting(default_factory=dict, help="mean-fusion weights by "
+                                        "member name (1.0 each when not given)", cli=False)
+    threshold_rule: str = setting(
+        "eer", "eer: the dev EER point; false_alarm_rate: flag at most "
+        "--target-false-alarm-rate of bona fide dev files or report rows")
+    target_false_alarm_rate: float = setting(0.01, "false-alarm budget on real speech")
+    #: Their labelled bona fide rows set a false-alarm-rate threshold that was never fitted
+    #: in-sample.
+    threshold_reports: tuple[str, ...] = setting(
+        (), "scoring run (run_id= folder) of a held-out fold whose bona fide rows set the "
+        "false-alarm threshold", flag="threshold_report", repeat=True, metavar="RUN_FOLDER")
+    threshold: float | None = setting(None, "fixed decision threshold in [0, 1]",
+                                      default_help="the one chosen by --threshold-rule")
+    #: E.g. leave-one-source-out metrics, recorded in ``bundle.json`` as ``evaluation``.
+    evaluation: dict[str, Any] = setting(default_factory=dict, help="held-out evaluation of "
+                                         "the recipe that made these members", cli=False)
+    overwrite: bool = setting(False, "replace an existing bundle folder")
+
+    def _check(self) -> None:
         if not self.members:
             raise ConfigError("assemble needs at least one member (tune/train output or sidecar)")
-        if self.fusion not in FUSION_CHOICES:
-            raise ConfigError(f"fusion {self.fusion!r} unknown; choose one of {list(FUSION_CHOICES)}")
         if self.fusion == "logistic" and not self.dev_features:
             raise ConfigError("logistic fusion is fitted on dev scores; give --dev-features")
-        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
-            raise ConfigError(f"threshold must be in [0, 1], got {self.threshold}")
-        if self.threshold_rule not in THRESHOLD_RULES:
-            raise ConfigError(f"threshold_rule {self.threshold_rule!r} unknown; choose one of "
-                              f"{list(THRESHOLD_RULES)}")
-        if not 0.0 <= self.target_false_alarm_rate < 1.0:
-            raise ConfigError("target_false_alarm_rate must be in [0, 1), got "
-                              f"{self.target_false_alarm_rate}")
         if self.threshold_reports and self.threshold_rule != "false_alarm_rate":
             raise ConfigError("threshold_reports set a false-alarm-rate threshold; pass "
                               "threshold_rule='false_alarm_rate' with them")

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from spoofray.config import Config, FeatureConfig, register
+from spoofray.config import Config, FeatureConfig, Interval, Options
 from spoofray.errors import ConfigError
 
 NORMALIZATIONS = ("global", "instance", "none")
@@ -38,6 +38,9 @@ class MemberConfig(Config):
     """Common fields of every member. ``input_kind`` is a feature kind of the dataset."""
 
     architecture: ClassVar[str] = ""
+    _constraints = {"normalization": [Options(NORMALIZATIONS)],
+                    "dropout": [Interval(float, 0.0, 1.0, closed="left")]}
+
     input_kind: str = "logmel"
     #: "global": per-row mean/variance of the training set (a Normalization layer);
     #: "instance": per-example per-row standardisation over time; "none".
@@ -45,15 +48,6 @@ class MemberConfig(Config):
     dropout: float = 0.3
     #: This member's AdamW learning rate; None: the trainer's ``learning_rate``.
     learning_rate: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.normalization not in NORMALIZATIONS:
-            raise ConfigError(
-                f"{type(self).__name__}.normalization must be one of {list(NORMALIZATIONS)}, "
-                f"got {self.normalization!r}"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"{type(self).__name__}.dropout must be in [0, 1), got {self.dropout}")
 
     def input_shape(self, feature_cfg: FeatureConfig) -> tuple[int, ...]:
         """Shape of one input window, read from the feature config."""
@@ -72,7 +66,6 @@ class MemberConfig(Config):
         return shape
 
 
-@register
 @dataclasses.dataclass(frozen=True)
 class CNNConfig(MemberConfig):
     """2D CNN on log-mel: conv-BN-ReLU-pool blocks, global average pooling, dense head."""
@@ -84,7 +77,6 @@ class CNNConfig(MemberConfig):
     dense: int = 64
 
 
-@register
 @dataclasses.dataclass(frozen=True)
 class LCNNConfig(MemberConfig):
     """LCNN with max-feature-map on LFCC (the ASVspoof baseline family).
@@ -98,7 +90,6 @@ class LCNNConfig(MemberConfig):
     dropout: float = 0.5
 
 
-@register
 @dataclasses.dataclass(frozen=True)
 class TDNNConfig(MemberConfig):
     """TDNN: dilated Conv1D over MFCC frames, statistics pooling."""
@@ -116,7 +107,6 @@ class TDNNConfig(MemberConfig):
             raise ConfigError("TDNNConfig: channels, kernel_sizes and dilations need equal lengths")
 
 
-@register
 @dataclasses.dataclass(frozen=True)
 class RNNConfig(MemberConfig):
     """(Bidirectional) GRU or LSTM over MFCC frames."""
@@ -140,7 +130,6 @@ class RNNConfig(MemberConfig):
             )
 
 
-@register
 @dataclasses.dataclass(frozen=True)
 class MLPConfig(MemberConfig):
     """MLP on MFCC pooled over time (mean and standard deviation per coefficient)."""
@@ -150,7 +139,6 @@ class MLPConfig(MemberConfig):
     hidden: tuple[int, ...] = (128, 64)
 
 
-@register
 @dataclasses.dataclass(frozen=True)
 class ConformerConfig(MemberConfig):
     """A small Conformer encoder on log-mel (conv subsampling, sinusoidal positions)."""
@@ -183,13 +171,11 @@ class ImageBackboneConfig(MemberConfig):
     dense: int = 0
 
 
-@register
 @dataclasses.dataclass(frozen=True)
 class EfficientNetB0Config(ImageBackboneConfig):
     architecture: ClassVar[str] = "efficientnet_b0"
 
 
-@register
 @dataclasses.dataclass(frozen=True)
 class VGG16Config(ImageBackboneConfig):
     architecture: ClassVar[str] = "vgg16"

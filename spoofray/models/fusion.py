@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from spoofray.config import Config, register
+from spoofray.config import Config
 from spoofray.errors import ConfigError, MetricError
 
 FUSION_RULES = ("mean", "logistic")
@@ -38,7 +38,6 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))  # overflow-free form of 1 / (1 + exp(-z))
 
 
-@register
 @dataclasses.dataclass(frozen=True)
 class Fusion(Config):
     """A fusion rule over named members.

@@ -30,7 +30,7 @@ import pandas as pd
 
 import spoofray
 from spoofray import dataset, sources, storage
-from spoofray.config import Config, FeatureConfig, register
+from spoofray.config import Config, FeatureConfig, Interval, setting
 from spoofray.errors import ConfigError, OutputExistsError
 from spoofray.featurize import FileFeatures, featurize_file
 from spoofray.pipeline import plan, runtime
@@ -41,42 +41,47 @@ SUMMARY_COLUMNS = ("uri", "status", "n_windows", "duration_s", "sample_rate", "c
                    "error_type", "error_message", "seconds", "features_part", "errors_part")
 
 
-@register
 @dataclasses.dataclass(frozen=True)
 class ExtractConfig(Config):
     """What :func:`extract_features` reads, computes and writes."""
 
     _nested = {"features": FeatureConfig}
+    _constraints = {
+        "files_per_task": [Interval(int, 1)],
+        "max_windows_per_part": [Interval(int, 1)],
+        "concurrency": [None, Interval(int, 1)],
+        "num_cpus_per_task": [Interval(float, 0, closed="neither")],
+        "overwrite": [bool],
+        "limit": [None, Interval(int, 1)],
+    }
 
-    input: str = ""
-    output: str = ""
-    #: Audio root for an ASVspoof protocol (default: the protocol's folder).
-    audio_root: str | None = None
+    input: str = setting("", "folder, s3:// prefix, manifest .csv/.parquet, or ASVspoof "
+                         "protocol .txt (labels from <label>/ folders, manifest or protocol)",
+                         path=True)
+    output: str = setting("", "where to write the dataset (local path or s3://)", path=True)
+    audio_root: str | None = setting(None, "audio folder of an ASVspoof protocol",
+                                     default_help="the protocol's folder", path=True)
     features: FeatureConfig = dataclasses.field(default_factory=FeatureConfig)
-    #: Most files handed to one task. With several tasks running, Ray Data leaves a worker
-    #: idle ~0.2 s after each (it waits up to 100 ms for *all* running tasks before it
-    #: looks at finished ones), so a task should run for seconds: 128 typical clips take
-    #: ~4 s on one core. Measured in docs/benchmarks.md.
-    files_per_task: int = 128
-    #: A task closes a features part after the file that brings it to this many windows,
-    #: so its memory stays bounded whatever its files' lengths (512 windows of the default
-    #: features are ~150 MB of float32).
-    max_windows_per_part: int = 512
-    #: Most tasks at once (None: Ray Data decides from the free CPUs).
-    concurrency: int | None = None
-    num_cpus_per_task: float = 1.0
-    overwrite: bool = False
-    #: Only the first N listed files (smoke tests, quick looks).
-    limit: int | None = None
+    #: With several tasks running, Ray Data leaves a worker idle ~0.2 s after each (it
+    #: waits up to 100 ms for *all* running tasks before it looks at finished ones), so a
+    #: task should run for seconds: 128 typical clips take ~4 s on one core. Measured in
+    #: docs/benchmarks.md.
+    files_per_task: int = setting(128, "most files per Ray task (bigger tasks idle less "
+                                  "between them)")
+    #: 512 windows of the default features are ~150 MB of float32.
+    max_windows_per_part: int = setting(
+        512, "a task closes a features part after the file that brings it to this many "
+        "windows, so its memory stays bounded whatever its files' lengths")
+    concurrency: int | None = setting(None, "most parallel tasks",
+                                      default_help="Ray Data decides from the free CPUs")
+    num_cpus_per_task: float = setting(1.0, "CPUs reserved per task")
+    overwrite: bool = setting(False, "replace an existing output")
+    limit: int | None = setting(None, "only the first N listed files (smoke tests, quick "
+                                "looks)", default_help="all")
 
-    def __post_init__(self) -> None:
+    def _check(self) -> None:
         if not self.input or not self.output:
             raise ConfigError("ExtractConfig needs both input and output")
-        if self.files_per_task < 1:
-            raise ConfigError(f"files_per_task must be >= 1, got {self.files_per_task}")
-        if self.max_windows_per_part < 1:
-            raise ConfigError(
-                f"max_windows_per_part must be >= 1, got {self.max_windows_per_part}")
 
 
 def extract_batch(batch: pd.DataFrame, *, features: dict[str, Any], output: str,

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from spoofray import augment, sources, storage
-from spoofray.config import Config, register
+from spoofray.config import Config, Interval, setting
 from spoofray.errors import ConfigError, InputFileError, OutputExistsError, SpoofrayError
 from spoofray.pipeline import plan, runtime
 
@@ -38,36 +38,42 @@ SETTINGS_NAME = "_make_spoofs.json"
 DONE_DIR = "_done"
 
 
-@register
 @dataclasses.dataclass(frozen=True)
 class MakeSpoofsConfig(Config):
     """What :func:`make_spoofs` reads, makes and writes."""
 
     _nested = {"copysyn": augment.CopysynConfig}
 
-    input: str = ""
-    output: str = ""
-    #: Audio root for an ASVspoof protocol (default: the protocol's folder).
-    audio_root: str | None = None
-    copysyn: augment.CopysynConfig = dataclasses.field(default_factory=augment.CopysynConfig)
-    #: Sources per Ray task. Copy-synthesis takes seconds per clip, so small tasks cost
-    #: little and keep progress (and the work lost to a killed task) fine-grained.
-    items_per_task: int = 2
-    #: Most tasks at once (None: Ray Data decides from the free CPUs).
-    concurrency: int | None = None
-    num_cpus_per_task: float = 1.0
-    #: Finish an interrupted run in ``output`` instead of refusing an existing folder.
-    resume: bool = False
-    #: Only the first N listed files (smoke tests, quick looks).
-    limit: int | None = None
-    #: Seconds between progress lines on the driver.
-    progress_every_s: float = 10.0
+    _constraints = {
+        "items_per_task": [Interval(int, 1)],
+        "concurrency": [None, Interval(int, 1)],
+        "num_cpus_per_task": [Interval(float, 0, closed="neither")],
+        "resume": [bool],
+        "limit": [None, Interval(int, 1)],
+        "progress_every_s": [Interval(float, 0, closed="neither")],
+    }
 
-    def __post_init__(self) -> None:
+    input: str = setting("", "bona fide audio: folder, s3:// prefix, manifest .csv/.parquet "
+                         "or ASVspoof protocol .txt (items labelled spoof are skipped)",
+                         path=True)
+    output: str = setting("", "folder to write (local path or s3://)", path=True)
+    audio_root: str | None = setting(None, "audio folder of an ASVspoof protocol",
+                                     default_help="the protocol's folder", path=True)
+    copysyn: augment.CopysynConfig = dataclasses.field(default_factory=augment.CopysynConfig)
+    #: Copy-synthesis takes seconds per clip, so small tasks cost little and keep progress
+    #: (and the work lost to a killed task) fine-grained.
+    items_per_task: int = setting(2, "sources per Ray task")
+    concurrency: int | None = setting(None, "most parallel tasks",
+                                      default_help="Ray Data decides from the free CPUs")
+    num_cpus_per_task: float = setting(1.0, "CPUs reserved per task")
+    resume: bool = setting(False, "finish an interrupted run in --output (same settings): "
+                           "sources already done are skipped")
+    limit: int | None = setting(None, "only the first N listed files", default_help="all")
+    progress_every_s: float = setting(10.0, "seconds between progress lines on the driver")
+
+    def _check(self) -> None:
         if not self.input or not self.output:
             raise ConfigError("MakeSpoofsConfig needs both input and output")
-        if self.items_per_task < 1:
-            raise ConfigError(f"items_per_task must be >= 1, got {self.items_per_task}")
 
 
 def done_uri(output: str, uri: str) -> str:

@@ -38,12 +38,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from spoofray import reports, scoring, sources, storage
-from spoofray.config import Config, FeatureConfig, register
+from spoofray.config import Check, FeatureConfig, Interval, ScoreSettings, setting
 from spoofray.errors import (ConfigError, OutputExistsError, SpoofrayError,
                              StorageUnavailableError)
 from spoofray.featurize import FileFeatures, featurize_file
 from spoofray.models.bundle import BundleSpec, load_payload
-from spoofray.models.registry import bundle_note, resolve_bundle
+from spoofray.models.registry import LATEST, bundle_note, resolve_bundle
 from spoofray.pipeline import plan, runtime
 from spoofray.reports import PLOTS_DIR, REPORT_DIR, SUCCESS_MARKER, SUMMARY_NAME
 
@@ -55,47 +55,35 @@ ROWS_PER_PART = 200_000
 ITEM_KEYS = ("uri", "label", "attack", "speaker", "group", "size_bytes")
 
 
-@register
 @dataclasses.dataclass(frozen=True)
-class ScoreConfig(Config):
-    """What :func:`score_archive` reads, with which bundle, and where the report goes."""
+class ScoreConfig(ScoreSettings):
+    """What :func:`score_archive` reads, with which bundle, and where the report goes; how
+    it runs and decides is inherited from :class:`~spoofray.config.ScoreSettings`."""
 
-    input: str = ""
-    output: str = ""
-    #: Bundle folder (local or s3://); None: the newest bundle in the local registry.
-    bundle: str | None = None
-    #: Audio root for an ASVspoof protocol input (default: the protocol's folder).
-    audio_root: str | None = None
-    #: Decision threshold overriding the bundle's.
-    threshold: float | None = None
-    #: Default: UTC time plus a random suffix.
-    run_id: str | None = None
-    #: Files per featurize task (long recordings make tasks long; keep it small).
-    files_per_task: int = 4
-    #: Most featurize tasks at once (None: Ray decides from free CPUs).
-    featurize_concurrency: int | None = None
-    #: Memory each featurize task reserves (MiB): a long recording is decoded whole.
-    featurize_memory_mb: int = 1024
-    #: Files per scoring batch handed to an actor (their windows are scored together).
-    batch_size: int = 16
-    #: Scoring actors: a fixed pool size.
-    concurrency: int = 1
-    num_gpus: float = 0.0
-    num_cpus_per_actor: float = 1.0
-    #: Only the first N listed files (smoke tests, quick looks).
-    limit: int | None = None
-    plots: bool = True
+    _constraints = {
+        **ScoreSettings._constraints,
+        "run_id": [None, Check(lambda v: _safe_run_id(v),
+                               "a name of letters, digits, '-', '_', '.'")],
+        "limit": [None, Interval(int, 1)],
+    }
 
-    def __post_init__(self) -> None:
+    input: str = setting("", "folder, s3:// prefix, manifest or ASVspoof protocol", path=True)
+    output: str = setting("", "report root, local or s3:// (a run_id=<id>/ folder is added)",
+                          path=True)
+    bundle: str | None = setting(
+        None, f"bundle folder, local or s3://, or '{LATEST}' (the newest in the local "
+        "registry)", default_help="the shipped spoofray-base (docs/model_card.md)", path=True,
+        literal=(LATEST,))
+    audio_root: str | None = setting(None, "audio folder of an ASVspoof protocol",
+                                     default_help="the protocol's folder", path=True)
+    run_id: str | None = setting(None, "name of this run",
+                                 default_help="UTC time + random suffix")
+    limit: int | None = setting(None, "only the first N listed files (smoke tests, quick "
+                                "looks)", default_help="all")
+
+    def _check(self) -> None:
         if not self.input or not self.output:
             raise ConfigError("ScoreConfig needs both input and output")
-        for name in ("files_per_task", "batch_size", "concurrency", "featurize_memory_mb"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
-            raise ConfigError(f"threshold must be in [0, 1], got {self.threshold}")
-        if self.run_id is not None and not _safe_run_id(self.run_id):
-            raise ConfigError(f"run_id {self.run_id!r} may hold only letters, digits, '-', '_', '.'")
 
 
 def _safe_run_id(run_id: str) -> bool:

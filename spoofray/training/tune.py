@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from spoofray import storage
-from spoofray.config import Config, register
+from spoofray.config import Config, Interval, Options, setting
 from spoofray.errors import ConfigError, OutputExistsError
 from spoofray.models.ml import SpoofVotingEnsemble, did_you_mean, make_ensemble, save_ensemble
 from spoofray.splits import GROUP_BY
@@ -58,49 +58,63 @@ RESERVED = {"n_jobs": "--cpus-per-trial", "random_state": "--seed"}
 RESUME_KEYS = ("dataset", "table", "space", "group_by", "n_splits", "table_block_rows", "seed")
 
 
-@register
 @dataclasses.dataclass(frozen=True)
 class TuneMLConfig(Config):
     """One sweep. Exactly one of ``dataset`` (spoofray feature dataset) or ``table``
     (DEEP-VOICE style CSV/Parquet) is the data."""
 
-    space: str = ""
-    output: str = ""
-    dataset: str | None = None
-    table: str | None = None
-    #: Ray Tune experiment storage (default ``<output>/ray_results``); local or s3://.
-    storage_path: str | None = None
-    name: str = "tune_ml"
-    group_by: str = "speaker"
-    n_splits: int = 5
-    #: External tables only: consecutive rows per fold group (0: row-level folds).
-    table_block_rows: int = 0
-    num_samples: int = 20
-    time_budget_s: float | None = None
-    #: Most trials at once (0: as many as the CPUs allow).
-    max_concurrent: int = 0
-    #: CPUs per trial; also the members' n_jobs and the BLAS/OpenMP thread limit.
-    cpus_per_trial: int = 1
-    grace_period: int = 1
-    reduction_factor: int = 2
-    seed: int = 0
-    resume: bool = False
-    overwrite: bool = False
-    address: str | None = None
-    verbose: int = 1
+    _constraints = {
+        "group_by": [Options(GROUP_BY)],
+        "n_splits": [Interval(int, 2)],
+        "table_block_rows": [Interval(int, 0)],
+        "num_samples": [Interval(int, 1)],
+        "time_budget_s": [None, Interval(float, 0, closed="neither")],
+        "max_concurrent": [Interval(int, 0)],
+        "cpus_per_trial": [Interval(int, 1)],
+        "grace_period": [Interval(int, 1)],
+        "reduction_factor": [Interval(int, 2)],
+        "seed": [Interval(int, 0)],
+        "resume": [bool],
+        "overwrite": [bool],
+        "verbose": [Options((0, 1, 2))],
+    }
 
-    def __post_init__(self) -> None:
+    space: str = setting("", "YAML search space", default_help="tune_spaces/"
+                         "voting_ensemble.yaml; smoke.yaml with --smoke-test")
+    output: str = setting("", "output folder (local or s3://)")
+    dataset: str | None = setting(None, "feature dataset made by jobs/extract_features.py "
+                                  "(local path or s3://); give it or --table")
+    table: str | None = setting(None, "DEEP-VOICE style .csv/.parquet: 26 stats columns + "
+                                "LABEL; give it or --dataset")
+    storage_path: str | None = setting(None, "Ray Tune experiment storage, local or s3://",
+                                       default_help="<output>/ray_results")
+    name: str = setting("tune_ml", "experiment name")
+    group_by: str = setting("speaker", "what folds keep disjoint (missing speakers fall back "
+                            "to the recording)")
+    n_splits: int = setting(5, "folds")
+    table_block_rows: int = setting(0, "--table only: consecutive rows per fold group; 0 = "
+                                    "row-level folds, optimistic")
+    num_samples: int = setting(20, "configurations to try")
+    time_budget_s: float | None = setting(None, "stop starting trials after this long",
+                                          default_help="no limit")
+    max_concurrent: int = setting(0, "most trials at once; 0 = as many as CPUs allow")
+    #: Also the BLAS/OpenMP thread limit.
+    cpus_per_trial: int = setting(1, "CPUs per trial, also the members' n_jobs")
+    grace_period: int = setting(1, "ASHA: folds every trial runs before it may be stopped")
+    reduction_factor: int = setting(2, "ASHA: keep 1 of this many trials at each rung")
+    seed: int = setting(0, "seed of folds, sampling and models")
+    resume: bool = setting(False, "continue an interrupted sweep in --output (finished "
+                           "trials are kept, unfinished ones continue from their last fold)")
+    overwrite: bool = setting(False, "replace an existing --output")
+    address: str | None = setting(None, "Ray cluster address",
+                                  default_help="RAY_ADDRESS, else local Ray")
+    verbose: int = setting(1, "Tune progress output")
+
+    def _check(self) -> None:
         if not self.space or not self.output:
             raise ConfigError("TuneMLConfig needs a search space (space) and an output folder")
         if (self.dataset is None) == (self.table is None):
             raise ConfigError("give exactly one of dataset (feature dataset) or table (CSV)")
-        if self.group_by not in GROUP_BY:
-            raise ConfigError(f"group_by {self.group_by!r} invalid; choose one of {GROUP_BY}")
-        for name, low in (("n_splits", 2), ("num_samples", 1), ("cpus_per_trial", 1),
-                          ("grace_period", 1), ("reduction_factor", 2),
-                          ("max_concurrent", 0), ("table_block_rows", 0)):
-            if getattr(self, name) < low:
-                raise ConfigError(f"{name} must be >= {low}, got {getattr(self, name)}")
 
     def resolved(self) -> "TuneMLConfig":
         """A copy with local paths made absolute (Ray workers have other CWDs)."""
