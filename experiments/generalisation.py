@@ -116,10 +116,12 @@ ABOUT = {
     "base": "shipped: LR on LFCC dynamics + DEEP-VOICE stats, trim 40 dB, repeat-pad, channel "
             "copies, devcorpus + trainpool, shippable rows, cap 150 per (source, label)",
     "no-trainpool": "devcorpus only",
-    "no-channel": "no codec/telephone/RawBoost/noise/reverb copies in training",
+    "no-channel": "no codec/telephone/RawBoost/noise/reverb copies in training (run against "
+                  "plus-copysyn)",
     "plus-copysyn": "+ 300 copy-synthesis spoofs of real clips (Griffin-Lim, WORLD, HiFi-GAN)",
-    "no-trim": "no silence trim, zero-padded last window",
-    "pooled-inputs": "LFCC mean + std over frames instead of the channel-blind dynamics",
+    "no-trim": "no silence trim, zero-padded last window (run against plus-copysyn)",
+    "pooled-inputs": "LFCC mean + std over frames instead of the channel-blind dynamics (run "
+                     "against plus-copysyn)",
     "plus-hgb": "+ HistGradientBoosting member (equal weight)",
     "subband-high": "LFCC filterbank over 4-8 kHz only (sub-band member)",
     "subband-low": "LFCC filterbank over 0-4 kHz only (sub-band member)",
