@@ -274,8 +274,33 @@ def recover(cfg: AuditConfig, rules: tuple) -> list[dict[str, Any]]:
     return finished
 
 
-def run_audit(cfg: AuditConfig) -> dict[str, Any]:
+def preflight(cfg: AuditConfig) -> list:
+    """What can be refused without a cluster, before Ray starts (:mod:`spoofray.preflight`):
+    S3 credentials, the rules file, the output root (a writable folder or creatable
+    prefix), the bundle (exists and verifies, no model loaded) and the input (exists and
+    lists at least one file).
+
+    Returns
+    -------
+    list of AudioItem
+        The listed archive; pass it to :func:`run_audit` (``items=``) to list only once.
+    """
+    from spoofray import preflight as checks
+    from spoofray import sources
+    from spoofray.models.bundle import BundleSpec
+    from spoofray.models.registry import resolve_bundle
+
+    storage.check_credentials(cfg.input, cfg.output, cfg.bundle, cfg.audio_root, cfg.rules)
+    _alerts.load_rules(cfg.rules)
+    checks.check_output_root(cfg.output)
+    BundleSpec.verify(resolve_bundle(cfg.bundle)[0])
+    return sources.resolve_inputs(cfg.input, audio_root=cfg.audio_root)
+
+
+def run_audit(cfg: AuditConfig, items: list | None = None) -> dict[str, Any]:
     """Run one nightly audit on the current Ray (start one with ``runtime.init_ray``).
+
+    ``items``: the archive as :func:`preflight` listed it (listed here when not given).
 
     Returns
     -------
@@ -304,7 +329,8 @@ def run_audit(cfg: AuditConfig) -> dict[str, Any]:
         log.warning("%s", bundle_note(bundle_name, bundle_version, bundle_uri, bundle_source))
     finished = recover(cfg, rules)
 
-    items = sources.resolve_inputs(cfg.input, audio_root=cfg.audio_root)
+    if items is None:
+        items = sources.resolve_inputs(cfg.input, audio_root=cfg.audio_root)
     prints = _ledger.fingerprints(items, root=cfg.input)
     selection = _ledger.select_work(
         items, prints, _ledger.read_ledger(cfg.output), bundle_name=bundle_name,
