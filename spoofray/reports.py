@@ -118,6 +118,19 @@ def _read_part(uri: str, columns: list[str] | None) -> pd.DataFrame:
 # --- summary -----------------------------------------------------------------------------
 
 
+def describe_file(row: Mapping[str, Any]) -> str:
+    """One report row as a sentence: the file's decision, score and most suspicious window,
+    or its error (what a one-file run prints)."""
+    if row.get("status") != "ok":
+        return f"{row['uri']}: not scored: {row.get('error_type')}: {row.get('error_message')}"
+    text = (f"{row['uri']}: {row['predicted_label']} (spoof score {row['spoof_score']:.3f}, "
+            f"threshold {row['threshold']:.3f}")
+    start, end = _num(row.get("top_window_start_s")), _num(row.get("top_window_end_s"))
+    if start is not None and end is not None:
+        text += f"; most suspicious window {start:.1f}-{end:.1f} s"
+    return text + ")"
+
+
 def _num(x: Any) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
