@@ -12,7 +12,8 @@ Examples
 
 Output: metrics.parquet and metrics.json (one "overall" row, one "attack" row per attack:
 that attack's spoofs against every bona fide file), roc.png, det.png. Error rows and
-unlabelled files are left out and counted. Metrics are file-level (a file's score is the
+unlabelled files are left out and counted; with --labels the counts also say how many
+report URIs the labels matched (none matched is an error naming examples from both sides). Metrics are file-level (a file's score is the
 mean of its window scores).
 """
 

@@ -34,6 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-cpus", type=int, help="CPUs for a local Ray (default: all)")
     p.add_argument("--smoke-test", action="store_true",
                    help="extract a tiny generated archive into a temporary folder and check it")
+    p.add_argument("--verbose", action="store_true",
+                   help="also show Ray's start-up and progress output")
     args = p.parse_args(argv)
     if not args.smoke_test:
         cli.require(p, args, "input", "output")
@@ -48,7 +50,10 @@ def build_config(args: argparse.Namespace, overrides: dict | None = None):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from spoofray.pipeline.extract import extract_features
+    from spoofray import console
+
+    console.set_verbose(args.verbose or console.verbose())
+    from spoofray.pipeline.extract import extract_features, preflight
     from spoofray.pipeline.runtime import init_ray
 
     with tempfile.TemporaryDirectory(prefix="spoofray-smoke-") as tmp:
@@ -61,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
                      "output": given.get("output") or f"{tmp}/features"}
         try:
             cfg = build_config(args, smoke if args.smoke_test else None)
+            items = preflight(cfg)  # refusals that need no cluster, before Ray starts
             init_ray(args.address, num_cpus=args.num_cpus)
-            manifest = extract_features(cfg)
+            manifest = extract_features(cfg, items=items)
         except SpoofrayError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

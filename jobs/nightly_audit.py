@@ -56,6 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--smoke-test", action="store_true",
                    help="audit a tiny generated archive twice (a file added in between) and "
                    "check that the second night scores only that file")
+    p.add_argument("--verbose", action="store_true",
+                   help="also show Ray's and TensorFlow's start-up and progress output")
     args = p.parse_args(argv)
     if not args.smoke_test:
         cli.require(p, args, "input", "output")
@@ -103,7 +105,11 @@ def _smoke(args: argparse.Namespace, tmp: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)  # exits 2 on a usage error
-    from spoofray.audit import load_rules, run_audit
+    from spoofray import console
+
+    console.set_verbose(args.verbose or console.verbose())
+    from spoofray.audit import run_audit
+    from spoofray.audit.run import preflight
     from spoofray.pipeline.runtime import init_ray
 
     try:
@@ -112,9 +118,10 @@ def main(argv: list[str] | None = None) -> int:
                 init_ray(args.address, num_cpus=args.num_cpus)
                 return _smoke(args, tmp)
             cfg = build_config(args)
-            load_rules(cfg.rules)  # a broken rules file fails before Ray starts
+            # rules, output, bundle, input, S3 credentials: refused before Ray starts
+            items = preflight(cfg)
             init_ray(args.address, num_cpus=args.num_cpus)
-            result = run_audit(cfg)
+            result = run_audit(cfg, items=items)
             _print(result)
             return result["exit_code"]
     except USAGE_ERRORS as exc:

@@ -39,6 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-cpus", type=int, help="CPUs for a local Ray (default: all)")
     p.add_argument("--smoke-test", action="store_true",
                    help="score a tiny generated archive with a tiny demo bundle and check it")
+    p.add_argument("--verbose", action="store_true",
+                   help="also show Ray's and TensorFlow's start-up and progress output")
     args = p.parse_args(argv)
     if not args.smoke_test:
         cli.require(p, args, "input", "output")
@@ -53,8 +55,11 @@ def build_config(args: argparse.Namespace, overrides: dict | None = None):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from spoofray import console
+
+    console.set_verbose(args.verbose or console.verbose())
     from spoofray.pipeline.runtime import init_ray
-    from spoofray.pipeline.score import score_archive
+    from spoofray.pipeline.score import preflight, score_archive
 
     with tempfile.TemporaryDirectory(prefix="spoofray-score-smoke-") as tmp:
         expected_files = None
@@ -71,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
                      "bundle": given.get("bundle") or build_demo_bundle(f"{tmp}/demo_bundle")}
         try:
             cfg = build_config(args, smoke if args.smoke_test else None)
+            items = preflight(cfg)  # refusals that need no cluster, before Ray starts
             init_ray(args.address, num_cpus=args.num_cpus)
-            summary = score_archive(cfg)
+            summary = score_archive(cfg, items=items)
         except SpoofrayError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -85,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({k: summary[k] for k in ("run_uri", "counts", "spoof_rate",
                                                   "audio_hours", "wall_s", "throughput")},
                          indent=2))
+        if summary["counts"]["files"] == 1:  # one file: its answer, not just the counts
+            from spoofray.reports import describe_file, read_report
+
+            print(describe_file(read_report(summary["run_uri"]).iloc[0]))
         if expected_files is not None and summary["counts"]["files"] != expected_files:
             print("smoke test failed: report rows != listed files", file=sys.stderr)
             return 1

@@ -216,19 +216,51 @@ def absolute(uri: str | None) -> str | None:
     return os.path.abspath(os.path.expanduser(uri))
 
 
+#: Set by ``ray job submit`` in the environment of the job's entrypoint (Ray's job config).
+JOB_SUBMIT_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+
+def under_job_submit() -> bool:
+    """True when this process is the entrypoint of a ``ray job submit`` job, which runs in
+    a temporary unpacked copy of its ``--working-dir``."""
+    return bool(os.environ.get(JOB_SUBMIT_ENV))
+
+
+def _check_submitted_path(flag: Flag, value: str) -> None:
+    """Under ``ray job submit`` a relative path resolves inside the job's unpacked working
+    directory, a temporary copy: an output written there is lost and an input is not the
+    user's. Refused, except an input that is really part of the working directory
+    (``--rules audit_rules/default.yaml``)."""
+    if "://" in value or os.path.isabs(os.path.expanduser(value)):
+        return
+    name = "--" + flag.dest.replace("_", "-")
+    if flag.path[-1] != "output" and os.path.exists(value):
+        return
+    raise ConfigError(
+        f"{name} {value}: a relative path under `ray job submit` names a place inside the "
+        "job's temporary copy of --working-dir, not on your machine; use an absolute path "
+        "(on the cluster's nodes) or s3://")
+
+
 def given(args: argparse.Namespace) -> dict[str, Any]:
     """The settings given by ``--config`` and flags (flags win), as a nested dict; local
-    paths made absolute. Fields given nowhere are absent (their dataclass default holds)."""
+    paths made absolute. Fields given nowhere are absent (their dataclass default holds).
+
+    Under ``ray job submit`` a relative output path, or a relative input path that is not
+    part of the uploaded working directory, is a :class:`ConfigError`."""
     flags: dict[str, Flag] = getattr(args, _FLAGS, {})
     data = load_config_file(args.config) if getattr(args, "config", None) else {}
     for dest, flag in flags.items():
         value = getattr(args, dest, None)
         if value is not None:
             _set(data, flag.path, tuple(value) if isinstance(value, list) else value)
+    submitted = under_job_submit()
     for flag in flags.values():
         value = _get(data, flag.path)
         keep = flag.field.metadata.get("literal", ())
         if flag.field.metadata.get("path") and isinstance(value, str) and value not in keep:
+            if submitted:
+                _check_submitted_path(flag, value)
             _set(data, flag.path, absolute(value))
     return data
 
@@ -245,8 +277,8 @@ def require(parser: argparse.ArgumentParser, args: argparse.Namespace, *names: s
     or the ``--config`` file, or when that file cannot be read."""
     try:
         data = given(args)
-    except ConfigError as exc:
-        parser.error(str(exc))
+    except ConfigError as exc:  # one line, like the jobs' other refusals
+        parser.exit(2, f"error: {exc}\n")
     missing = [n for n in names if not data.get(n)]
     if missing:
         dests = {f.path: d for d, f in getattr(args, _FLAGS, {}).items()}

@@ -118,6 +118,19 @@ def _read_part(uri: str, columns: list[str] | None) -> pd.DataFrame:
 # --- summary -----------------------------------------------------------------------------
 
 
+def describe_file(row: Mapping[str, Any]) -> str:
+    """One report row as a sentence: the file's decision, score and most suspicious window,
+    or its error (what a one-file run prints)."""
+    if row.get("status") != "ok":
+        return f"{row['uri']}: not scored: {row.get('error_type')}: {row.get('error_message')}"
+    text = (f"{row['uri']}: {row['predicted_label']} (spoof score {row['spoof_score']:.3f}, "
+            f"threshold {row['threshold']:.3f}")
+    start, end = _num(row.get("top_window_start_s")), _num(row.get("top_window_end_s"))
+    if start is not None and end is not None:
+        text += f"; most suspicious window {start:.1f}-{end:.1f} s"
+    return text + ")"
+
+
 def _num(x: Any) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
@@ -157,6 +170,10 @@ def summarize_report(report: pd.DataFrame, *, wall_s: float, input_uri: str, run
     }
 
 
+def _count(n: int) -> str:
+    return f"{n:,} file" if n == 1 else f"{n:,} files"
+
+
 def top_folders(uris: Sequence[str], input_uri: str | None = None) -> list[str]:
     """The first folder of each URI below the common root ("." for files at the root)."""
     if not len(uris):
@@ -171,6 +188,47 @@ def top_folders(uris: Sequence[str], input_uri: str | None = None) -> list[str]:
         rel = u[len(root):].lstrip("/")
         out.append(rel.split("/", 1)[0] if "/" in rel else ".")
     return out
+
+
+def short_names(uris: Sequence[str]) -> list[str]:
+    """The shortest path suffix that tells each URI apart from the others: the file name,
+    with as many parent folders as it takes (``2024-01-02/call.wav`` and
+    ``2024-01-03/call.wav`` where a bare ``call.wav`` would merge their bars)."""
+    split = [u.rstrip("/").split("/") for u in uris]
+    depth = [1] * len(split)
+    while True:
+        names = ["/".join(parts[-d:]) for parts, d in zip(split, depth)]
+        seen: dict[str, list[int]] = {}
+        for i, name in enumerate(names):
+            seen.setdefault(name, []).append(i)
+        clashes = [i for group in seen.values() if len(group) > 1 for i in group
+                   if depth[i] < len(split[i])]
+        if not clashes:
+            return names
+        for i in clashes:
+            depth[i] += 1
+
+
+def _label(name: str, width: int = 48) -> str:
+    """A plot label of at most ``width`` characters, cut at the front (the end of a path
+    tells files apart)."""
+    return name if len(name) <= width else "…" + name[-(width - 1):]
+
+
+def _integer_axis(axis: Any) -> None:
+    """Counts on ``axis`` (whole files): no 2.5 ticks."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _note(ax: Any, text: str) -> None:
+    """Say on an empty (or degenerate) plot why it is so."""
+    import textwrap
+
+    ax.text(0.5, 0.5, textwrap.fill(text, 38), transform=ax.transAxes, ha="center",
+            va="center",
+            fontsize=10, color="0.25", bbox={"facecolor": "white", "edgecolor": "0.7"})
 
 
 def _figure_png(fig: Any) -> bytes:
@@ -215,7 +273,10 @@ def report_plots(report: pd.DataFrame, *, threshold: float, input_uri: str | Non
     ax.axvline(threshold, color="k", linestyle="--", label="threshold")
     ax.legend()
     ax.set(xlabel="spoof score (file mean)", ylabel="files",
-           title=f"Spoof scores of {len(ok)} files (threshold {threshold:.3f})")
+           title=f"Spoof scores of {_count(len(ok))} (threshold {threshold:.3f})")
+    _integer_axis(ax.yaxis)
+    if not len(ok):
+        _note(ax, "no file was scored (every file is an error row; see the report)")
     out["score_histogram.png"] = _figure_png(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -223,16 +284,24 @@ def report_plots(report: pd.DataFrame, *, threshold: float, input_uri: str | Non
         folders = pd.Series(top_folders(ok["uri"].tolist(), input_uri), index=ok.index)
         rate = (ok["predicted_label"] == "spoof").groupby(folders).mean().sort_values(ascending=False)
         rate = rate.head(30)
-        ax.barh(rate.index[::-1], rate.to_numpy()[::-1], color="tab:red")
+        ax.barh([_label(str(f)) for f in rate.index[::-1]], rate.to_numpy()[::-1],
+                color="tab:red")
+    else:
+        _note(ax, "no file was scored")
     ax.set(xlabel="fraction called spoof", xlim=(0, 1), title="Spoof rate per top-level folder")
     out["spoof_rate_by_folder.png"] = _figure_png(fig)
 
     top = ok.nlargest(min(TOP_N, len(ok)), "spoof_score")
     fig, ax = plt.subplots(figsize=(8, max(3.0, 0.3 * len(top) + 1)))
-    names = [posixpath.basename(u)[:40] for u in top["uri"]]
-    ax.barh(names[::-1], top["spoof_score"].to_numpy()[::-1], color="tab:orange")
+    # Positions, not names, on the axis: barh merges bars that share a label.
+    names = [_label(n) for n in short_names(top["uri"].tolist())]
+    ax.barh(np.arange(len(top))[::-1], top["spoof_score"].to_numpy(), color="tab:orange")
+    ax.set_yticks(np.arange(len(top))[::-1], names, fontsize=8)
     ax.axvline(threshold, color="k", linestyle="--")
-    ax.set(xlabel="spoof score", xlim=(0, 1), title=f"{len(top)} most suspicious files")
+    ax.set(xlabel="spoof score", xlim=(0, 1),
+           title=f"{len(top)} most suspicious {'file' if len(top) == 1 else 'files'}")
+    if not len(top):
+        _note(ax, "no file was scored")
     out["most_suspicious.png"] = _figure_png(fig)
     return out
 
@@ -279,8 +348,20 @@ def join_labels(report: pd.DataFrame, labels: str | None = None, *,
     items = sources.resolve_inputs(labels, audio_root=audio_root)
     table = pd.DataFrame([{"uri": it.uri, "true_label": it.label, "true_attack": it.attack}
                           for it in items])
+    matched = out["uri"].isin(table["uri"])
+    if not matched.any():
+        ours = ", ".join(out["uri"].head(3).astype(str))
+        theirs = ", ".join(table["uri"].head(3).astype(str))
+        raise ConfigError(
+            f"no report URI matched the labels: the report has {_count(len(out))} (e.g. "
+            f"{ours}), {labels} lists {_count(len(table))} (e.g. {theirs}); labels are "
+            "joined on the exact URI the file was scored under: list the files with the "
+            "same paths (or give --labels the input that was scored)")
     out = out.drop(columns=[c for c in ("true_label", "true_attack") if c in out])
-    return out.merge(table, on="uri", how="left")
+    out = out.merge(table, on="uri", how="left")
+    out.attrs["labels_matched"] = int(matched.sum())
+    out.attrs["labels_listed"] = int(len(table))
+    return out
 
 
 def _row(scope: str, attack: str | None, m: Mapping[str, Any]) -> dict[str, Any]:
@@ -343,9 +424,12 @@ def evaluation_plots(joined: pd.DataFrame) -> dict[str, bytes]:
     fig_det, ax_det = plt.subplots(figsize=(5.5, 5))
     lo, hi = 5e-4, 0.995
     clip = lambda p: np.clip(p, lo, hi)  # noqa: E731 - the probit of 0 or 1 is infinite
+    separated = []
     for name, keep in curves:
         frr, far, _ = metrics.compute_det_curve(labels[keep], scores[keep])
         eer, _ = metrics.compute_eer(labels[keep], scores[keep])
+        if eer == 0:
+            separated.append(name)
         ax_roc.plot(frr, 1 - far, label=f"{name} (AUC {metrics.roc_auc(labels[keep], scores[keep]):.3f})",
                     lw=2 if name == "overall" else 1)
         ax_det.plot(probit(clip(frr)), probit(clip(far)), label=f"{name} (EER {eer:.3f})",
@@ -360,6 +444,11 @@ def evaluation_plots(joined: pd.DataFrame) -> dict[str, bytes]:
     ax_det.set(xlabel="false alarm rate", ylabel="miss rate (spoof called bona fide)",
                title="DET", xlim=probit([lo, hi]), ylim=probit([lo, hi]))
     ax_det.legend(fontsize=7)
+    if separated:
+        # Miss and false-alarm rates are never both above 0 then: the curve lies on the
+        # axes' edges, outside what a probit scale can show.
+        _note(ax_det, f"EER 0 ({', '.join(separated)}): every spoof scores above every "
+              "bona fide file, so there is no trade-off curve to draw")
     return {"roc.png": _figure_png(fig_roc), "det.png": _figure_png(fig_det)}
 
 
@@ -387,7 +476,11 @@ def evaluate_report(cfg: EvaluateConfig) -> dict[str, Any]:
     labelled = joined["true_label"].isin(["bonafide", "spoof"])
     counts = {"files": int(len(joined)), "labelled": int(labelled.sum()),
               "unlabelled": int((~labelled).sum()),
-              "error_rows_left_out": int((labelled & (joined["status"] != "ok")).sum())}
+              # every error row is left out, labelled or not
+              "error_rows_left_out": int((joined["status"] != "ok").sum())}
+    if "labels_matched" in joined.attrs:
+        counts.update(matched_labels=joined.attrs["labels_matched"],
+                      labels_listed=joined.attrs["labels_listed"])
     result = {"report": cfg.report, "labels": cfg.labels or "carried by the report",
               "threshold": threshold, "counts": counts,
               "metrics": json.loads(table.to_json(orient="records"))}

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import fsspec
 
+from spoofray.errors import ConfigError
 from spoofray.errors import StorageUnavailableError  # noqa: F401 - also storage.<name>
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,10 @@ T = TypeVar("T")
 for _name in ("botocore", "aiobotocore", "boto3", "s3transfer", "urllib3"):
     if logging.getLogger(_name).level == logging.NOTSET:
         logging.getLogger(_name).setLevel(logging.INFO)
+# "Found credentials in environment variables", once per process and worker: noise.
+for _name in ("botocore.credentials", "aiobotocore.credentials"):
+    if logging.getLogger(_name).level == logging.NOTSET:
+        logging.getLogger(_name).setLevel(logging.WARNING)
 
 #: Seconds a storage call keeps retrying a transient fault (endpoint down, connection
 #: reset, timeout) before giving up; override with SPOOFRAY_STORAGE_RETRY_S.
@@ -137,6 +142,37 @@ def _s3_options() -> dict[str, Any]:
     if endpoint:
         opts["client_kwargs"] = {"endpoint_url": endpoint}
     return opts
+
+
+def check_credentials(*uris: str | None) -> None:
+    """Refuse, before any work, ``s3://`` URIs when no AWS credentials can be found.
+
+    botocore looks where it always does (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``,
+    ``AWS_PROFILE`` and ``~/.aws``, web identity, container or instance roles); without
+    this check the first listing fails deep inside s3fs with ``NoCredentialsError``.
+    Local paths need nothing. Never says which credentials were found.
+
+    Raises
+    ------
+    ConfigError
+        An ``s3://`` URI is given and no credentials resolve.
+    """
+    remote = [u for u in uris if u and u.startswith("s3://")]
+    if not remote:
+        return
+    import botocore.session
+
+    try:
+        found = botocore.session.get_session().get_credentials()
+    except Exception as exc:  # noqa: BLE001 - a broken profile file, say: still "no credentials"
+        found, why = None, f" ({type(exc).__name__}: {exc})"
+    else:
+        why = ""
+    if found is None:
+        raise ConfigError(
+            f"no S3 credentials found for {redact(remote[0])}{why}: set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or run where a role provides them; for "
+            "MinIO or another S3-compatible store also set AWS_ENDPOINT_URL")
 
 
 def redact(text: str) -> str:

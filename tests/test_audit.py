@@ -435,3 +435,40 @@ def test_nightly_audit_via_ray_job_submit_survives_a_kill_before_the_ledger_upda
     audit = json.loads(open(os.path.join(page, "audit.json")).read())
     assert audit["recovered"] and audit["counts"]["new"] == 1 and audit["counts"]["changed"] == 1
     assert audit["spoken_summary"] or "espeak-ng" in audit["spoken_summary_note"]
+
+
+def test_page_names_failing_files_fits_its_tables_and_shows_the_model():
+    from spoofray.audit.page import MAX_CELL, failures_table, model_headline
+
+    root = "s3://b/arch"
+    cur = pd.concat([
+        _rows([f"{root}/calls/{i}.wav" for i in range(3)], [0.95, 0.2, 0.7]),
+        _rows([f"{root}/vm/bad{i:02d}.wav" for i in range(25)], [np.nan] * 25, status="error"),
+    ], ignore_index=True)
+    cur["error_type"] = [None] * 3 + ["AudioDecodeError"] * 25
+    cur["error_message"] = [None] * 3 + [f"bad{i:02d}.wav: not audio " + "x" * 400
+                                         for i in range(25)]
+    cur["top_window_start_s"] = [62.0, 0.0, 4.0] + [np.nan] * 25
+    cur["top_window_end_s"] = [66.0, 4.0, 8.0] + [np.nan] * 25
+    drift = drift_table(cur, cur, root=root, min_files=1)
+    fired = [{"rule": "errors", "severity": "critical",
+              "message": "error_rate of (overall) is 0.89"}]
+    evaluation = {"protocol": "leave-one-source-out", "pooled_eer": 0.2261, "pooled_auc": 0.8488,
+                  "recall_at_threshold": 0.406, "false_alarm_rate_at_threshold": 0.0139,
+                  "threshold": 0.947}
+    page = render_page(_audit_record(fired), drift, {}, suspicious=suspicious_table(cur),
+                       failures=failures_table(cur), n_failed=25, model=evaluation)
+    # The failing files are named, with their error type, right after the alerts.
+    assert "the first 20 of 25, by URI" in page
+    assert page.index("bad00.wav") < page.index("<h2>This run</h2>")
+    assert "AudioDecodeError" in page and "bad19.wav" in page and "bad20.wav" not in page
+    assert "x" * (MAX_CELL + 1) not in page  # long messages are cut
+    # Tables wrap: headers with spaces, inside a box that scrolls rather than overflows.
+    assert "spoof rate reference" in page and "spoof_rate_reference" not in page
+    assert page.count("<div class='fit'>") >= 3 and "overflow-x:auto" in page
+    # The suspicious files carry their top window's span; the model its headline numbers.
+    assert "1:02.0–1:06.0" in page and "4.0 s–8.0 s" in page
+    assert model_headline(evaluation)["EER (pooled)"] == "22.6 %" and "22.6 %" in page
+    assert "spoofs caught at the threshold" in page and "40.6 %" in page
+    no_model = render_page(_audit_record([]), drift, {}, model=None)
+    assert "records no evaluation" in no_model

@@ -117,3 +117,48 @@ def test_one_class_gives_only_its_rate_at_the_threshold():
     assert metric_table(fakes, 0.7).iloc[0]["recall"] == pytest.approx(1 / 3)
     with pytest.raises(MetricError, match="none of the report"):
         metric_table(real.assign(true_label=None), 0.5)
+
+
+def _hand_written_run(tmp_path, uris, status):
+    n = len(uris)
+    report = pd.DataFrame({"uri": uris, "status": status,
+                           "spoof_score": [0.9 if s == "ok" else np.nan for s in status],
+                           "predicted_label": ["spoof" if s == "ok" else None for s in status],
+                           "threshold": 0.5, "true_label": [None] * n,
+                           "true_attack": [None] * n})
+    run = tmp_path / "reports" / "run_id=hand"
+    os.makedirs(run / "report")
+    report.to_parquet(run / "report" / "part-00000.parquet")
+    (run / "_SUCCESS").write_bytes(b"")
+    return str(run)
+
+
+def test_labels_that_match_no_report_uri_are_refused_with_examples(tmp_path):
+    from spoofray.errors import ConfigError
+
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label\nelsewhere/a.wav,bonafide\nelsewhere/b.wav,spoof\n")
+    run = _hand_written_run(tmp_path, ["/data/2024/a.wav", "/data/2024/b.wav"], ["ok", "ok"])
+    with pytest.raises(ConfigError) as caught:
+        evaluate_report(EvaluateConfig(report=run, output=str(tmp_path / "eval"),
+                                       labels=str(labels)))
+    message = str(caught.value)
+    assert "no report URI matched the labels" in message
+    assert "/data/2024/a.wav" in message  # an example from the report ...
+    assert str(tmp_path / "elsewhere" / "a.wav") in message  # ... and from the labels
+    assert "2 files" in message
+
+
+def test_counts_say_how_many_matched_and_every_error_row_left_out(tmp_path):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label\na.wav,bonafide\nb.wav,spoof\nc.wav,spoof\n")
+    ok = [str(tmp_path / n) for n in ("a.wav", "b.wav")]
+    # Two error rows: one the labels know, one they do not: both are left out.
+    run = _hand_written_run(tmp_path, [*ok, str(tmp_path / "c.wav"), "/other/d.wav"],
+                            ["ok", "ok", "error", "error"])
+    result = evaluate_report(EvaluateConfig(report=run, output=str(tmp_path / "eval"),
+                                            labels=str(labels)))
+    counts = result["counts"]
+    assert counts["matched_labels"] == 3 and counts["labels_listed"] == 3
+    assert counts["error_rows_left_out"] == 2
+    assert (counts["labelled"], counts["unlabelled"]) == (3, 1)

@@ -25,3 +25,17 @@ def test_extract_features_via_ray_job_submit(submit_job, tmp_path):
     manifest = json.loads((out / "_manifest.json").read_text())
     assert manifest["counts"]["files_ok"] == 2 and manifest["counts"]["files_error"] == 1
     assert len(dataset.read_errors(str(out))) == 1
+
+
+def test_relative_output_under_ray_job_submit_is_refused(submit_job, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    testing.write_wav(src / "a.wav", testing.voiced(120, 1.5, 16_000), 16_000)
+
+    run = submit_job(["python", "jobs/score_archive.py", "--input", str(src),
+                      "--output", "out/reports"])
+
+    text = run.stdout + run.stderr
+    assert run.returncode != 0, text[-3000:]
+    assert "--output out/reports: a relative path under `ray job submit`" in text, text[-3000:]
+    assert "starting Ray" not in text  # refused before the job joined the cluster

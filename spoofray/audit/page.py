@@ -117,17 +117,40 @@ _STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:1.5em auto;padding:0 1em;
 color:#111}
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.5em 0;font-size:.9em}
-th,td{border:1px solid #bbb;padding:.25em .6em;text-align:left}th{background:#eee}
+table{border-collapse:collapse;margin:.5em 0;font-size:.85em;max-width:100%}
+th,td{border:1px solid #bbb;padding:.25em .5em;text-align:left;vertical-align:top;
+overflow-wrap:anywhere}th{background:#eee}
+.fit{max-width:100%;overflow-x:auto}
+td.path{max-width:36em}
 .alert{background:#fde2e2;border-left:.4em solid #c00;padding:.5em 1em;margin:.3em 0}
 .ok{background:#e4f6e4;border-left:.4em solid #2a2;padding:.5em 1em}
 img{max-width:100%;display:block;margin:.5em 0}
 """
 
 
+#: Longest cell text on the page; longer messages and paths are cut in the middle.
+MAX_CELL = 160
+#: How many failing files the page names.
+MAX_FAILURES = 20
+
+
+def _cut(value: Any, limit: int = MAX_CELL) -> Any:
+    if isinstance(value, str) and len(value) > limit:
+        half = (limit - 1) // 2
+        return value[:half] + "…" + value[-half:]
+    return value
+
+
 def _table(df: pd.DataFrame) -> str:
-    return df.to_html(index=False, escape=True, na_rep="–", border=0,
-                      float_format=lambda v: f"{v:.4g}")
+    """An escaped HTML table that fits the page: headers with spaces (so they wrap), long
+    cells cut, and a horizontal scroll box as the last resort."""
+    shown = df.rename(columns={c: str(c).replace("_", " ") for c in df.columns})
+    for column in shown.columns:
+        if not pd.api.types.is_numeric_dtype(shown[column]):
+            shown[column] = shown[column].map(_cut)
+    body = shown.to_html(index=False, escape=True, na_rep="–", border=0,
+                         float_format=lambda v: f"{v:.4g}")
+    return f"<div class='fit'>{body}</div>"
 
 
 def _facts(facts: Mapping[str, Any]) -> str:
@@ -142,10 +165,51 @@ def _img(name: str, png: bytes) -> str:
     return f'<img alt="{alt}" src="data:image/png;base64,{data}">'
 
 
+#: ``bundle.json["evaluation"]`` keys the page shows, and how it names them.
+MODEL_HEADLINE = {
+    "protocol": "evaluated by", "pooled_eer": "EER (pooled)", "pooled_auc": "ROC AUC (pooled)",
+    "threshold": "threshold", "recall_at_threshold": "spoofs caught at the threshold",
+    "false_alarm_rate_at_threshold": "real speech flagged at the threshold",
+    "false_alarm_rate_8khz_telephone": "8 kHz telephone speech flagged",
+    "worst_source_eer": "EER of the worst held-out source",
+}
+
+
+def model_headline(evaluation: Mapping[str, Any] | None) -> dict[str, str]:
+    """The model card's headline numbers from a bundle's ``evaluation`` record (what
+    ``bundle.json["evaluation"]`` holds), worded for the page; empty when there is none."""
+    out: dict[str, str] = {}
+    for key, name in MODEL_HEADLINE.items():
+        value = (evaluation or {}).get(key)
+        if isinstance(value, float):
+            value = f"{value:.3f}" if key in ("threshold", "pooled_auc") else f"{100 * value:.1f} %"
+        if value is not None:
+            out[name] = str(value)
+    return out
+
+
+def failures_table(current: pd.DataFrame, n: int = MAX_FAILURES) -> pd.DataFrame:
+    """The first ``n`` files of a run that could not be scored: ``uri``, ``error_type`` and
+    (when read) ``error_message``."""
+    bad = current[current["status"] != "ok"]
+    cols = [c for c in ("uri", "error_type", "error_message") if c in bad]
+    return bad.sort_values("uri")[cols].head(n)
+
+
 def render_page(audit: Mapping[str, Any], drift: pd.DataFrame, plots: Mapping[str, bytes],
                 report_plots: Mapping[str, bytes] | None = None,
-                suspicious: pd.DataFrame | None = None) -> str:
-    """The run's page: facts, alerts, drift table, plots; no external resources."""
+                suspicious: pd.DataFrame | None = None, failures: pd.DataFrame | None = None,
+                n_failed: int | None = None, model: Mapping[str, Any] | None = None) -> str:
+    """The run's page: facts, alerts, failing files, drift table, plots, the model's
+    quality; no external resources.
+
+    Parameters
+    ----------
+    failures : DataFrame, optional
+        :func:`failures_table`; ``n_failed`` says how many failed in all.
+    model : mapping, optional
+        The bundle's ``evaluation`` record (``bundle.json["evaluation"]``).
+    """
     counts = audit["counts"]
     alerts = audit["alerts"]
     title = f"spoofray nightly audit {audit['date']} (run {audit['run_id']})"
@@ -158,6 +222,14 @@ def render_page(audit: Mapping[str, Any], drift: pd.DataFrame, plots: Mapping[st
                   f"{html.escape(a['message'])}</div>" for a in alerts["fired"]]
     else:
         parts.append(f"<div class='ok'>No alert fired ({alerts['n_rules']} rules).</div>")
+    if failures is not None and len(failures):
+        total = max(n_failed or 0, len(failures))
+        shown = (f"all {total}" if total == len(failures)
+                 else f"the first {len(failures)} of {total}, by URI")
+        parts.append(f"<h2>Files that could not be scored ({shown})</h2>"
+                     "<p>They are error rows of the report (<code>status = 'error'</code>); "
+                     "the next night retries them unless <code>--no-retry-errors</code>.</p>")
+        parts.append(_table(failures))
     parts.append("<h2>This run</h2>")
     parts.append(_facts({
         "archive": audit["input"], "report": audit["run_uri"] or "(nothing scored)",
@@ -176,8 +248,20 @@ def render_page(audit: Mapping[str, Any], drift: pd.DataFrame, plots: Mapping[st
     for name, png in plots.items():
         parts.append(_img(name, png))
     if suspicious is not None and len(suspicious):
-        parts.append("<h2>Most suspicious files of this run</h2>")
+        parts.append("<h2>Most suspicious files of this run</h2>"
+                     "<p>Window: the span of the recording that scored highest; listen "
+                     "there first.</p>")
         parts.append(_table(suspicious))
+    headline = model_headline(model)
+    parts.append("<h2>The model</h2>")
+    if headline:
+        parts.append("<p>How well this bundle did when it was evaluated (its model card); "
+                     "read these rates before acting on a spoof rate.</p>")
+        parts.append(_facts({"bundle": f"{audit['bundle']['name']} "
+                                       f"{audit['bundle']['version']}", **headline}))
+    else:
+        parts.append("<p>This bundle records no evaluation (<code>bundle.json</code> has no "
+                     "<code>evaluation</code>): its error rates are unknown here.</p>")
     for name, png in (report_plots or {}).items():
         parts.append(_img(f"report {name}", png))
     if alerts["skipped"]:
@@ -250,13 +334,33 @@ def speak(text: str, *, binary: str = "espeak-ng", timeout_s: float = 120.0
             return fh.read(), None
 
 
+def _span(start: Any, end: Any) -> str | None:
+    if start is None or end is None or pd.isna(start) or pd.isna(end):
+        return None
+    return f"{_clock(start)}–{_clock(end)}"
+
+
+def _clock(seconds: float) -> str:
+    seconds = float(seconds)
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    return f"{int(seconds // 60)}:{seconds % 60:04.1f}"
+
+
 def suspicious_table(current: pd.DataFrame, n: int = 20) -> pd.DataFrame:
     """The ``n`` highest-scoring files of a run (``uri``, ``spoof_score``,
-    ``predicted_label``; an old report's ``label`` is read as it)."""
+    ``predicted_label`` and, when the report was read with them, the most suspicious
+    window's span; an old report's ``label`` is read as it)."""
     current = with_current_names(current)
     ok = current[current["status"] == "ok"]
-    return ok.nlargest(min(n, len(ok)), "spoof_score")[["uri", "spoof_score",
-                                                        "predicted_label"]]
+    top = ok.nlargest(min(n, len(ok)), "spoof_score")
+    out = top[["uri", "spoof_score", "predicted_label"]].copy()
+    if "top_window_start_s" in top and "top_window_end_s" in top:
+        out["window"] = [_span(a, b) for a, b in zip(top["top_window_start_s"],
+                                                     top["top_window_end_s"])]
+    if "max_window_score" in top:
+        out["window_score"] = top["max_window_score"]
+    return out
 
 
 def report_plot_names() -> Sequence[str]:

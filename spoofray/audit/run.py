@@ -177,6 +177,37 @@ def _report_plots(run_folder: str | None) -> dict[str, bytes]:
     return out
 
 
+#: Report columns the page shows beyond :data:`REPORT_COLUMNS` (failing files' messages,
+#: the suspicious files' top windows).
+PAGE_COLUMNS = ("uri", "status", "error_type", "error_message", "spoof_score",
+                "predicted_label", "max_window_score", "top_window_start_s", "top_window_end_s")
+
+
+def _page_details(run_folder: str | None, current: pd.DataFrame) -> pd.DataFrame:
+    """The run's report with the columns the page shows; ``current`` when the report
+    cannot give them (a report written before a column existed)."""
+    if run_folder is None:
+        return current
+    try:
+        return read_report(run_folder, columns=PAGE_COLUMNS)
+    except Exception as exc:  # noqa: BLE001 - the page then shows less, the audit goes on
+        log.warning("audit page: reading %s for details failed (%s: %s); the page shows "
+                    "less", run_folder, type(exc).__name__, exc)
+        return current
+
+
+def _bundle_evaluation(uri: str | None) -> dict[str, Any] | None:
+    """``bundle.json["evaluation"]`` (the model card's numbers), or None."""
+    from spoofray.models.bundle import BUNDLE_JSON
+
+    if not uri:
+        return None
+    try:
+        return json.loads(storage.read_bytes(storage.join(uri, BUNDLE_JSON))).get("evaluation")
+    except Exception:  # noqa: BLE001 - scoring already verified the bundle; the page can do without
+        return None
+
+
 def finish_run(cfg: AuditConfig, rules: tuple, *, run_id: str, date: str,
                current: pd.DataFrame, counts: dict[str, int], bundle: dict[str, Any],
                run_folder: str | None, recovered: bool = False) -> dict[str, Any]:
@@ -216,8 +247,12 @@ def finish_run(cfg: AuditConfig, rules: tuple, *, run_id: str, date: str,
         audit["spoken_summary_note"] = "spoken summary not requested"
     plots = _page.audit_plots(current, reference, drift, trend,
                               threshold=float(thresholds[0]) if len(thresholds) == 1 else None)
+    details = _page_details(run_folder, current)
     page = _page.render_page(audit, drift, plots, _report_plots(run_folder),
-                             _page.suspicious_table(current) if len(current) else None)
+                             _page.suspicious_table(details) if len(details) else None,
+                             failures=_page.failures_table(details) if len(details) else None,
+                             n_failed=int((details["status"] != "ok").sum()) if len(details)
+                             else 0, model=_bundle_evaluation(bundle.get("uri")))
     try:
         sink = pa.BufferOutputStream()
         pq.write_table(pa.Table.from_pandas(drift, preserve_index=False), sink)
@@ -274,8 +309,33 @@ def recover(cfg: AuditConfig, rules: tuple) -> list[dict[str, Any]]:
     return finished
 
 
-def run_audit(cfg: AuditConfig) -> dict[str, Any]:
+def preflight(cfg: AuditConfig) -> list:
+    """What can be refused without a cluster, before Ray starts (:mod:`spoofray.preflight`):
+    S3 credentials, the rules file, the output root (a writable folder or creatable
+    prefix), the bundle (exists and verifies, no model loaded) and the input (exists and
+    lists at least one file).
+
+    Returns
+    -------
+    list of AudioItem
+        The listed archive; pass it to :func:`run_audit` (``items=``) to list only once.
+    """
+    from spoofray import preflight as checks
+    from spoofray import sources
+    from spoofray.models.bundle import BundleSpec
+    from spoofray.models.registry import resolve_bundle
+
+    storage.check_credentials(cfg.input, cfg.output, cfg.bundle, cfg.audio_root, cfg.rules)
+    _alerts.load_rules(cfg.rules)
+    checks.check_output_root(cfg.output)
+    BundleSpec.verify(resolve_bundle(cfg.bundle)[0])
+    return sources.resolve_inputs(cfg.input, audio_root=cfg.audio_root)
+
+
+def run_audit(cfg: AuditConfig, items: list | None = None) -> dict[str, Any]:
     """Run one nightly audit on the current Ray (start one with ``runtime.init_ray``).
+
+    ``items``: the archive as :func:`preflight` listed it (listed here when not given).
 
     Returns
     -------
@@ -304,7 +364,8 @@ def run_audit(cfg: AuditConfig) -> dict[str, Any]:
         log.warning("%s", bundle_note(bundle_name, bundle_version, bundle_uri, bundle_source))
     finished = recover(cfg, rules)
 
-    items = sources.resolve_inputs(cfg.input, audio_root=cfg.audio_root)
+    if items is None:
+        items = sources.resolve_inputs(cfg.input, audio_root=cfg.audio_root)
     prints = _ledger.fingerprints(items, root=cfg.input)
     selection = _ledger.select_work(
         items, prints, _ledger.read_ledger(cfg.output), bundle_name=bundle_name,

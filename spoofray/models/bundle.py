@@ -183,7 +183,10 @@ def _sklearn_member(path: str, inputs: Sequence[str]) -> WindowMember:
 
 
 def _keras_member(path: str, inputs: Sequence[str]) -> WindowMember:
+    from spoofray import console
     from spoofray.models import dl  # imports Keras/TensorFlow only inside load_member
+
+    console.import_tensorflow()  # without its start-up notices unless --verbose
 
     return dl.KerasMember.load(path, inputs)
 
@@ -470,6 +473,12 @@ def verify_bundle_dir(root: str, *, shown_as: str | None = None) -> dict[str, An
     def fail(msg: str) -> BundleIntegrityError:
         return BundleIntegrityError(f"bundle {shown}: {msg}")
 
+    if not os.path.exists(root):
+        raise fail("no such folder; give --bundle a bundle folder (local or s3://, made by "
+                   "jobs/bundle.py assemble), 'latest', or leave it out for the shipped "
+                   "default")
+    if not os.path.isdir(root):
+        raise fail("is a file, not a bundle folder (the folder holding bundle.json)")
     try:
         with open(os.path.join(root, BUNDLE_JSON), "rb") as fh:
             manifest = json.loads(fh.read())
@@ -605,6 +614,10 @@ def fetch_bundle(uri: str, *, cache_dir: str | None = None) -> str:
     try:
         bundle_json = storage.read_bytes(storage.join(uri, BUNDLE_JSON))
     except FileNotFoundError:
+        if not storage.exists(uri):
+            raise BundleIntegrityError(f"bundle {uri}: nothing at that prefix; check the URI "
+                                       "(a bundle folder made by jobs/bundle.py assemble)"
+                                       ) from None
         raise BundleIntegrityError(f"bundle {uri}: no {BUNDLE_JSON}; is this a spoofray bundle "
                                    "(made by jobs/bundle.py assemble)?") from None
 

@@ -30,6 +30,7 @@ import pandas as pd
 
 import spoofray
 from spoofray import dataset, sources, storage
+from spoofray import preflight as preflight_checks
 from spoofray.config import Config, FeatureConfig, Interval, setting
 from spoofray.errors import ConfigError, OutputExistsError
 from spoofray.featurize import FileFeatures, featurize_file
@@ -166,14 +167,37 @@ def _summary_row(r: FileFeatures, features_part: str | None, errors_part: str | 
     }
 
 
-def _prepare_output(cfg: ExtractConfig) -> None:
+def _check_output_free(cfg: ExtractConfig) -> bool:
+    """True when ``cfg.output`` holds data that ``--overwrite`` will replace."""
     if storage.exists_nonempty(cfg.output):
         if not cfg.overwrite:
             raise OutputExistsError(
                 f"output {cfg.output} already exists and is not empty; pass --overwrite to "
                 "replace it, or choose another --output"
             )
+        return True
+    return False
+
+
+def _prepare_output(cfg: ExtractConfig) -> None:
+    if _check_output_free(cfg):
         storage.remove(cfg.output)
+
+
+def preflight(cfg: ExtractConfig) -> list[sources.AudioItem]:
+    """What can be refused without a cluster, before Ray starts (:mod:`spoofray.preflight`):
+    S3 credentials, the output (a writable folder or creatable prefix, not already holding
+    data unless ``overwrite``) and the input (exists and lists at least one file).
+
+    Returns
+    -------
+    list of AudioItem
+        The listed input; pass it to :func:`extract_features` (``items=``).
+    """
+    storage.check_credentials(cfg.input, cfg.output, cfg.audio_root)
+    preflight_checks.check_output_root(cfg.output)
+    _check_output_free(cfg)
+    return sources.resolve_inputs(cfg.input, audio_root=cfg.audio_root)
 
 
 def _inputs_fingerprint(items: Sequence[sources.AudioItem]) -> str:

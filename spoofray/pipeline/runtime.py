@@ -7,6 +7,7 @@ import logging
 import os
 import re
 
+from spoofray import console
 from spoofray.errors import StorageUnavailableError
 
 log = logging.getLogger(__name__)
@@ -29,8 +30,40 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
     kwargs = {"address": address, "configure_logging": False}
     if address == "local" and num_cpus is not None:
         kwargs["num_cpus"] = num_cpus
-    ray.init(**kwargs)
-    log.info("Ray resources: %s", ray.cluster_resources())
+    log.info("starting Ray (%s)", "a local Ray on this machine" if address == "local"
+             else f"joining {address}")
+    quiet = not console.verbose()
+    if quiet:
+        console.set_verbose(False)  # workers started here inherit it (TensorFlow notices)
+        quiet_ray_data()
+    ray_log = logging.getLogger("ray")
+    level = ray_log.level
+    if quiet:  # token-auth and start-up notices
+        ray_log.setLevel(logging.ERROR)
+    try:
+        ray.init(**kwargs)
+    finally:
+        ray_log.setLevel(level)
+    resources = ray.cluster_resources()
+    log.log(logging.DEBUG if quiet else logging.INFO, "Ray resources: %s", resources)
+
+
+def quiet_ray_data() -> None:
+    """Ray Data's console output off, except errors: its progress bars and progress log
+    lines (``Total Progress: 0/?``), execution-plan notices, actor-pool hints and the
+    tracebacks its stats actor logs while Ray shuts down. Its log files keep everything
+    (``/tmp/ray/session_latest/logs/ray-data*``); the driver prints its own progress line
+    (:mod:`spoofray.progress`)."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    if hasattr(ctx, "enable_operator_progress_bars"):
+        ctx.enable_operator_progress_bars = False
+    for handler in logging.getLogger("ray.data").handlers:
+        if not isinstance(handler, logging.FileHandler) and type(handler).__name__ != \
+                "SessionFileHandler":
+            handler.setLevel(logging.ERROR)
 
 
 def raise_if_storage_outage(exc: BaseException, *, stopped: str, left: str) -> None:

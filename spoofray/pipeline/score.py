@@ -37,7 +37,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from spoofray import reports, scoring, sources, storage
+from spoofray import preflight as preflight_checks
+from spoofray import console, progress, reports, scoring, sources, storage
 from spoofray.config import Check, FeatureConfig, Interval, ScoreSettings, setting
 from spoofray.errors import (ConfigError, OutputExistsError, SpoofrayError,
                              StorageUnavailableError)
@@ -325,6 +326,48 @@ def _report_blocks(ds: Any, final: str) -> Iterator[pa.Table]:
         raise
 
 
+def _count(shown: progress.Progress, block: pa.Table) -> None:
+    """Add a block of report rows to the progress line."""
+    import pyarrow.compute as pc
+
+    ok = pc.equal(block.column("status"), "ok")
+    audio = pc.sum(pc.if_else(ok, block.column("duration_s"), 0.0)).as_py() or 0.0
+    size = pc.sum(block.column("size_bytes")).as_py() or 0
+    shown.add(block.num_rows, audio_s=audio, size_bytes=size)
+
+
+def check_run_free(final: str) -> None:
+    """Refuse to score into ``final`` (``<output>/run_id=<id>``) when it already holds a run."""
+    if storage.exists_nonempty(final):
+        if storage.exists_nonempty(storage.join(final, SUCCESS_MARKER)):
+            raise OutputExistsError(f"{final} already exists; choose another --run-id")
+        raise OutputExistsError(
+            f"{final} already exists without {SUCCESS_MARKER}: a run whose publishing was "
+            "interrupted left it (readers ignore it). Delete it, or choose another --run-id")
+
+
+def preflight(cfg: ScoreConfig) -> list[sources.AudioItem]:
+    """What can be refused without a cluster, before Ray or TensorFlow start
+    (:mod:`spoofray.preflight`): S3 credentials, the output root (a writable folder or
+    creatable prefix, not an earlier run, not the folder this ``--run-id`` already took),
+    the bundle (exists and verifies, without loading a model) and the input (exists and
+    lists at least one file).
+
+    Returns
+    -------
+    list of AudioItem
+        The listed input; pass it to :func:`score_archive` (``items=``) to list only once.
+    """
+    storage.check_credentials(cfg.input, cfg.output, cfg.bundle, cfg.audio_root)
+    preflight_checks.check_output_root(cfg.output)
+    preflight_checks.check_not_a_run(cfg.output)
+    if cfg.run_id:
+        check_run_free(storage.join(cfg.output, f"run_id={cfg.run_id}"))
+    bundle_uri, _ = resolve_bundle(cfg.bundle)
+    BundleSpec.verify(bundle_uri)
+    return sources.resolve_inputs(cfg.input, audio_root=cfg.audio_root)
+
+
 def score_archive(cfg: ScoreConfig,
                   items: Sequence[sources.AudioItem] | None = None) -> dict[str, Any]:
     """Score an archive on the current Ray (start one with ``runtime.init_ray``).
@@ -367,15 +410,10 @@ def score_archive(cfg: ScoreConfig,
     run_id = cfg.run_id or new_run_id()
     final = storage.join(cfg.output, f"run_id={run_id}")
     tmp = storage.join(cfg.output, f"_tmp_run_id={run_id}")
-    if storage.exists_nonempty(final):
-        if storage.exists_nonempty(storage.join(final, SUCCESS_MARKER)):
-            raise OutputExistsError(f"{final} already exists; choose another --run-id")
-        raise OutputExistsError(
-            f"{final} already exists without {SUCCESS_MARKER}: a run whose publishing was "
-            "interrupted left it (readers ignore it). Delete it, or choose another --run-id")
+    check_run_free(final)
     storage.remove(tmp)  # leftovers of a crashed run with the same id
-    log.info("scoring %d files from %s with bundle %s %s into %s", len(items), cfg.input,
-             bundle.name, bundle.version, final)
+    log.info("scoring %s from %s with bundle %s %s into %s", console.count(len(items), "file"),
+             cfg.input, bundle.name, bundle.version, final)
 
     kinds = list(bundle.needed_kinds)
     # Listed order, and no spreading over workers: the featurize stage takes batches of
@@ -400,7 +438,11 @@ def score_archive(cfg: ScoreConfig,
 
     try:
         tables, buffered, n_parts, kept = [], 0, 0, []
+        sizes = [it.size_bytes for it in items]
+        shown = progress.Progress(len(items), total_bytes=sum(sizes) if None not in sizes
+                                  else None, verb="scored")
         for block in _report_blocks(ds, final):
+            _count(shown, block)
             tables.append(block)
             buffered += block.num_rows
             kept.append(block.select(list(reports.SUMMARY_COLUMNS)))  # for accounting + summary
@@ -408,6 +450,7 @@ def score_archive(cfg: ScoreConfig,
                 _write_table(storage.join(tmp, REPORT_DIR, f"part-{n_parts:05d}.parquet"),
                              pa.concat_tables(tables))
                 tables, buffered, n_parts = [], 0, n_parts + 1
+        shown.close()
         schema = report_columns(bundle.member_names)
         if tables or n_parts == 0:
             _write_table(storage.join(tmp, REPORT_DIR, f"part-{n_parts:05d}.parquet"),

@@ -46,8 +46,10 @@ def fixed_steps(batches: Iterable[Any], steps: int) -> Iterator[Any]:
 
 
 def _init_tensorflow(cfg: DLTrainConfig):
+    from spoofray import console
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    tf = console.import_tensorflow()  # without its start-up notices unless --verbose
 
     tf.get_logger().setLevel("ERROR")  # MWMS logs every all-reduce at INFO
     threads = max(1, int(round(cfg.cpus_per_worker)))

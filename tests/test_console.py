@@ -1,0 +1,84 @@
+"""The console: quiet by default (TensorFlow's import notices, Ray's progress noise), one
+progress line of our own, a one-file run that ends with the file's answer."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+
+from spoofray import console, testing
+from spoofray.progress import Progress
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_count_grammar():
+    assert console.count(1, "file") == "1 file"
+    assert console.count(0, "file") == "0 files"
+    assert console.count(1200, "file") == "1,200 files"
+
+
+def test_progress_line_files_audio_rate_and_time_left():
+    now = [0.0]
+    out = io.StringIO()
+    shown = Progress(1000, total_bytes=1000 * 100, stream=out, every_s=30, clock=lambda: now[0])
+    now[0] = 10.0
+    shown.add(100, audio_s=1800.0, size_bytes=5_000)  # 5 % of the bytes in 10 s
+    now[0] = 20.0
+    shown.add(100, audio_s=1800.0, size_bytes=5_000)  # within 30 s of the last line: quiet
+    now[0] = 45.0
+    shown.add(800, audio_s=14_400.0, size_bytes=90_000)
+    shown.close()  # nothing new since the last line: no repeat
+    lines = out.getvalue().splitlines()
+    assert lines == [
+        "scored 100/1,000 files (10%), 30.0 min of audio, 10.0 files/s, about 3m10s left",
+        "scored 1,000/1,000 files (100%), 5.00 h of audio, 22.2 files/s, done in 45s",
+    ]
+
+
+def test_progress_of_one_file_and_without_sizes():
+    now = [0.0]
+    out = io.StringIO()
+    shown = Progress(1, stream=out, clock=lambda: now[0])
+    now[0] = 90.0
+    shown.close()
+    assert out.getvalue() == "scored 0/1 file (0%), 0 s of audio, 0.0 files/min\n"
+    shown = Progress(4, stream=(out := io.StringIO()), clock=lambda: now[0])
+    now[0] = 100.0
+    shown.add(1)  # a quarter of the files in 10 s: 30 s left by files
+    assert "about 30s left" in out.getvalue()
+
+
+def test_tensorflow_imports_without_its_notices():
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL",
+                                                             console.VERBOSE_ENV)}
+    run = subprocess.run([sys.executable, "-c", "from spoofray import console; "
+                          "tf = console.import_tensorflow(); print(tf.constant(2).numpy())"],
+                         capture_output=True, text=True, timeout=300, cwd=REPO,
+                         env={**env, "PYTHONPATH": REPO})
+    assert run.returncode == 0 and run.stdout.strip() == "2", run.stderr[-2000:]
+    for notice in ("oneDNN", "cuda", "absl::InitializeLog", "cpu_feature_guard"):
+        assert notice not in run.stderr, run.stderr[-2000:]
+
+
+def test_one_file_run_prints_its_decision_and_a_progress_line(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    testing.write_wav(folder / "call.wav", testing.voiced(140.0, 2.0, 16000), 16000)
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", console.VERBOSE_ENV)}
+    run = subprocess.run([sys.executable, os.path.join(REPO, "jobs", "score_archive.py"),
+                          "--input", str(folder), "--output", str(tmp_path / "out"),
+                          "--num-cpus", "2"], capture_output=True, text=True, timeout=600,
+                         env=env)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    last = run.stdout.strip().splitlines()[-1]
+    assert last.startswith(f"{folder / 'call.wav'}: ") and "spoof score" in last
+    assert (" spoof (" in last) or (" bonafide (" in last)
+    assert "scoring 1 file from" in run.stderr and "1 files" not in run.stderr
+    assert "scored 1/1 file (100%)" in run.stderr
+    # Ray Data's progress output and Ray's start-up notices stay out of the way.
+    for noise in ("Total Progress", "Starting execution", "Token authentication",
+                  "logging_progress", "Execution plan"):
+        assert noise not in run.stderr, noise
