@@ -52,13 +52,19 @@ def test_mixed_archive_every_file_exactly_once(ray_session, tmp_path):
     listed = sources.resolve_inputs(archive.root)
     run = os.path.join(out, "run_id=r1")
     assert sorted(os.listdir(out)) == ["run_id=r1"]  # nothing temporary left behind
-    assert sorted(os.listdir(run)) == ["_SUCCESS", "plots", "report", "summary.json"]
+    assert sorted(os.listdir(run)) == ["_SUCCESS", "plots", "report", "segments",
+                                       "summary.json"]
     for png in os.listdir(os.path.join(run, "plots")):
         with open(os.path.join(run, "plots", png), "rb") as fh:
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
     assert len(os.listdir(os.path.join(run, "plots"))) == 3
 
-    report = pd.read_parquet(os.path.join(run, "report"))  # plain pandas, no spoofray
+    everything = pd.read_parquet(os.path.join(run, "report"))  # plain pandas, no spoofray
+    report = everything[everything["channel"].isna()]  # file rows; 2-channel files add 2 more
+    per_channel = everything[everything["channel"].notna()]
+    two = {os.path.join(archive.root, it.path) for it in archive.good_items if it.channels == 2}
+    assert two and set(per_channel["uri"]) == two  # auto: each channel of 2-channel files
+    assert len(per_channel) == 2 * len(two)
     assert len(report) == len(listed) == len(archive.items) + 1
     assert report["uri"].is_unique and set(report["uri"]) == {it.uri for it in listed}
     assert summary["counts"] == {**summary["counts"], "files": len(listed),
@@ -73,7 +79,9 @@ def test_mixed_archive_every_file_exactly_once(ray_session, tmp_path):
 
     ok = report[report["status"] == "ok"]
     assert "label" not in report  # the prediction is named, apart from the true label
-    assert ((ok["spoof_score"] >= ok["threshold"]) == (ok["predicted_label"] == "spoof")).all()
+    assert ((ok["predicted_label"] == "spoof") == ok["decision_rule"].notna()).all()
+    assert (ok["decision_rule"].fillna("").str.contains("file_mean")
+            == (ok["spoof_score"] >= ok["threshold"])).all()
     assert ok["spoof_score"].between(0, 1).all()
     assert (ok["max_window_score"] >= ok["spoof_score"] - 1e-9).all()
     assert (ok["model_name"] == "audio").all() and (report["run_id"] == "r1").all()
@@ -82,6 +90,10 @@ def test_mixed_archive_every_file_exactly_once(ray_session, tmp_path):
     assert long.duration_s == pytest.approx(1800.0)
     assert (long.sample_rate, long.channels) == (sr_long, 1)
     assert long.n_windows == audio.window_count(1800 * 16000, AUDIO_CFG.audio) == 900
+    for uri in two:  # the file row rolls its channels up: the higher score decides
+        chans = per_channel[per_channel["uri"] == uri]
+        assert rows.loc[uri, "spoof_score"] == pytest.approx(chans["spoof_score"].max())
+        assert rows.loc[uri, "n_windows"] == chans["n_windows"].sum()
     for it in archive.good_items:
         row = rows.loc[os.path.join(archive.root, it.path)]
         assert (row.sample_rate, row.channels) == (it.sample_rate, it.channels)
@@ -92,10 +104,16 @@ def test_mixed_archive_every_file_exactly_once(ray_session, tmp_path):
             assert pd.isna(row.true_attack)
 
     bundle = Bundle.load(bundle_uri)
-    for uri in (long_uri, os.path.join(archive.root, archive.good_items[-1].path)):
+    mono = next(it for it in archive.good_items[::-1] if it.channels == 1)
+    for uri in (long_uri, os.path.join(archive.root, mono.path)):
         expected = expected_file_scores(bundle, uri)
         for key, value in expected.items():
             assert rows.loc[uri, key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    segs = reports.read_segments(run)  # every row's spans, in the segments table
+    assert len(segs) == ok["n_segments"].sum() == summary["counts"]["segments"]
+    assert (segs["start_s"] < segs["end_s"]).all()
+    assert (segs["score"] >= ok["segment_threshold"].iloc[0]).all()
+    assert set(segs["uri"]) <= set(ok["uri"])
     assert summary["audio_hours"] == pytest.approx(ok["duration_s"].sum() / 3600)
     assert summary["spoof_rate"] == pytest.approx((ok["predicted_label"] == "spoof").mean())
 
