@@ -297,7 +297,7 @@ def report_plots(report: pd.DataFrame, *, threshold: float, input_uri: str | Non
 # --- evaluation -----------------------------------------------------------------------------
 
 METRIC_COLUMNS = ("scope", "attack", "n_bonafide", "n_spoof", "eer", "eer_threshold", "auc",
-                  "threshold", "accuracy", "precision", "recall", "f1", "false_alarm_rate",
+                  "min_tdcf", "threshold", "accuracy", "precision", "recall", "f1", "false_alarm_rate",
                   "tn", "fp", "fn", "tp")
 
 
@@ -317,6 +317,10 @@ class EvaluateConfig(Config):
                                      default_help="the protocol's folder", path=True)
     threshold: float | None = setting(None, "operating point of accuracy/precision/recall/F1",
                                       default_help="the report's")
+    asv_scores: str | None = setting(
+        None, "ASV score file ('[speaker] [utt] key score', key target/nontarget/spoof): adds "
+        "min t-DCF (ASVspoof 2019 cost model) to the overall row",
+        default_help="no t-DCF", path=True)
 
     def _check(self) -> None:
         if not self.report or not self.output:
@@ -347,8 +351,11 @@ def _row(scope: str, attack: str | None, m: Mapping[str, Any]) -> dict[str, Any]
     return row
 
 
-def metric_table(joined: pd.DataFrame, threshold: float) -> pd.DataFrame:
-    """The metric table: one ``overall`` row and one ``attack`` row per known attack.
+def metric_table(joined: pd.DataFrame, threshold: float,
+                 asv_scores: Mapping[str, Sequence[float]] | None = None) -> pd.DataFrame:
+    """The metric table: one ``overall`` row and one ``attack`` row per known attack; with
+    ``asv_scores`` (:func:`spoofray.interchange.read_asv_scores`) the overall row has
+    ``min_tdcf``.
 
     Attack rows score that attack's spoofs against every bona fide file. Error rows and
     unlabelled files are left out (counted by :func:`evaluate_report`).
@@ -371,7 +378,8 @@ def metric_table(joined: pd.DataFrame, threshold: float) -> pd.DataFrame:
         else:
             one["false_alarm_rate"] = metrics.false_alarm_rate(labels, scores, threshold)
         return pd.DataFrame([_row("overall", None, one)]).reindex(columns=list(METRIC_COLUMNS))
-    rows = [_row("overall", None, metrics.evaluate(labels, scores, threshold=threshold))]
+    rows = [_row("overall", None, metrics.evaluate(labels, scores, threshold=threshold,
+                                                   asv_scores=asv_scores))]
     attacks = usable["true_attack"].fillna("").astype(str).to_numpy()
     for attack in sorted(set(attacks[labels]) - {""}):
         keep = ~labels | (attacks == attack)
@@ -440,12 +448,18 @@ def evaluate_report(cfg: EvaluateConfig) -> dict[str, Any]:
         if len(known) != 1:
             raise ConfigError(f"the report holds {len(known)} distinct thresholds; pass one")
         threshold = float(known[0])
-    table = metric_table(joined, threshold)
+    asv = None
+    if cfg.asv_scores:
+        from spoofray import interchange
+
+        asv = interchange.read_asv_scores(cfg.asv_scores)
+    table = metric_table(joined, threshold, asv)
     labelled = joined["true_label"].isin(["bonafide", "spoof"])
     counts = {"files": int(len(joined)), "labelled": int(labelled.sum()),
               "unlabelled": int((~labelled).sum()),
               "error_rows_left_out": int((labelled & (joined["status"] != "ok")).sum())}
     result = {"report": cfg.report, "labels": cfg.labels or "carried by the report",
+              "asv_scores": cfg.asv_scores,
               "threshold": threshold, "counts": counts,
               "metrics": json.loads(table.to_json(orient="records"))}
     sink = pa.BufferOutputStream()
@@ -457,4 +471,54 @@ def evaluate_report(cfg: EvaluateConfig) -> dict[str, Any]:
     if table["n_bonafide"].iloc[0] and table["n_spoof"].iloc[0]:  # curves need both classes
         for name, png in evaluation_plots(joined).items():
             storage.write_bytes_atomic(storage.join(cfg.output, name), png)
+    return result
+
+
+# --- export ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig(Config):
+    """What :func:`export_scores` reads and writes."""
+
+    report: str = setting("", "run folder <output>/run_id=<id>/ (local or s3://)", path=True)
+    output: str = setting("", "ASVspoof-style score file to write, one line per file, higher "
+                          "= bona fide (local or s3://)", path=True)
+    supervisions: str | None = setting(
+        None, "also write the suspicious segments as a lhotse SupervisionSet (.jsonl or "
+        ".jsonl.gz)", default_help="not written", path=True)
+    recordings: str | None = setting(
+        None, "the lhotse RecordingSet that was scored: its recording ids name the lines",
+        default_help="file names without extension", path=True)
+
+    def _check(self) -> None:
+        if not self.report or not self.output:
+            raise ConfigError("ExportConfig needs both report and output")
+
+
+def export_scores(cfg: ExportConfig) -> dict[str, Any]:
+    """Write a run's file rows as an ASVspoof countermeasure score file
+    (:func:`spoofray.interchange.cm_score_lines`) and, when asked, its segments as lhotse
+    supervisions. Error rows have no score and are left out (counted)."""
+    from spoofray import interchange, sources
+
+    report = file_rows(read_report(cfg.report))
+    ok = report[report["status"] == "ok"].sort_values("uri")
+    named = ({it.uri: it.group for it in sources.read_lhotse(cfg.recordings)}
+             if cfg.recordings else None)
+    ids = interchange.utterance_ids(report["uri"].tolist(), named)
+    id_of = dict(zip(report["uri"], ids))
+    labels = ok["true_label"].tolist() if "true_label" in ok else None
+    attacks = ok["true_attack"].tolist() if "true_attack" in ok else None
+    lines = interchange.cm_score_lines([id_of[u] for u in ok["uri"]], ok["spoof_score"].tolist(),
+                                       labels, attacks)
+    storage.write_bytes_atomic(cfg.output, "".join(f"{x}\n" for x in lines).encode())
+    result = {"output": cfg.output, "lines": len(lines), "error_rows_left_out": int(
+        (report["status"] != "ok").sum()), "layout": "utt attack key score"
+              if lines and len(lines[0].split()) == 4 else "utt score"}
+    if cfg.supervisions:
+        sups = interchange.segments_as_supervisions(
+            read_segments(cfg.report).to_dict("records"), id_of)
+        interchange.write_jsonl(cfg.supervisions, sups)
+        result.update(supervisions=cfg.supervisions, segments=len(sups))
     return result

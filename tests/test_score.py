@@ -200,3 +200,52 @@ def trained_small_bundle(tmp_path):
     feats, y = synthetic_features(SMALL, 20)
     member = save_ml_member(train_ml(feats, y), tmp_path / "tune", SMALL)
     return assemble_bundle(AssembleConfig(members=(member,), output=str(tmp_path / "b")))["uri"]
+
+
+def test_a_short_generated_insert_in_a_long_real_recording_is_flagged_with_its_span(
+        ray_session, devcorpus, tmp_path):
+    """Real devcorpus audio, the shipped default bundle: ten LibriSpeech clips of one
+    speaker (~90 s) scored as they are, and again with one generated LJSpeech clip
+    (Tacotron 2 + Griffin-Lim, ~7 s) inserted in the middle."""
+    import soundfile as sf
+
+    from spoofray import scoring
+    from spoofray.models import default
+
+    m = pd.read_csv(devcorpus / "manifest.csv")
+    clips = [sf.read(devcorpus / p, dtype="float32")[0]
+             for p in sorted(m.loc[m["speaker"] == "LS2609", "path"])]
+    insert = sf.read(devcorpus / "ljspeech/spoof/espnet_tacotron2.v1_GL/"
+                     "LJ049-0041_1db6a29fa1.flac", dtype="float32")[0]
+    before = np.concatenate(clips[:5])
+    (tmp_path / "in").mkdir()
+    real_uri = testing.write_wav(tmp_path / "in" / "call.wav", np.concatenate(clips), 16000)
+    spliced_uri = testing.write_wav(tmp_path / "in" / "call_spliced.wav",
+                                    np.concatenate([before, insert, *clips[5:]]), 16000)
+    ins_start, ins_end = len(before) / 16000, (len(before) + len(insert)) / 16000
+    assert ins_end - ins_start < 10 and len(np.concatenate(clips)) / 16000 > 80
+
+    summary = score_archive(ScoreConfig(input=str(tmp_path / "in"), output=str(tmp_path / "out"),
+                                        run_id="r", plots=False))
+    rule = scoring.segment_rule_of(Bundle.load(default.default_bundle()).manifest, 0.5)
+    assert rule.method == "bundle"  # the shipped bundle records its calibrated rule
+    assert summary["bundle"]["segment_rule"] == rule.to_dict()
+    report = reports.read_report(summary["run_uri"]).set_index("uri")
+    segs = reports.read_segments(summary["run_uri"])
+
+    real = report.loc[real_uri]
+    assert (real.predicted_label, real.n_segments) == ("bonafide", 0) and pd.isna(real.decision_rule)
+    assert real_uri not in set(segs["uri"])
+
+    spliced = report.loc[spliced_uri]
+    assert spliced.spoof_score < spliced.threshold  # the mean alone misses it ...
+    assert spliced.predicted_label == "spoof"  # ... the segment rule does not
+    assert spliced.decision_rule == "segment_rule"
+    (span,) = segs[segs["uri"] == spliced_uri].itertuples()
+    # The span covers the insert to the windows' resolution (the 2 s hop): a window half
+    # real speech may stay under the segment threshold.
+    hop = 2.0
+    assert abs(span.start_s - ins_start) <= hop and abs(span.end_s - ins_end) <= hop
+    overlap = min(span.end_s, ins_end) - max(span.start_s, ins_start)
+    assert overlap >= 0.8 * (ins_end - ins_start)
+    assert span.score >= rule.threshold
