@@ -249,3 +249,25 @@ def test_a_short_generated_insert_in_a_long_real_recording_is_flagged_with_its_s
     overlap = min(span.end_s, ins_end) - max(span.start_s, ins_start)
     assert overlap >= 0.8 * (ins_end - ins_start)
     assert span.score >= rule.threshold
+
+
+def test_channels_each_keeps_a_calls_two_sides_apart_and_mix_mixes_them(tmp_path):
+    sr = 16000
+    voice = testing.voiced(140.0, 9.0, sr)
+    two = np.stack([voice, np.zeros_like(voice)])  # the second side is silent
+    uri = testing.write_wav(tmp_path / "call.wav", two, sr)
+    cfg = AUDIO_CFG
+    mixed = featurize_file({"uri": uri}, cfg, channels="mix")
+    each = featurize_file({"uri": uri}, cfg, channels="each")
+    auto = featurize_file({"uri": uri}, cfg, channels="auto")
+    assert mixed.window_channel is None and mixed.channels == 2
+    # The silent side has no windows; the other side's are those of its audio alone.
+    assert each.window_channel.tolist() == [0] * each.n_windows
+    alone = featurize_file({"uri": testing.write_wav(tmp_path / "side.wav", voice, sr)}, cfg)
+    for kind, values in alone.features.items():
+        np.testing.assert_allclose(each.features[kind], values, rtol=1e-5, atol=1e-5)
+    assert auto.window_channel.tolist() == each.window_channel.tolist()  # 2 channels: each
+    three = testing.write_wav(tmp_path / "three.wav", np.stack([voice] * 3), sr)
+    assert featurize_file({"uri": three}, cfg, channels="auto").window_channel is None
+    assert featurize_file({"uri": three}, cfg, channels="each").window_channel.tolist() == (
+        [0] * alone.n_windows + [1] * alone.n_windows + [2] * alone.n_windows)
