@@ -8,6 +8,8 @@ Examples
   # labels from elsewhere, joined on the file URI
   python jobs/evaluate.py --report s3://archive/reports/run_id=X --labels LA/protocol.txt \\
       --audio-root LA/flac --output out/eval
+  # min t-DCF too, in tandem with an ASV system's scores ('[speaker] [utt] key score')
+  python jobs/evaluate.py --report out/reports/run_id=X --asv-scores asv_scores.txt --output out/eval
   python jobs/evaluate.py --smoke-test
 
 Output: metrics.parquet and metrics.json (one "overall" row, one "attack" row per attack:
@@ -66,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         overall = result["metrics"][0]
         print(json.dumps({"output": cfg.output, "counts": result["counts"],
                           "threshold": result["threshold"],
-                          **{k: overall[k] for k in ("eer", "auc", "accuracy", "precision",
-                                                     "recall", "f1")},
+                          **{k: overall[k] for k in ("eer", "auc", "min_tdcf", "accuracy",
+                                                     "precision", "recall", "f1")
+                             if k in overall},
                           "attacks": {r["attack"]: r["eer"] for r in result["metrics"][1:]}},
                          indent=2))
     return 0

@@ -71,7 +71,7 @@ class DecodedAudio:
     Attributes
     ----------
     samples : np.ndarray
-        float32, shape ``(n,)``.
+        float32, shape ``(n,)`` (``(channels, n)`` when loaded with ``keep_channels``).
     sample_rate_in : int
         The file's own sample rate.
     channels : int
@@ -506,7 +506,8 @@ def frame_windows(
 # --- the whole step --------------------------------------------------------------------------
 
 
-def load(data: bytes, name: str, cfg: AudioConfig) -> DecodedAudio:
+def load(data: bytes, name: str, cfg: AudioConfig, *, keep_channels: bool = False
+         ) -> DecodedAudio:
     """Decode, validate, mix down and resample one file.
 
     Parameters
@@ -517,11 +518,15 @@ def load(data: bytes, name: str, cfg: AudioConfig) -> DecodedAudio:
         File name or URI (extension and error messages).
     cfg : AudioConfig
         Target rate and limits.
+    keep_channels : bool
+        Keep a multi-channel file's channels apart (each resampled) instead of mixing them
+        down; the checks (finite samples, not digital silence) are still on the mix.
 
     Returns
     -------
     DecodedAudio
-        ``samples`` float32 of shape ``(n,)`` at ``cfg.sample_rate``.
+        ``samples`` float32 of shape ``(n,)`` at ``cfg.sample_rate``; ``(channels, n)``
+        with ``keep_channels`` and more than one channel.
 
     Raises
     ------
@@ -572,7 +577,10 @@ def load(data: bytes, name: str, cfg: AudioConfig) -> DecodedAudio:
             f"below {cfg.silence_peak:.3g} (AudioConfig.silence_peak); nothing to judge. "
             "Check the recording (or opposite-phase stereo channels)."
         )
-    samples = resample(mono, sr, cfg.sample_rate)
+    if keep_channels and channels > 1:
+        samples = np.stack([resample(np.ascontiguousarray(c), sr, cfg.sample_rate) for c in x])
+    else:
+        samples = resample(mono, sr, cfg.sample_rate)
     if samples.size == 0:
         raise AudioTooShortError(f"{name}: no samples left after resampling {n} samples")
     return DecodedAudio(samples=samples, sample_rate_in=sr, channels=channels, duration_s=duration)

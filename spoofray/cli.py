@@ -285,3 +285,62 @@ def require(parser: argparse.ArgumentParser, args: argparse.Namespace, *names: s
         flags = " and ".join("--" + dests.get((n,), n).replace("_", "-") for n in names)
         parser.error(f"{flags} {'is' if len(names) == 1 else 'are'} required (or use "
                      "--smoke-test); they may also come from the --config file")
+
+
+# --- the ``spoofray`` command ----------------------------------------------------------------
+
+#: ``spoofray <command>`` → the job it runs, ``jobs/<job>.py`` (the jobs stay the entry points
+#: of ``ray job submit``; the command is their one front door on a workstation).
+COMMANDS = {"score": "score_archive", "extract": "extract_features", "tune": "tune_ml",
+            "train": "train_dl", "bundle": "bundle", "audit": "nightly_audit",
+            "evaluate": "evaluate", "export": "export_scores", "make-spoofs": "make_spoofs",
+            "demo": "demo"}
+
+
+def jobs_folder() -> str:
+    """The checkout's ``jobs/`` folder (jobs are not installed with the package)."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    folder = os.path.join(here, "jobs")
+    if not os.path.isfile(os.path.join(folder, "_bootstrap.py")):
+        raise ConfigError(f"the spoofray command runs the jobs of a spoofray checkout, and "
+                          f"there is none at {folder}: install spoofray from its sources "
+                          "(pip install -e <checkout>) or run python jobs/<job>.py there")
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``spoofray <command> [flags]``: run the job of :data:`COMMANDS` with those flags
+    (``spoofray score --help`` is ``python jobs/score_archive.py --help``)."""
+    import importlib.util
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    usage = ("usage: spoofray {" + ",".join(COMMANDS) + "} [flags]\n"
+             + "".join(f"  {c:<12} jobs/{j}.py\n" for c, j in COMMANDS.items())
+             + "spoofray <command> --help shows a command's flags.")
+    if not args or args[0] in ("-h", "--help"):
+        print(usage)
+        return 0 if args else 2
+    command, rest = args[0], args[1:]
+    if command not in COMMANDS:
+        print(f"spoofray: unknown command {command!r}\n{usage}", file=sys.stderr)
+        return 2
+    try:
+        folder = jobs_folder()
+    except ConfigError as exc:
+        print(f"spoofray: {exc}", file=sys.stderr)
+        return 2
+    if folder not in sys.path:
+        sys.path.insert(0, folder)  # the jobs import _bootstrap and each other
+    name = COMMANDS[command]
+    module = sys.modules.get(name)
+    if module is None or os.path.dirname(getattr(module, "__file__", "") or "") != folder:
+        spec = importlib.util.spec_from_file_location(name, os.path.join(folder, f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    prog, sys.argv[0] = sys.argv[0], f"spoofray {command}"  # argparse's prog in --help
+    try:
+        return int(module.main(rest) or 0)
+    finally:
+        sys.argv[0] = prog

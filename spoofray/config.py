@@ -27,6 +27,9 @@ T = TypeVar("T", bound="Config")
 
 FEATURE_KINDS = ("logmel", "mfcc", "lfcc", "stats")
 PAD_MODES = ("zeros", "repeat")
+#: How scoring treats multi-channel audio: ``mix`` down to mono, score ``each`` channel
+#: apart, or ``auto``: each for 2-channel files (a call's two sides), mix otherwise.
+CHANNEL_MODES = ("auto", "mix", "each")
 
 #: The DEEP-VOICE summary feature names, in the column order of its public CSV.
 STATS_NAMES = (
@@ -372,6 +375,9 @@ class ScoreSettings(Config):
         "num_gpus": [Interval(float, 0)],
         "num_cpus_per_actor": [Interval(float, 0)],
         "plots": [bool],
+        "channels": [Options(CHANNEL_MODES)],
+        "segment_threshold": [None, Interval(float, 0, 1)],
+        "segment_k": [None, Interval(int, 1)],
     }
 
     threshold: float | None = setting(None, "decision threshold overriding the bundle's",
@@ -388,3 +394,12 @@ class ScoreSettings(Config):
     num_gpus: float = setting(0.0, "GPUs per scoring actor")
     num_cpus_per_actor: float = setting(1.0, "CPUs per scoring actor")
     plots: bool = setting(True, "write the report's PNG plots")
+    channels: str = setting("auto", "multi-channel files: mix (down to mono, one row), each "
+                            "(one row per channel plus the file's roll-up row) or auto (each "
+                            "for 2-channel files, mix otherwise)")
+    segment_threshold: float | None = setting(
+        None, "window score at which a window is suspicious (segments table, segment rule)",
+        default_help="the bundle's segment_rule, else the file threshold")
+    segment_k: int | None = setting(
+        None, "consecutive suspicious windows that flag a file (the segment rule)",
+        default_help="the bundle's segment_rule, else 3")

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from spoofray import audio, features
-from spoofray.config import AudioConfig, FeatureConfig
+from spoofray.config import CHANNEL_MODES, AudioConfig, FeatureConfig
 from spoofray.errors import InputFileError, InvalidAudioError
 from spoofray.reader import read_item_bytes
 
@@ -32,6 +32,10 @@ class FileFeatures:
     start_s, end_s : ndarray, shape (n_windows,)
     features : dict of kind -> ndarray, shape (n_windows, *shape)
         Empty for an error result.
+    window_channel : ndarray of int, shape (n_windows,), or None
+        Which channel each window comes from when the channels were featurized apart
+        (``channels="each"``; a digitally silent channel has no windows); None when the
+        file was mixed down to mono.
     """
 
     item: dict[str, Any]
@@ -45,6 +49,7 @@ class FileFeatures:
     error_type: str | None = None
     error_message: str | None = None
     seconds: float = 0.0  # wall time spent on this file
+    window_channel: np.ndarray | None = None
 
     @property
     def n_windows(self) -> int:
@@ -75,8 +80,30 @@ def _shared_hop(cfg: AudioConfig) -> int | None:
     return cfg.hop_samples
 
 
+def splits_channels(mode: str, channels: int) -> bool:
+    """Whether a file with ``channels`` channels is featurized per channel under ``mode``."""
+    if mode not in CHANNEL_MODES:
+        raise ValueError(f"channel mode {mode!r}, expected one of {CHANNEL_MODES}")
+    return channels > 1 and (mode == "each" or (mode == "auto" and channels == 2))
+
+
+def window_features(samples: np.ndarray, cfg: FeatureConfig, kinds: tuple[str, ...] | None = None
+                    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Mono samples at ``cfg.audio.sample_rate`` → (features per kind, start_s, end_s):
+    silence trimmed (when the config trims), cut into windows, the feature kernels run.
+    Features may hold NaN/Inf for unscaled input (:func:`featurize_file` checks)."""
+    kept, first = audio.trim_silence(samples, cfg.audio)
+    windows, start_s, end_s = audio.frame_windows(kept, cfg.audio)
+    shift = first / cfg.audio.sample_rate
+    wanted = cfg if kinds is None else dataclasses.replace(cfg, kinds=tuple(kinds))
+    with np.errstate(over="ignore", invalid="ignore"):
+        feats = features.extract(windows, wanted, window_hop=_shared_hop(cfg.audio))
+    return feats, start_s + shift, end_s + shift
+
+
 def featurize_file(item: Mapping[str, Any], cfg: FeatureConfig,
-                   kinds: tuple[str, ...] | None = None) -> FileFeatures:
+                   kinds: tuple[str, ...] | None = None, *, channels: str = "mix"
+                   ) -> FileFeatures:
     """Turn one listed file into windowed features, or an error result.
 
     Parameters
@@ -86,18 +113,27 @@ def featurize_file(item: Mapping[str, Any], cfg: FeatureConfig,
     kinds : tuple of str, optional
         Feature kinds to compute (default: ``cfg.kinds``); scoring asks only for what the
         bundle's members read.
+    channels : {'mix', 'each', 'auto'}
+        See :data:`spoofray.config.CHANNEL_MODES`. Per-channel windows follow each other, channel by
+        channel, and ``window_channel`` says whose each is.
     """
     started = time.perf_counter()
     record = dict(item)
+    window_channel = None
     try:
         data = read_item_bytes(record, cfg)
-        decoded = audio.load(data, record["uri"], cfg.audio)
-        kept, first = audio.trim_silence(decoded.samples, cfg.audio)
-        windows, start_s, end_s = audio.frame_windows(kept, cfg.audio)
-        start_s, end_s = start_s + first / cfg.audio.sample_rate, end_s + first / cfg.audio.sample_rate
-        wanted = cfg if kinds is None else dataclasses.replace(cfg, kinds=tuple(kinds))
-        with np.errstate(over="ignore", invalid="ignore"):  # checked just below
-            feats = features.extract(windows, wanted, window_hop=_shared_hop(cfg.audio))
+        decoded = audio.load(data, record["uri"], cfg.audio,
+                             keep_channels=channels != "mix")
+        if decoded.samples.ndim == 2 and splits_channels(channels, decoded.channels):
+            parts = [(c, window_features(x, cfg, kinds)) for c, x in enumerate(decoded.samples)
+                     if float(np.max(np.abs(x))) >= cfg.audio.silence_peak]
+            feats = {k: np.concatenate([p[0][k] for _, p in parts]) for k in parts[0][1][0]}
+            start_s = np.concatenate([p[1] for _, p in parts])
+            end_s = np.concatenate([p[2] for _, p in parts])
+            window_channel = np.concatenate([np.full(len(p[1]), c, np.int64) for c, p in parts])
+        else:
+            mono = audio.to_mono(decoded.samples)
+            feats, start_s, end_s = window_features(mono, cfg, kinds)
         _check_finite(record["uri"], feats, decoded.samples)
     except InputFileError as exc:
         return FileFeatures(item=record, status="error", error_type=exc.error_type,
@@ -111,4 +147,5 @@ def featurize_file(item: Mapping[str, Any], cfg: FeatureConfig,
         item=record, status="ok", duration_s=decoded.duration_s,
         sample_rate=decoded.sample_rate_in, channels=decoded.channels,
         start_s=start_s, end_s=end_s, features=feats, seconds=time.perf_counter() - started,
+        window_channel=window_channel,
     )

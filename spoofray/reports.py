@@ -3,7 +3,9 @@
 No Ray here: a report is Parquet that pandas, pyarrow and DuckDB read as-is. A scoring
 run folder (see :mod:`spoofray.pipeline.score`) is::
 
-    <output>/run_id=<id>/report/part-*.parquet   one row per input file
+    <output>/run_id=<id>/report/part-*.parquet   one row per input file (``channel`` None),
+                                                 plus one per channel of files scored per channel
+    <output>/run_id=<id>/segments/part-*.parquet suspicious spans (:data:`SEGMENT_COLUMNS`)
     <output>/run_id=<id>/summary.json
     <output>/run_id=<id>/plots/*.png
     <output>/run_id=<id>/_SUCCESS                written last
@@ -25,24 +27,38 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from spoofray import storage
 from spoofray.config import Config, Interval, setting
 from spoofray.errors import ConfigError, MetricError
 
 REPORT_DIR = "report"
+SEGMENTS_DIR = "segments"
+#: The segments table: one row per suspicious span (windows scoring at or over the run's
+#: segment threshold, merged where they overlap; ``score`` is the span's highest window
+#: score). ``channel`` is None for a file scored mixed down.
+SEGMENTS_SCHEMA = pa.schema([("uri", pa.string()), ("channel", pa.int64()),
+                             ("start_s", pa.float64()), ("end_s", pa.float64()),
+                             ("score", pa.float64()), ("n_windows", pa.int64())])
+SEGMENT_COLUMNS = tuple(SEGMENTS_SCHEMA.names)
 SUMMARY_NAME = "summary.json"
 PLOTS_DIR = "plots"
 SUCCESS_MARKER = "_SUCCESS"
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 #: Report columns :func:`summarize_report` and :func:`report_plots` read.
-SUMMARY_COLUMNS = ("uri", "status", "error_type", "spoof_score", "predicted_label", "duration_s",
-                   "size_bytes", "top_window_start_s", "true_label")
+SUMMARY_COLUMNS = ("uri", "channel", "status", "error_type", "spoof_score", "predicted_label",
+                   "decision_rule", "n_segments", "duration_s", "size_bytes",
+                   "top_window_start_s", "true_label")
 #: How many files the "most suspicious" plot and summary list show.
 TOP_N = 20
 #: Report columns renamed since reports were first written, old name -> current name.
 #: Readers rename on read, so old reports stay readable.
 RENAMED_COLUMNS = {"label": "predicted_label"}
+#: Report columns added since reports were first written, with what they hold for a report
+#: written before: readers fill them in, so old reports stay readable with today's columns.
+ADDED_COLUMNS = {"channel": None, "decision_rule": None, "n_segments": None,
+                 "segment_threshold": None, "segment_k": None}
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -60,6 +76,15 @@ def with_current_names(frame: pd.DataFrame) -> pd.DataFrame:
     old = {o: n for o, n in RENAMED_COLUMNS.items()
            if o in frame.columns and n not in frame.columns}
     return frame.rename(columns=old) if old else frame
+
+
+def file_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The report's file rows: one per input file (a file scored per channel also has one
+    row per channel, with ``channel`` set; its file row is their roll-up). Counting,
+    summaries, evaluation and the accounting check read these."""
+    if "channel" not in frame.columns:
+        return frame
+    return frame[frame["channel"].isna()]
 
 
 def stored_names(columns: Sequence[str], stored: Sequence[str]) -> list[str]:
@@ -110,9 +135,34 @@ def _read_part(uri: str, columns: list[str] | None) -> pd.DataFrame:
             return pd.read_parquet(path, filesystem=fs)
         with fs.open(path, "rb") as fh:
             stored = pq.read_schema(fh).names
-        return pd.read_parquet(path, filesystem=fs, columns=stored_names(columns, stored))
+        names = stored_names(columns, stored)
+        added = [c for c in names if c not in stored and c in ADDED_COLUMNS]
+        frame = pd.read_parquet(path, filesystem=fs, columns=[c for c in names if c not in added])
+        return frame.assign(**{c: ADDED_COLUMNS[c] for c in added})[names]
 
-    return with_current_names(storage.retrying(uri, "reading", read))
+    frame = with_current_names(storage.retrying(uri, "reading", read))
+    if columns is None:
+        missing = {c: v for c, v in ADDED_COLUMNS.items() if c not in frame.columns}
+        frame = frame.assign(**missing) if missing else frame
+    return frame
+
+
+def read_segments(uri: str) -> pd.DataFrame:
+    """A run's segments table (:data:`SEGMENT_COLUMNS`); empty for a run written before
+    segments were (it has no ``segments/`` folder)."""
+    base = report_folder(uri)
+    run = base[: -len(REPORT_DIR)].rstrip("/")
+    folder = storage.join(run, SEGMENTS_DIR)
+    parts = storage.list_dir(folder, suffix=".parquet") if storage.exists(folder) else []
+    if not parts:
+        return SEGMENTS_SCHEMA.empty_table().to_pandas()
+
+    def read(part: str) -> pd.DataFrame:
+        fs, path = storage.filesystem(part)
+        return pd.read_parquet(path, filesystem=fs)
+
+    return pd.concat([storage.retrying(p, "reading", lambda p=p: read(p)) for p in parts],
+                     ignore_index=True)
 
 
 # --- summary -----------------------------------------------------------------------------
@@ -137,7 +187,9 @@ def _num(x: Any) -> float | None:
 
 def summarize_report(report: pd.DataFrame, *, wall_s: float, input_uri: str, run_id: str,
                      started_at: str, bundle: Mapping[str, Any]) -> dict[str, Any]:
-    """The run summary: counts, spoof rate, score quantiles, audio hours, throughput."""
+    """The run summary: counts, spoof rate, score quantiles, audio hours, throughput; of
+    the report's file rows (:func:`file_rows`)."""
+    report = file_rows(report)
     ok = report[report["status"] == "ok"]
     bad = report[report["status"] != "ok"]
     scores = ok["spoof_score"].to_numpy(dtype=np.float64)
@@ -152,6 +204,10 @@ def summarize_report(report: pd.DataFrame, *, wall_s: float, input_uri: str, run
             "spoof": n_spoof, "bonafide": int(len(ok) - n_spoof),
             "errors_by_type": {str(k): int(v) for k, v in
                                bad["error_type"].value_counts().items()},
+            "spoof_by_rule": ({str(k): int(v) for k, v in
+                               ok["decision_rule"].value_counts().items()}
+                              if "decision_rule" in ok else {}),
+            "segments": int(ok["n_segments"].fillna(0).sum()) if "n_segments" in ok else 0,
         },
         "spoof_rate": n_spoof / len(ok) if len(ok) else None,
         "score_quantiles": ({f"p{round(q * 100):02d}": float(np.quantile(scores, q))
@@ -255,6 +311,7 @@ def report_plots(report: pd.DataFrame, *, threshold: float, input_uri: str | Non
     """PNG plots of a report: ``score_histogram.png``, ``spoof_rate_by_folder.png``,
     ``most_suspicious.png``."""
     plt = _pyplot()
+    report = file_rows(report)
     ok = report[report["status"] == "ok"]
     out: dict[str, bytes] = {}
 
@@ -309,7 +366,7 @@ def report_plots(report: pd.DataFrame, *, threshold: float, input_uri: str | Non
 # --- evaluation -----------------------------------------------------------------------------
 
 METRIC_COLUMNS = ("scope", "attack", "n_bonafide", "n_spoof", "eer", "eer_threshold", "auc",
-                  "threshold", "accuracy", "precision", "recall", "f1", "false_alarm_rate",
+                  "min_tdcf", "threshold", "accuracy", "precision", "recall", "f1", "false_alarm_rate",
                   "tn", "fp", "fn", "tp")
 
 
@@ -329,6 +386,10 @@ class EvaluateConfig(Config):
                                      default_help="the protocol's folder", path=True)
     threshold: float | None = setting(None, "operating point of accuracy/precision/recall/F1",
                                       default_help="the report's")
+    asv_scores: str | None = setting(
+        None, "ASV score file ('[speaker] [utt] key score', key target/nontarget/spoof): adds "
+        "min t-DCF (ASVspoof 2019 cost model) to the overall row",
+        default_help="no t-DCF", path=True)
 
     def _check(self) -> None:
         if not self.report or not self.output:
@@ -371,8 +432,11 @@ def _row(scope: str, attack: str | None, m: Mapping[str, Any]) -> dict[str, Any]
     return row
 
 
-def metric_table(joined: pd.DataFrame, threshold: float) -> pd.DataFrame:
-    """The metric table: one ``overall`` row and one ``attack`` row per known attack.
+def metric_table(joined: pd.DataFrame, threshold: float,
+                 asv_scores: Mapping[str, Sequence[float]] | None = None) -> pd.DataFrame:
+    """The metric table: one ``overall`` row and one ``attack`` row per known attack; with
+    ``asv_scores`` (:func:`spoofray.interchange.read_asv_scores`) the overall row has
+    ``min_tdcf``.
 
     Attack rows score that attack's spoofs against every bona fide file. Error rows and
     unlabelled files are left out (counted by :func:`evaluate_report`).
@@ -395,7 +459,8 @@ def metric_table(joined: pd.DataFrame, threshold: float) -> pd.DataFrame:
         else:
             one["false_alarm_rate"] = metrics.false_alarm_rate(labels, scores, threshold)
         return pd.DataFrame([_row("overall", None, one)]).reindex(columns=list(METRIC_COLUMNS))
-    rows = [_row("overall", None, metrics.evaluate(labels, scores, threshold=threshold))]
+    rows = [_row("overall", None, metrics.evaluate(labels, scores, threshold=threshold,
+                                                   asv_scores=asv_scores))]
     attacks = usable["true_attack"].fillna("").astype(str).to_numpy()
     for attack in sorted(set(attacks[labels]) - {""}):
         keep = ~labels | (attacks == attack)
@@ -463,7 +528,7 @@ def evaluate_report(cfg: EvaluateConfig) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    report = read_report(cfg.report)
+    report = file_rows(read_report(cfg.report))
     joined = join_labels(report, cfg.labels, audio_root=cfg.audio_root)
     if cfg.threshold is not None:
         threshold = float(cfg.threshold)
@@ -472,7 +537,12 @@ def evaluate_report(cfg: EvaluateConfig) -> dict[str, Any]:
         if len(known) != 1:
             raise ConfigError(f"the report holds {len(known)} distinct thresholds; pass one")
         threshold = float(known[0])
-    table = metric_table(joined, threshold)
+    asv = None
+    if cfg.asv_scores:
+        from spoofray import interchange
+
+        asv = interchange.read_asv_scores(cfg.asv_scores)
+    table = metric_table(joined, threshold, asv)
     labelled = joined["true_label"].isin(["bonafide", "spoof"])
     counts = {"files": int(len(joined)), "labelled": int(labelled.sum()),
               "unlabelled": int((~labelled).sum()),
@@ -482,6 +552,7 @@ def evaluate_report(cfg: EvaluateConfig) -> dict[str, Any]:
         counts.update(matched_labels=joined.attrs["labels_matched"],
                       labels_listed=joined.attrs["labels_listed"])
     result = {"report": cfg.report, "labels": cfg.labels or "carried by the report",
+              "asv_scores": cfg.asv_scores,
               "threshold": threshold, "counts": counts,
               "metrics": json.loads(table.to_json(orient="records"))}
     sink = pa.BufferOutputStream()
@@ -493,4 +564,54 @@ def evaluate_report(cfg: EvaluateConfig) -> dict[str, Any]:
     if table["n_bonafide"].iloc[0] and table["n_spoof"].iloc[0]:  # curves need both classes
         for name, png in evaluation_plots(joined).items():
             storage.write_bytes_atomic(storage.join(cfg.output, name), png)
+    return result
+
+
+# --- export ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig(Config):
+    """What :func:`export_scores` reads and writes."""
+
+    report: str = setting("", "run folder <output>/run_id=<id>/ (local or s3://)", path=True)
+    output: str = setting("", "ASVspoof-style score file to write, one line per file, higher "
+                          "= bona fide (local or s3://)", path=True)
+    supervisions: str | None = setting(
+        None, "also write the suspicious segments as a lhotse SupervisionSet (.jsonl or "
+        ".jsonl.gz)", default_help="not written", path=True)
+    recordings: str | None = setting(
+        None, "the lhotse RecordingSet that was scored: its recording ids name the lines",
+        default_help="file names without extension", path=True)
+
+    def _check(self) -> None:
+        if not self.report or not self.output:
+            raise ConfigError("ExportConfig needs both report and output")
+
+
+def export_scores(cfg: ExportConfig) -> dict[str, Any]:
+    """Write a run's file rows as an ASVspoof countermeasure score file
+    (:func:`spoofray.interchange.cm_score_lines`) and, when asked, its segments as lhotse
+    supervisions. Error rows have no score and are left out (counted)."""
+    from spoofray import interchange, sources
+
+    report = file_rows(read_report(cfg.report))
+    ok = report[report["status"] == "ok"].sort_values("uri")
+    named = ({it.uri: it.group for it in sources.read_lhotse(cfg.recordings)}
+             if cfg.recordings else None)
+    ids = interchange.utterance_ids(report["uri"].tolist(), named)
+    id_of = dict(zip(report["uri"], ids))
+    labels = ok["true_label"].tolist() if "true_label" in ok else None
+    attacks = ok["true_attack"].tolist() if "true_attack" in ok else None
+    lines = interchange.cm_score_lines([id_of[u] for u in ok["uri"]], ok["spoof_score"].tolist(),
+                                       labels, attacks)
+    storage.write_bytes_atomic(cfg.output, "".join(f"{x}\n" for x in lines).encode())
+    result = {"output": cfg.output, "lines": len(lines), "error_rows_left_out": int(
+        (report["status"] != "ok").sum()), "layout": "utt attack key score"
+              if lines and len(lines[0].split()) == 4 else "utt score"}
+    if cfg.supervisions:
+        sups = interchange.segments_as_supervisions(
+            read_segments(cfg.report).to_dict("records"), id_of)
+        interchange.write_jsonl(cfg.supervisions, sups)
+        result.update(supervisions=cfg.supervisions, segments=len(sups))
     return result

@@ -7,6 +7,7 @@ Four kinds of input become one sorted list of :class:`AudioItem`:
   the files below them, and the folder right under a spoof folder names the attack;
 - a manifest CSV/Parquet with a ``path`` column (:func:`read_manifest`);
 - an ASVspoof CM protocol plus an audio root (:func:`read_asvspoof_protocol`);
+- a lhotse ``RecordingSet`` or ``SupervisionSet`` JSONL (:func:`read_lhotse`);
 - a single audio file.
 
 :func:`resolve_inputs` picks the right reader from what the input is. Everything here
@@ -23,6 +24,7 @@ import os
 import posixpath
 from typing import Any
 
+from spoofray import interchange
 from spoofray.errors import LabelError, SourceError
 from spoofray.storage import filesystem, is_remote, redact, retrying, to_uri
 
@@ -453,6 +455,71 @@ def read_manifest(uri: str) -> list[AudioItem]:
     return sorted(items, key=lambda item: item.uri)
 
 
+# --- lhotse manifests -----------------------------------------------------------------------
+
+
+def read_lhotse(uri: str) -> list[AudioItem]:
+    """Items of a lhotse ``RecordingSet`` JSONL, labelled from its ``SupervisionSet``.
+
+    Given a recordings manifest, its supervisions are the sibling file lhotse recipes
+    write (``*_recordings_*`` → ``*_supervisions_*``) when it exists; given a supervisions
+    manifest, the recordings are that sibling (required). Each recording is one item (its
+    one ``file``/``url`` source, relative paths below the manifest's folder as in
+    :func:`read_manifest`); its supervisions give ``speaker`` and, from ``custom``,
+    ``label`` and ``attack`` (all of a recording's supervisions must agree on the label).
+    The recording id is the item's ``group``.
+
+    Raises
+    ------
+    SourceError
+        Not a lhotse manifest, a supervisions manifest without its recordings, a recording
+        with several sources, a path leaving the manifest's folder, a file twice.
+    LabelError
+        An unknown label, or supervisions of one recording with different labels.
+    """
+    if not is_remote(uri):
+        uri = os.path.abspath(os.path.expanduser(uri))
+    records = interchange.read_jsonl(uri)
+    kind = interchange.manifest_kind(records, uri)
+    other = interchange.sibling(uri, kind)
+    other_records = (interchange.read_jsonl(other) if other and retrying(
+        other, "checking", lambda: filesystem(other)[0].exists(filesystem(other)[1])) else None)
+    if kind == "recordings":
+        recordings, supervisions = records, other_records or []
+    elif other_records is None:
+        raise SourceError(f"{uri} is a lhotse SupervisionSet; its RecordingSet (where the "
+                          f"audio is) was expected beside it as {other or '*_recordings_*'}; "
+                          "give the recordings manifest as the input instead")
+    else:
+        recordings, supervisions = other_records, records
+    recordings_uri = other if kind == "supervisions" else uri
+    root_uri = _parent_uri(recordings_uri)
+    about: dict[str, dict[str, str | None]] = {}
+    for sup in supervisions:
+        rec, custom = str(sup.get("recording_id")), sup.get("custom") or {}
+        where = f"{recordings_uri if kind == 'recordings' else uri}: supervision {sup.get('id')!r}"
+        label = normalize_label(custom.get("label"), where=where)
+        seen = about.setdefault(rec, {"label": label, "attack": None, "speaker": None})
+        if seen["label"] != label:
+            raise LabelError(f"{where}: label {label!r}, but another supervision of recording "
+                             f"{rec!r} says {seen['label']!r}; a file has one label")
+        seen["attack"] = seen["attack"] or _optional_text(custom.get("attack"))
+        seen["speaker"] = seen["speaker"] or _optional_text(sup.get("speaker"))
+    rows, seen_uris = [], set()
+    for r in recordings:
+        where = f"lhotse recordings {recordings_uri} recording {r.get('id')!r}"
+        file_uri = _manifest_uri(interchange.recording_source(r, where), root_uri, where)
+        if file_uri in seen_uris:
+            raise SourceError(f"{where}: {file_uri} is listed twice; list each file once")
+        seen_uris.add(file_uri)
+        known = about.get(str(r.get("id")), {})
+        rows.append(dict(uri=file_uri, label=known.get("label"), attack=known.get("attack"),
+                         speaker=known.get("speaker"), group=str(r.get("id"))))
+    sizes = _sizes([r["uri"] for r in rows], root_uri)
+    return sorted((AudioItem(**r, size_bytes=sizes[r["uri"]]) for r in rows),
+                  key=lambda item: item.uri)
+
+
 # --- ASVspoof protocols ---------------------------------------------------------------------
 
 _PROTOCOL_KEYS = ("bonafide", "spoof")
@@ -566,6 +633,7 @@ def resolve_inputs(
     folder or ``s3://`` prefix              :func:`list_audio`
     ``.csv`` / ``.parquet`` / ``.pq``       :func:`read_manifest`
     ``.txt`` / ``.tsv``                     :func:`read_asvspoof_protocol`
+    ``.jsonl`` / ``.jsonl.gz`` (lhotse)     :func:`read_lhotse`
     one audio file                          a single unlabelled item
     ======================================  ============================================
 
@@ -611,6 +679,8 @@ def resolve_inputs(
             )
     elif lower.endswith(MANIFEST_EXTENSIONS):
         items = read_manifest(uri)
+    elif interchange.is_lhotse(lower):
+        items = read_lhotse(uri)
     elif lower.endswith(PROTOCOL_EXTENSIONS):
         items = read_asvspoof_protocol(
             uri, audio_root if audio_root is not None else _parent_uri(uri), ext=protocol_ext
@@ -622,7 +692,9 @@ def resolve_inputs(
         raise SourceError(
             f"cannot tell what {uri} is: expected a folder or s3:// prefix, a manifest "
             f"({' '.join(MANIFEST_EXTENSIONS)}), an ASVspoof protocol "
-            f"({' '.join(PROTOCOL_EXTENSIONS)}) or an audio file ({' '.join(AUDIO_EXTENSIONS)})"
+            f"({' '.join(PROTOCOL_EXTENSIONS)}), a lhotse manifest "
+            f"({' '.join(interchange.LHOTSE_EXTENSIONS)}) or an audio file "
+            f"({' '.join(AUDIO_EXTENSIONS)})"
         )
     items = sorted(items, key=lambda item: item.uri)
     for before, after in zip(items, items[1:]):

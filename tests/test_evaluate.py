@@ -38,6 +38,7 @@ def test_evaluate_scored_archive_gives_the_metric_table(ray_session, tmp_path):
 
     # Independent computation: the report joined with the manifest by hand.
     report = pd.read_parquet(os.path.join(run, "report"))
+    report = report[report["channel"].isna()]  # file rows (2-channel files add channel rows)
     truth = {os.path.join(archive.root, it.path): it for it in archive.items}
     # The manifest's labels pass through as true_label/true_attack, apart from the prediction.
     assert report["true_label"].tolist() == [truth[u].label for u in report["uri"]]

@@ -52,13 +52,19 @@ def test_mixed_archive_every_file_exactly_once(ray_session, tmp_path):
     listed = sources.resolve_inputs(archive.root)
     run = os.path.join(out, "run_id=r1")
     assert sorted(os.listdir(out)) == ["run_id=r1"]  # nothing temporary left behind
-    assert sorted(os.listdir(run)) == ["_SUCCESS", "plots", "report", "summary.json"]
+    assert sorted(os.listdir(run)) == ["_SUCCESS", "plots", "report", "segments",
+                                       "summary.json"]
     for png in os.listdir(os.path.join(run, "plots")):
         with open(os.path.join(run, "plots", png), "rb") as fh:
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
     assert len(os.listdir(os.path.join(run, "plots"))) == 3
 
-    report = pd.read_parquet(os.path.join(run, "report"))  # plain pandas, no spoofray
+    everything = pd.read_parquet(os.path.join(run, "report"))  # plain pandas, no spoofray
+    report = everything[everything["channel"].isna()]  # file rows; 2-channel files add 2 more
+    per_channel = everything[everything["channel"].notna()]
+    two = {os.path.join(archive.root, it.path) for it in archive.good_items if it.channels == 2}
+    assert two and set(per_channel["uri"]) == two  # auto: each channel of 2-channel files
+    assert len(per_channel) == 2 * len(two)
     assert len(report) == len(listed) == len(archive.items) + 1
     assert report["uri"].is_unique and set(report["uri"]) == {it.uri for it in listed}
     assert summary["counts"] == {**summary["counts"], "files": len(listed),
@@ -73,7 +79,9 @@ def test_mixed_archive_every_file_exactly_once(ray_session, tmp_path):
 
     ok = report[report["status"] == "ok"]
     assert "label" not in report  # the prediction is named, apart from the true label
-    assert ((ok["spoof_score"] >= ok["threshold"]) == (ok["predicted_label"] == "spoof")).all()
+    assert ((ok["predicted_label"] == "spoof") == ok["decision_rule"].notna()).all()
+    assert (ok["decision_rule"].fillna("").str.contains("file_mean")
+            == (ok["spoof_score"] >= ok["threshold"])).all()
     assert ok["spoof_score"].between(0, 1).all()
     assert (ok["max_window_score"] >= ok["spoof_score"] - 1e-9).all()
     assert (ok["model_name"] == "audio").all() and (report["run_id"] == "r1").all()
@@ -82,6 +90,10 @@ def test_mixed_archive_every_file_exactly_once(ray_session, tmp_path):
     assert long.duration_s == pytest.approx(1800.0)
     assert (long.sample_rate, long.channels) == (sr_long, 1)
     assert long.n_windows == audio.window_count(1800 * 16000, AUDIO_CFG.audio) == 900
+    for uri in two:  # the file row rolls its channels up: the higher score decides
+        chans = per_channel[per_channel["uri"] == uri]
+        assert rows.loc[uri, "spoof_score"] == pytest.approx(chans["spoof_score"].max())
+        assert rows.loc[uri, "n_windows"] == chans["n_windows"].sum()
     for it in archive.good_items:
         row = rows.loc[os.path.join(archive.root, it.path)]
         assert (row.sample_rate, row.channels) == (it.sample_rate, it.channels)
@@ -92,10 +104,16 @@ def test_mixed_archive_every_file_exactly_once(ray_session, tmp_path):
             assert pd.isna(row.true_attack)
 
     bundle = Bundle.load(bundle_uri)
-    for uri in (long_uri, os.path.join(archive.root, archive.good_items[-1].path)):
+    mono = next(it for it in archive.good_items[::-1] if it.channels == 1)
+    for uri in (long_uri, os.path.join(archive.root, mono.path)):
         expected = expected_file_scores(bundle, uri)
         for key, value in expected.items():
             assert rows.loc[uri, key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    segs = reports.read_segments(run)  # every row's spans, in the segments table
+    assert len(segs) == ok["n_segments"].sum() == summary["counts"]["segments"]
+    assert (segs["start_s"] < segs["end_s"]).all()
+    assert (segs["score"] >= ok["segment_threshold"].iloc[0]).all()
+    assert set(segs["uri"]) <= set(ok["uri"])
     assert summary["audio_hours"] == pytest.approx(ok["duration_s"].sum() / 3600)
     assert summary["spoof_rate"] == pytest.approx((ok["predicted_label"] == "spoof").mean())
 
@@ -182,3 +200,74 @@ def trained_small_bundle(tmp_path):
     feats, y = synthetic_features(SMALL, 20)
     member = save_ml_member(train_ml(feats, y), tmp_path / "tune", SMALL)
     return assemble_bundle(AssembleConfig(members=(member,), output=str(tmp_path / "b")))["uri"]
+
+
+def test_a_short_generated_insert_in_a_long_real_recording_is_flagged_with_its_span(
+        ray_session, devcorpus, tmp_path):
+    """Real devcorpus audio, the shipped default bundle: ten LibriSpeech clips of one
+    speaker (~90 s) scored as they are, and again with one generated LJSpeech clip
+    (Tacotron 2 + Griffin-Lim, ~7 s) inserted in the middle."""
+    import soundfile as sf
+
+    from spoofray import scoring
+    from spoofray.models import default
+
+    m = pd.read_csv(devcorpus / "manifest.csv")
+    clips = [sf.read(devcorpus / p, dtype="float32")[0]
+             for p in sorted(m.loc[m["speaker"] == "LS2609", "path"])]
+    insert = sf.read(devcorpus / "ljspeech/spoof/espnet_tacotron2.v1_GL/"
+                     "LJ049-0041_1db6a29fa1.flac", dtype="float32")[0]
+    before = np.concatenate(clips[:5])
+    (tmp_path / "in").mkdir()
+    real_uri = testing.write_wav(tmp_path / "in" / "call.wav", np.concatenate(clips), 16000)
+    spliced_uri = testing.write_wav(tmp_path / "in" / "call_spliced.wav",
+                                    np.concatenate([before, insert, *clips[5:]]), 16000)
+    ins_start, ins_end = len(before) / 16000, (len(before) + len(insert)) / 16000
+    assert ins_end - ins_start < 10 and len(np.concatenate(clips)) / 16000 > 80
+
+    summary = score_archive(ScoreConfig(input=str(tmp_path / "in"), output=str(tmp_path / "out"),
+                                        run_id="r", plots=False))
+    rule = scoring.segment_rule_of(Bundle.load(default.default_bundle()).manifest, 0.5)
+    assert rule.method == "bundle"  # the shipped bundle records its calibrated rule
+    assert summary["bundle"]["segment_rule"] == rule.to_dict()
+    report = reports.read_report(summary["run_uri"]).set_index("uri")
+    segs = reports.read_segments(summary["run_uri"])
+
+    real = report.loc[real_uri]
+    assert (real.predicted_label, real.n_segments) == ("bonafide", 0) and pd.isna(real.decision_rule)
+    assert real_uri not in set(segs["uri"])
+
+    spliced = report.loc[spliced_uri]
+    assert spliced.spoof_score < spliced.threshold  # the mean alone misses it ...
+    assert spliced.predicted_label == "spoof"  # ... the segment rule does not
+    assert spliced.decision_rule == "segment_rule"
+    (span,) = segs[segs["uri"] == spliced_uri].itertuples()
+    # The span covers the insert to the windows' resolution (the 2 s hop): a window half
+    # real speech may stay under the segment threshold.
+    hop = 2.0
+    assert abs(span.start_s - ins_start) <= hop and abs(span.end_s - ins_end) <= hop
+    overlap = min(span.end_s, ins_end) - max(span.start_s, ins_start)
+    assert overlap >= 0.8 * (ins_end - ins_start)
+    assert span.score >= rule.threshold
+
+
+def test_channels_each_keeps_a_calls_two_sides_apart_and_mix_mixes_them(tmp_path):
+    sr = 16000
+    voice = testing.voiced(140.0, 9.0, sr)
+    two = np.stack([voice, np.zeros_like(voice)])  # the second side is silent
+    uri = testing.write_wav(tmp_path / "call.wav", two, sr)
+    cfg = AUDIO_CFG
+    mixed = featurize_file({"uri": uri}, cfg, channels="mix")
+    each = featurize_file({"uri": uri}, cfg, channels="each")
+    auto = featurize_file({"uri": uri}, cfg, channels="auto")
+    assert mixed.window_channel is None and mixed.channels == 2
+    # The silent side has no windows; the other side's are those of its audio alone.
+    assert each.window_channel.tolist() == [0] * each.n_windows
+    alone = featurize_file({"uri": testing.write_wav(tmp_path / "side.wav", voice, sr)}, cfg)
+    for kind, values in alone.features.items():
+        np.testing.assert_allclose(each.features[kind], values, rtol=1e-5, atol=1e-5)
+    assert auto.window_channel.tolist() == each.window_channel.tolist()  # 2 channels: each
+    three = testing.write_wav(tmp_path / "three.wav", np.stack([voice] * 3), sr)
+    assert featurize_file({"uri": three}, cfg, channels="auto").window_channel is None
+    assert featurize_file({"uri": three}, cfg, channels="each").window_channel.tolist() == (
+        [0] * alone.n_windows + [1] * alone.n_windows + [2] * alone.n_windows)

@@ -54,3 +54,53 @@ def test_false_alarm_threshold_refuses_bad_input(scores, target, error):
 def test_eer_threshold_separates_separable_scores():
     threshold, eer = scoring.threshold_at_eer(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9]))
     assert eer == 0.0 and 0.2 < threshold <= 0.8
+
+
+# --- segments and the segment rule ---------------------------------------------------------
+
+
+def test_run_score_is_the_best_level_k_consecutive_windows_all_reach():
+    s = np.array([0.1, 0.9, 0.8, 0.2, 0.95, 0.99, 0.97])
+    assert scoring.run_score(s, 1) == 0.99
+    assert scoring.run_score(s, 2) == 0.97
+    assert scoring.run_score(s, 3) == 0.95
+    assert scoring.run_score(s, 8) == float("-inf")  # fewer windows than a run
+
+
+@pytest.mark.parametrize("scores, rule, fired", [
+    ([0.9, 0.9, 0.9], (0.95, 2), "file_mean"),                 # mean over threshold only
+    ([0.1, 0.1, 0.97, 0.98, 0.1, 0.1], (0.95, 2), "segment_rule"),  # short insert, low mean
+    ([0.1, 0.97, 0.1, 0.98, 0.1, 0.1], (0.95, 2), None),        # not consecutive
+    ([0.99, 0.99], (0.95, 2), "file_mean+segment_rule"),
+])
+def test_which_rule_flags_a_file(scores, rule, fired):
+    s = np.array(scores)
+    got = scoring.decision_rule(float(s.mean()), s, 0.5, scoring.SegmentRule(*rule))
+    assert got == fired
+    assert scoring.label_of(got) == ("spoof" if fired else "bonafide")
+
+
+def test_suspicious_windows_merge_into_spans():
+    s = np.array([0.1, 0.9, 0.95, 0.2, 0.2, 0.2, 0.99])
+    start = np.arange(7) * 2.0
+    spans = scoring.suspicious_spans(s, start, start + 4.0, 0.5)
+    assert spans == [(2.0, 8.0, 0.95, 2), (12.0, 16.0, 0.99, 1)]
+    assert scoring.suspicious_spans(s, start, start + 4.0, 0.999) == []
+
+
+def test_segment_rule_comes_from_the_bundle_else_from_the_file_threshold():
+    recorded = {"segment_rule": {"threshold": 0.97, "k": 2, "method": "calibrated"}}
+    assert scoring.segment_rule_of(recorded, 0.9) == scoring.SegmentRule(0.97, 2, "bundle")
+    old = scoring.segment_rule_of({}, 0.9)  # a bundle made before the rule existed
+    assert (old.threshold, old.k, old.method) == (0.9, scoring.DEFAULT_SEGMENT_K, "derived")
+    user = scoring.segment_rule_of(recorded, 0.9, k=4)
+    assert (user.threshold, user.k, user.method) == (0.97, 4, "user")
+    with pytest.raises(ConfigError, match="k must be an int >= 1"):
+        scoring.SegmentRule(0.9, 0)
+
+
+def test_a_file_scored_per_channel_is_flagged_when_any_channel_is():
+    assert scoring.channel_rollup([0.2, 0.4], [None, None]) == (0.4, None)
+    assert scoring.channel_rollup([0.3, 0.1], [None, "segment_rule"]) == (0.3, "segment_rule")
+    assert scoring.channel_rollup([0.9, 0.6], ["file_mean", "segment_rule"]) == (
+        0.9, "file_mean+segment_rule")

@@ -40,7 +40,7 @@ from spoofray.audit import ledger as _ledger
 from spoofray.audit import page as _page
 from spoofray.config import Check, Config, Interval, Options, ScoreSettings, setting
 from spoofray.errors import ConfigError, SpoofrayError
-from spoofray.reports import PLOTS_DIR, read_report
+from spoofray.reports import PLOTS_DIR, file_rows, read_report
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +48,9 @@ FAULT_ENV = "SPOOFRAY_AUDIT_FAULT"
 FAULT_POINTS = ("after-plan", "after-commit")
 #: Written last into a run's audit folder: the folder is complete once it exists.
 AUDIT_MARKER = "audit.json"
-#: Report columns the ledger and the drift need.
-REPORT_COLUMNS = ("uri", "status", "error_type", "spoof_score", "predicted_label", "scored_at",
-                  "run_id", "threshold")
+#: Report columns the ledger and the drift need (``channel`` to keep the file rows only).
+REPORT_COLUMNS = ("uri", "channel", "status", "error_type", "spoof_score", "predicted_label",
+                  "scored_at", "run_id", "threshold")
 
 
 def _is_date(value: str) -> bool:
@@ -161,7 +161,7 @@ def _reference(cfg: AuditConfig, run_id: str | None, date: str
     else:
         runs = [r for r in runs if r["date"] <= date]
     chosen = runs[-cfg.reference_runs:]
-    frames = [read_report(r["uri"], columns=REPORT_COLUMNS) for r in chosen]
+    frames = [file_rows(read_report(r["uri"], columns=REPORT_COLUMNS)) for r in chosen]
     return chosen, frames
 
 
@@ -276,7 +276,7 @@ def _commit(cfg: AuditConfig, rules: tuple, plan: pd.DataFrame, counts: dict[str
     """Apply a committed run's report to the ledger, then audit it and drop its plan."""
     run_id, date = str(plan["run_id"].iloc[0]), str(plan["date"].iloc[0])
     folder = _ledger.run_uri(cfg.output, date, run_id)
-    report = read_report(folder, columns=REPORT_COLUMNS)
+    report = file_rows(read_report(folder, columns=REPORT_COLUMNS))
     ledger = _ledger.apply_report(_ledger.read_ledger(cfg.output), plan, report)
     _ledger.write_ledger(cfg.output, ledger)
     bundle = {"uri": str(plan["bundle_uri"].iloc[0]), "name": str(plan["bundle_name"].iloc[0]),

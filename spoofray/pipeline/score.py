@@ -14,7 +14,9 @@ the first stage on and flow through untouched.
 Output (``<output>/run_id=<id>/``, written under ``<output>/_tmp_run_id=<id>/`` and then
 published; ``_SUCCESS`` last)::
 
-    report/part-00000.parquet ...   the report (columns: :func:`report_columns`)
+    report/part-00000.parquet ...   the report (columns: :func:`report_columns`): one row per
+                                    file, plus one per channel of a file scored per channel
+    segments/part-00000.parquet ... suspicious spans (:data:`reports.SEGMENT_COLUMNS`)
     summary.json                    counts, spoof rate, score quantiles, hours, throughput
     plots/*.png                     score histogram, spoof rate per folder, top suspicious
     _SUCCESS
@@ -46,7 +48,7 @@ from spoofray.featurize import FileFeatures, featurize_file
 from spoofray.models.bundle import BundleSpec, load_payload
 from spoofray.models.registry import LATEST, bundle_note, resolve_bundle
 from spoofray.pipeline import plan, runtime
-from spoofray.reports import PLOTS_DIR, REPORT_DIR, SUCCESS_MARKER, SUMMARY_NAME
+from spoofray.reports import PLOTS_DIR, REPORT_DIR, SEGMENTS_DIR, SUCCESS_MARKER, SUMMARY_NAME
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +108,7 @@ def files_schema(kinds: Sequence[str]) -> pa.Schema:
         ("status", pa.string()), ("error_type", pa.string()), ("error_message", pa.string()),
         ("duration_s", pa.float64()), ("sample_rate", pa.int64()), ("channels", pa.int64()),
         ("n_windows", pa.int64()), ("start_s", pa.list_(pa.float64())),
-        ("end_s", pa.list_(pa.float64())),
+        ("end_s", pa.list_(pa.float64())), ("window_channel", pa.list_(pa.int64())),
         *[(f"tensor_{k}", pa.large_binary()) for k in kinds],
     ])
 
@@ -118,8 +120,10 @@ def _clean_item(raw: dict[str, Any]) -> dict[str, Any]:
     return item
 
 
-def featurize_batch(batch: pa.Table, *, features: dict[str, Any], kinds: list[str]) -> pa.Table:
-    """Ray Data batch function: listed files → one featurized row per file.
+def featurize_batch(batch: pa.Table, *, features: dict[str, Any], kinds: list[str],
+                    channels: str = "mix") -> pa.Table:
+    """Ray Data batch function: listed files → one featurized row per file (a file whose
+    channels are featurized apart, see ``channels``, holds all their windows).
 
     Never raises for a per-file problem (that is the file's error row). Raises
     :class:`~spoofray.errors.StorageUnavailableError` when the store stayed unreachable
@@ -132,7 +136,7 @@ def featurize_batch(batch: pa.Table, *, features: dict[str, Any], kinds: list[st
     for raw in batch.to_pylist():
         item = _clean_item(raw)
         try:
-            r = featurize_file(item, cfg, kinds=tuple(kinds))
+            r = featurize_file(item, cfg, kinds=tuple(kinds), channels=channels)
         except StorageUnavailableError:
             raise
         except Exception as exc:  # a decoder bug on one file must not fail an archive run
@@ -142,10 +146,12 @@ def featurize_batch(batch: pa.Table, *, features: dict[str, Any], kinds: list[st
         row = {**item, "status": r.status, "error_type": r.error_type,
                "error_message": r.error_message, "duration_s": r.duration_s,
                "sample_rate": r.sample_rate, "channels": r.channels, "n_windows": r.n_windows,
-               "start_s": None, "end_s": None}
+               "start_s": None, "end_s": None, "window_channel": None}
         if r.status == "ok":
             row["start_s"] = np.asarray(r.start_s, np.float64).tolist()
             row["end_s"] = np.asarray(r.end_s, np.float64).tolist()
+            if r.window_channel is not None:
+                row["window_channel"] = np.asarray(r.window_channel, np.int64).tolist()
             for k in kinds:
                 arr = np.ascontiguousarray(r.features[k], dtype=np.float32)
                 if arr.shape != (r.n_windows, *shapes[k]):
@@ -163,14 +169,21 @@ def report_columns(member_names: Sequence[str]) -> pa.Schema:
     """The report schema (DESIGN.md "Report") for a bundle with these members.
 
     ``predicted_label`` is the decision (reports written before it was named so call it
-    ``label``; :func:`reports.read_report` renames it); ``true_label``/``true_attack`` carry
-    what the input listing knew (None when unlabelled).
+    ``label``; :func:`reports.read_report` renames it) and ``decision_rule`` the rules that
+    made it spoof (``file_mean``, ``segment_rule``, both ``+``-joined; None for bona fide);
+    ``n_segments`` counts the row's spans in the segments table. ``channel`` is None on a
+    file's row and the channel index on the rows of a file scored per channel, whose file
+    row is then their roll-up (:func:`scoring.channel_rollup`). ``true_label``/
+    ``true_attack`` carry what the input listing knew (None when unlabelled).
     """
     return pa.schema([
-        ("uri", pa.string()), ("size_bytes", pa.int64()), ("duration_s", pa.float64()),
+        ("uri", pa.string()), ("channel", pa.int64()), ("size_bytes", pa.int64()),
+        ("duration_s", pa.float64()),
         ("sample_rate", pa.int64()), ("channels", pa.int64()), ("n_windows", pa.int64()),
         ("spoof_score", pa.float64()), ("predicted_label", pa.string()),
-        ("threshold", pa.float64()),
+        ("decision_rule", pa.string()), ("threshold", pa.float64()),
+        ("n_segments", pa.int64()), ("segment_threshold", pa.float64()),
+        ("segment_k", pa.int64()),
         *[(f"score_{m}", pa.float64()) for m in member_names],
         ("max_window_score", pa.float64()), ("top_window_start_s", pa.float64()),
         ("top_window_end_s", pa.float64()),
@@ -181,8 +194,21 @@ def report_columns(member_names: Sequence[str]) -> pa.Schema:
     ])
 
 
+#: The scorer's rows: the report's columns plus the row's spans, which the driver moves
+#: into the segments table.
+SEGMENTS_FIELD = pa.field("segments", pa.list_(pa.struct([
+    ("start_s", pa.float64()), ("end_s", pa.float64()), ("score", pa.float64()),
+    ("n_windows", pa.int64())])))
+
+
+def scorer_columns(member_names: Sequence[str]) -> pa.Schema:
+    """What :class:`BundleScorer` returns: :func:`report_columns` plus ``segments``."""
+    return report_columns(member_names).append(SEGMENTS_FIELD)
+
+
 def aggregate_file(window: dict[str, np.ndarray], start_s: np.ndarray, end_s: np.ndarray,
-                   threshold: float) -> dict[str, Any]:
+                   threshold: float, rule: scoring.SegmentRule | None = None
+                   ) -> dict[str, Any]:
     """Per-file scores from window scores.
 
     Parameters
@@ -190,20 +216,55 @@ def aggregate_file(window: dict[str, np.ndarray], start_s: np.ndarray, end_s: np
     window : dict of str -> ndarray, shape (n_windows,)
         ``spoof_score`` and ``score_<member>`` as :meth:`Bundle.score_windows` returns.
     start_s, end_s : ndarray, shape (n_windows,)
+    rule : SegmentRule, optional
+        The segment rule (default: the file threshold and :data:`scoring.DEFAULT_SEGMENT_K`).
 
     Returns
     -------
     dict
-        ``spoof_score`` (mean window score), ``predicted_label`` (spoof iff >= threshold),
-        member means, ``max_window_score`` and the most suspicious window's start/end.
+        ``spoof_score`` (mean window score), ``decision_rule`` and ``predicted_label``
+        (:func:`scoring.decision_rule`), member means, ``max_window_score``, the most
+        suspicious window's start/end, ``segments`` (:func:`scoring.suspicious_spans`) and
+        their count.
     """
+    rule = rule or scoring.SegmentRule(threshold, scoring.DEFAULT_SEGMENT_K, "derived")
     fused = np.asarray(window["spoof_score"], dtype=np.float64)
     top = int(np.argmax(fused))
     score = scoring.file_score(fused)
+    fired = scoring.decision_rule(score, fused, threshold, rule)
+    spans = scoring.suspicious_spans(fused, start_s, end_s, rule.threshold)
     out = {k: scoring.file_score(v) for k, v in window.items()}
-    out.update(spoof_score=score, predicted_label=scoring.decide(score, threshold),
+    out.update(spoof_score=score, predicted_label=scoring.label_of(fired), decision_rule=fired,
                max_window_score=float(fused[top]), top_window_start_s=float(start_s[top]),
-               top_window_end_s=float(end_s[top]))
+               top_window_end_s=float(end_s[top]), n_segments=len(spans),
+               segment_threshold=rule.threshold, segment_k=rule.k,
+               segments=[{"start_s": a, "end_s": b, "score": sc, "n_windows": n}
+                         for a, b, sc, n in spans])
+    return out
+
+
+def rollup_rows(file_row: dict[str, Any], channel_rows: list[dict[str, Any]]
+                ) -> dict[str, Any]:
+    """The file row of a file scored per channel, from its channel rows
+    (:func:`scoring.channel_rollup`); the most suspicious channel's scores and top window.
+    Only a file none of whose channels scored is an error row."""
+    ok = [r for r in channel_rows if r["status"] == "ok"]
+    if not ok:
+        first = channel_rows[0]
+        return {**file_row, "status": "error", "error_type": first["error_type"],
+                "error_message": first["error_message"]}
+    score, fired = scoring.channel_rollup([r["spoof_score"] for r in ok],
+                                          [r["decision_rule"] for r in ok])
+    worst = max(ok, key=lambda r: r["spoof_score"])
+    top = max(ok, key=lambda r: r["max_window_score"])
+    out = {**file_row, **{k: v for k, v in worst.items() if k.startswith("score_")}}
+    out.update(spoof_score=score, decision_rule=fired, predicted_label=scoring.label_of(fired),
+               max_window_score=top["max_window_score"],
+               top_window_start_s=top["top_window_start_s"],
+               top_window_end_s=top["top_window_end_s"],
+               n_segments=sum(r["n_segments"] for r in ok),
+               segment_threshold=worst["segment_threshold"], segment_k=worst["segment_k"],
+               segments=[])
     return out
 
 
@@ -216,7 +277,7 @@ class BundleScorer:
     """
 
     def __init__(self, payload: list, *, bundle_uri: str, threshold: float,
-                 run_id: str) -> None:
+                 run_id: str, segment_rule: dict[str, Any] | None = None) -> None:
         import ray
 
         # A node-local cache in the temp dir: actors need model files on disk, and workers
@@ -224,8 +285,10 @@ class BundleScorer:
         cache = os.path.join(tempfile.gettempdir(), f"spoofray-bundles-{os.getuid()}")
         self.bundle = load_payload(ray.get(payload[0]), shown_as=bundle_uri, cache_dir=cache)
         self.threshold = float(threshold)
+        self.rule = (scoring.SegmentRule(**segment_rule) if segment_rule else
+                     scoring.segment_rule_of(self.bundle.manifest, self.threshold))
         self.run_id = run_id
-        self.schema = report_columns(self.bundle.member_names)
+        self.schema = scorer_columns(self.bundle.member_names)
 
     def _tensors(self, batch: pa.Table, i: int, n: int) -> dict[str, np.ndarray]:
         shapes = self.bundle.feature_config.feature_shapes()
@@ -277,16 +340,42 @@ class BundleScorer:
             if isinstance(result, Exception):
                 row.update(status="error", error_type=type(result).__name__,
                            error_message=f"{r['uri']}: scoring failed: {result}")
+            elif result is not None and r["window_channel"] is not None:
+                per = self._channel_rows(row, r, result)
+                out += [rollup_rows(row, per), *per]
+                continue
             elif result is not None:
-                agg = aggregate_file(result, np.asarray(r["start_s"]), np.asarray(r["end_s"]),
-                                     self.threshold)
-                if not np.isfinite(agg["spoof_score"]):
-                    row.update(status="error", error_type="ScoringError",
-                               error_message=f"{r['uri']}: the model gave a non-finite score")
-                else:
-                    row.update(agg)
+                row.update(self._aggregate(r["uri"], result, r["start_s"], r["end_s"]))
             out.append(row)
         return pa.Table.from_pylist(out, schema=self.schema)
+
+    def _aggregate(self, uri: str, result: dict[str, np.ndarray], start_s: Any, end_s: Any
+                   ) -> dict[str, Any]:
+        agg = aggregate_file(result, np.asarray(start_s), np.asarray(end_s), self.threshold,
+                             self.rule)
+        if not np.isfinite(agg["spoof_score"]):
+            return {"status": "error", "error_type": "ScoringError",
+                    "error_message": f"{uri}: the model gave a non-finite score"}
+        return agg
+
+    def _channel_rows(self, row: dict[str, Any], r: dict[str, Any],
+                      result: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+        """One row per channel of a file scored per channel (a silent one as an error)."""
+        which = np.asarray(r["window_channel"])
+        out = []
+        for c in range(int(r["channels"])):
+            keep = which == c
+            one = {**row, "channel": c, "n_windows": int(keep.sum())}
+            if not keep.any():
+                one.update(status="error", error_type="InvalidAudioError",
+                           error_message=f"{r['uri']}: channel {c} is digital silence; "
+                           "nothing to judge")
+            else:
+                one.update(self._aggregate(
+                    r["uri"], {k: v[keep] for k, v in result.items()},
+                    np.asarray(r["start_s"])[keep], np.asarray(r["end_s"])[keep]))
+            out.append(one)
+        return out
 
 
 # --- driver ---------------------------------------------------------------------------------
@@ -296,6 +385,24 @@ def _write_table(uri: str, table: pa.Table) -> None:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     storage.write_bytes_atomic(uri, sink.getvalue().to_pybytes())
+
+
+def split_segments(scored: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """A scored block → (its report rows, its segments table rows): the ``segments`` list
+    of each row becomes rows of :data:`reports.SEGMENTS_SCHEMA`."""
+    report = scored.drop_columns(["segments"])
+    rows = [{"uri": u, "channel": c, **span}
+            for u, c, spans in zip(scored.column("uri").to_pylist(),
+                                   scored.column("channel").to_pylist(),
+                                   scored.column("segments").to_pylist())
+            for span in spans or ()]
+    return report, pa.Table.from_pylist(rows, schema=reports.SEGMENTS_SCHEMA)
+
+
+def _write_parts(tmp: str, n: int, tables: list[pa.Table], segs: list[pa.Table]) -> None:
+    _write_table(storage.join(tmp, REPORT_DIR, f"part-{n:05d}.parquet"), pa.concat_tables(tables))
+    _write_table(storage.join(tmp, SEGMENTS_DIR, f"part-{n:05d}.parquet"),
+                 pa.concat_tables(segs))
 
 
 def publish_run(tmp: str, final: str) -> None:
@@ -330,6 +437,8 @@ def _count(shown: progress.Progress, block: pa.Table) -> None:
     """Add a block of report rows to the progress line."""
     import pyarrow.compute as pc
 
+    if "channel" in block.column_names:  # per-channel rows: count their file's roll-up only
+        block = block.filter(pc.is_null(block.column("channel")))
     ok = pc.equal(block.column("status"), "ok")
     audio = pc.sum(pc.if_else(ok, block.column("duration_s"), 0.0)).as_py() or 0.0
     size = pc.sum(block.column("size_bytes")).as_py() or 0
@@ -401,6 +510,8 @@ def score_archive(cfg: ScoreConfig,
     if cfg.threshold is not None:
         bundle = bundle.with_threshold(cfg.threshold)
     threshold = bundle.threshold  # the run's one threshold, handed to every actor
+    rule = scoring.segment_rule_of(bundle.manifest, threshold, threshold=cfg.segment_threshold,
+                                   k=cfg.segment_k)
 
     if items is None:
         items = sources.resolve_inputs(cfg.input, audio_root=cfg.audio_root)
@@ -421,7 +532,8 @@ def score_archive(cfg: ScoreConfig,
     work = plan.plan(items, files_per_task=cfg.files_per_task, largest_first_order=False)
     ds = ray.data.from_items(work.rows(), override_num_blocks=work.n_blocks)
     ds = ds.map_batches(
-        featurize_batch, fn_kwargs={"features": bundle.feature_config.to_dict(), "kinds": kinds},
+        featurize_batch, fn_kwargs={"features": bundle.feature_config.to_dict(), "kinds": kinds,
+                                    "channels": cfg.channels},
         batch_size=cfg.files_per_task, batch_format="pyarrow", num_cpus=1,
         # Its own memory request also keeps Ray from fusing these CPU tasks into the
         # scoring actors, which would serialise featurizing behind the actor pool.
@@ -431,33 +543,35 @@ def score_archive(cfg: ScoreConfig,
     ds = ds.map_batches(
         BundleScorer,
         fn_constructor_kwargs={"payload": [ray.put(bundle.payload())], "bundle_uri": bundle_uri,
-                               "threshold": threshold, "run_id": run_id},
+                               "threshold": threshold, "run_id": run_id,
+                               "segment_rule": rule.to_dict()},
         batch_size=cfg.batch_size, batch_format="pyarrow", zero_copy_batch=True,
         num_cpus=cfg.num_cpus_per_actor, num_gpus=cfg.num_gpus or None,
         compute=ray.data.ActorPoolStrategy(size=cfg.concurrency))
 
     try:
-        tables, buffered, n_parts, kept = [], 0, 0, []
+        tables, segs, buffered, n_parts, kept = [], [], 0, 0, []
         sizes = [it.size_bytes for it in items]
         shown = progress.Progress(len(items), total_bytes=sum(sizes) if None not in sizes
                                   else None, verb="scored")
-        for block in _report_blocks(ds, final):
+        for scored in _report_blocks(ds, final):
+            block, spans = split_segments(scored)
             _count(shown, block)
             tables.append(block)
+            segs.append(spans)
             buffered += block.num_rows
             kept.append(block.select(list(reports.SUMMARY_COLUMNS)))  # for accounting + summary
             if buffered >= ROWS_PER_PART:
-                _write_table(storage.join(tmp, REPORT_DIR, f"part-{n_parts:05d}.parquet"),
-                             pa.concat_tables(tables))
-                tables, buffered, n_parts = [], 0, n_parts + 1
+                _write_parts(tmp, n_parts, tables, segs)
+                tables, segs, buffered, n_parts = [], [], 0, n_parts + 1
         shown.close()
         schema = report_columns(bundle.member_names)
         if tables or n_parts == 0:
-            _write_table(storage.join(tmp, REPORT_DIR, f"part-{n_parts:05d}.parquet"),
-                         pa.concat_tables(tables) if tables else schema.empty_table())
+            _write_parts(tmp, n_parts, tables or [schema.empty_table()],
+                         segs or [reports.SEGMENTS_SCHEMA.empty_table()])
         report = (pa.concat_tables(kept) if kept else
                   schema.empty_table().select(list(reports.SUMMARY_COLUMNS))).to_pandas()
-        plan.check_accounting([it.uri for it in items], report["uri"],
+        plan.check_accounting([it.uri for it in items], reports.file_rows(report)["uri"],
                               what="report accounting", left="Nothing was published")
         wall_s = time.perf_counter() - started
         summary = reports.summarize_report(
@@ -465,7 +579,8 @@ def score_archive(cfg: ScoreConfig,
             started_at=started_at.isoformat(timespec="seconds"),
             bundle={"uri": bundle_uri, "name": bundle.name, "version": bundle.version,
                     "source": bundle_source, "threshold": threshold,
-                    "threshold_method": bundle.threshold_method})
+                    "threshold_method": bundle.threshold_method,
+                    "segment_rule": rule.to_dict()})
         summary.update(run_uri=final, score_config=cfg.to_dict(),
                        finished_at=_dt.datetime.now(_dt.timezone.utc).isoformat(
                            timespec="seconds"))
