@@ -1,6 +1,6 @@
 """Leave-one-source-out quality of a training recipe, through the production path only.
 
-    python experiments/generalisation.py --work /tmp/gen                 # the shipped recipe
+    python experiments/generalisation.py --work /tmp/gen                 # the shipped recipe (SHIPPED)
     python experiments/generalisation.py --work /tmp/gen --recipe no-trim --seed 1
     python experiments/generalisation.py --work /tmp/gen --ship          # also build spoofray-base
 
@@ -45,8 +45,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import pool as pool_mod  # noqa: E402
 
-#: Version of the bundle ``--ship`` puts into the package.
-SHIPPED_VERSION = "1.0.0"
+#: Version of the bundle ``--ship`` puts into the package, and the recipe it is trained with.
+SHIPPED_VERSION = "1.1.0"
+SHIPPED = "subband-high"
 #: The three tiny real-only sources are one fold.
 SMALL_REAL = {"CorentinJ/Real-Time-Voice-Cloning", "Uberi/speech_recognition",
               "voxserv/audio_quality_testing_samples"}
@@ -113,8 +114,9 @@ RECIPES = {r.name: r for r in (
 
 #: What each recipe changes against ``base`` (the ablation table's second column).
 ABOUT = {
-    "base": "shipped: LR on LFCC dynamics + DEEP-VOICE stats, trim 40 dB, repeat-pad, channel "
-            "copies, devcorpus + trainpool, shippable rows, cap 150 per (source, label)",
+    "base": "reference: LR on full-band (0-8 kHz) LFCC dynamics + DEEP-VOICE stats, trim 40 dB, "
+            "repeat-pad, channel copies, devcorpus + trainpool, shippable rows, cap 150 per "
+            "(source, label); spoofray-base 1.0.0",
     "no-trainpool": "devcorpus only",
     "no-channel": "no codec/telephone/RawBoost/noise/reverb copies in training (run against "
                   "plus-copysyn)",
@@ -123,7 +125,8 @@ ABOUT = {
     "pooled-inputs": "LFCC mean + std over frames instead of the channel-blind dynamics (run "
                      "against plus-copysyn)",
     "plus-hgb": "+ HistGradientBoosting member (equal weight)",
-    "subband-high": "LFCC filterbank over 4-8 kHz only (sub-band member)",
+    "subband-high": "LFCC filterbank over 4-8 kHz only (sub-band member); shipped as "
+                    "spoofray-base 1.1.0",
     "subband-low": "LFCC filterbank over 0-4 kHz only (sub-band member)",
     "lfcc-40": "40 LFCC instead of 20",
     "plus-mfcc": "+ MFCC dynamics input",
@@ -461,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", required=True)
-    p.add_argument("--recipe", default="base", choices=sorted(RECIPES))
+    p.add_argument("--recipe", default=SHIPPED, choices=sorted(RECIPES))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ship", action="store_true", help="also train the shipped bundle")
     args = p.parse_args(argv)

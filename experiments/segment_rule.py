@@ -1,7 +1,7 @@
 """Calibrate the segment rule (k consecutive windows >= a segment threshold) on long real
 recordings, for the same false-alarm budget as the shipped file threshold.
 
-    python experiments/segment_rule.py --folds /tmp/spr/gen/base-seed0/folds [--write-bundle]
+    python experiments/segment_rule.py --work /tmp/gen [--write-bundle]   # after generalisation.py --ship
 
 Long recordings: each leave-one-source-out fold's bona fide clips (devcorpus + trainpool,
 the folds of ``generalisation.py``), shuffled, ordered by speaker and concatenated into
@@ -43,7 +43,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import pool  # noqa: E402
-from generalisation import fold_of  # noqa: E402
+from generalisation import SHIPPED, fold_of  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KS = (1, 2, 3, 4, 5, 6)
@@ -81,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--folds", required=True, help="generalisation.py's <work>/folds folder")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--work", help="generalisation.py's --work: the shipped recipe's seed-0 "
+                                      "folds are used")
+    where.add_argument("--folds", help="a <work>/<recipe>-seed<N>/folds folder")
     p.add_argument("--seconds", type=float, default=90.0)
     p.add_argument("--arrangements", type=int, default=2)
     p.add_argument("--target", type=float, default=0.01)
@@ -89,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=os.path.join(REPO, "docs", "segment_rule.json"))
     p.add_argument("--write-bundle", action="store_true")
     args = p.parse_args(argv)
+    if args.folds is None:
+        args.folds = os.path.join(args.work, f"{SHIPPED}-seed0", "folds")
     rng = np.random.default_rng(args.seed)
 
     shipped_path = os.path.join(default.default_bundle(), "bundle.json")
