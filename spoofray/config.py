@@ -372,6 +372,7 @@ class ScoreSettings(Config):
         "num_gpus": [Interval(float, 0)],
         "num_cpus_per_actor": [Interval(float, 0)],
         "plots": [bool],
+        "part_every_s": [Interval(float, 0)],
     }
 
     threshold: float | None = setting(None, "decision threshold overriding the bundle's",
@@ -388,3 +389,8 @@ class ScoreSettings(Config):
     num_gpus: float = setting(0.0, "GPUs per scoring actor")
     num_cpus_per_actor: float = setting(1.0, "CPUs per scoring actor")
     plots: bool = setting(True, "write the report's PNG plots")
+    #: Each part is one atomic write; a run resumed with --resume keeps every finished part.
+    part_every_s: float = setting(
+        30.0, "write the report rows gathered so far as a part at least this often "
+        "(seconds; 0: after every scored block): a killed run resumed with --resume scores "
+        "again at most what came back since its last part")
