@@ -81,6 +81,8 @@ def open_tmp(tmp: str, settings: Mapping[str, Any], *, resume: bool, what: str,
         ``resume`` with settings other than the unfinished run's (each difference named),
         or a folder without a readable settings record.
     """
+    if storage.exists_nonempty(tmp) and not _holds_parts(tmp):
+        storage.remove(tmp)  # stopped before it finished a part: nothing to keep
     if not storage.exists_nonempty(tmp):
         if resume:
             log.warning("%s: nothing to resume at %s; starting from the beginning", what, tmp)
@@ -102,6 +104,11 @@ def open_tmp(tmp: str, settings: Mapping[str, Any], *, resume: bool, what: str,
             f"cannot resume {what} with other settings than it started with: "
             + "; ".join(changed) + f". Resume with the same settings, or {restart_hint}")
     return True
+
+
+def _holds_parts(tmp: str) -> bool:
+    """True when ``tmp`` holds a finished Parquet part anywhere below it."""
+    return bool(storage.list_files(tmp, suffix=".parquet"))
 
 
 def covered_uris(parts: Iterable[str], read_uris: Callable[[str], Iterable[str]]
