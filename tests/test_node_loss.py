@@ -355,16 +355,24 @@ def test_scoring_resumes_after_losing_the_head(archive, bundle, tmp_path, record
     def start_cluster(name: str) -> str:
         temp_dir = tempfile.mkdtemp(prefix="rhl-", dir="/tmp")
         temp_dirs.append(temp_dir)
-        port = _free_port()
-        nodes.append(Node(head_port=port, temp_dir=temp_dir, head=True, log=logs / f"{name}.log"))
-        _wait_nodes(f"127.0.0.1:{port}", 1, timeout=120)
+        for attempt in range(2):  # a head not up in 2 minutes is replaced once (as above)
+            port = _free_port()
+            nodes.append(Node(head_port=port, temp_dir=temp_dir, head=True,
+                              log=logs / f"{name}-{attempt}.log"))
+            try:
+                _wait_nodes(f"127.0.0.1:{port}", 1, timeout=120)
+                break
+            except RuntimeError:
+                nodes.pop().stop()
+                if attempt:
+                    raise
         nodes.append(Node(head_port=port, temp_dir=temp_dir, head=False,
                           log=logs / f"{name}-worker.log"))
         _wait_nodes(f"127.0.0.1:{port}", 2)
         return f"127.0.0.1:{port}"
 
     try:
-        address = start_cluster("head-1")
+        address = start_cluster("cluster-1")
         head, worker = nodes
         log = logs / "score-killed.log"
         started = time.monotonic()
@@ -393,7 +401,7 @@ def test_scoring_resumes_after_losing_the_head(archive, bundle, tmp_path, record
                           for p in sorted(part_dir.glob("*.parquet"))])
         assert done["uri"].is_unique and 0 < len(done) < len(listed)
 
-        address = start_cluster("head-2")
+        address = start_cluster("cluster-2")
         resume_started = pd.Timestamp.now(tz="UTC")
         t0 = time.monotonic()
         _finish(_start_job("score_archive.py", ["--address", address, *common, "--run-id", "h",
