@@ -378,6 +378,7 @@ class ScoreSettings(Config):
         "channels": [Options(CHANNEL_MODES)],
         "segment_threshold": [None, Interval(float, 0, 1)],
         "segment_k": [None, Interval(int, 1)],
+        "part_every_s": [Interval(float, 0)],
     }
 
     threshold: float | None = setting(None, "decision threshold overriding the bundle's",
@@ -403,3 +404,8 @@ class ScoreSettings(Config):
     segment_k: int | None = setting(
         None, "consecutive suspicious windows that flag a file (the segment rule)",
         default_help="the bundle's segment_rule, else 3")
+    #: Each part is one atomic write; a run resumed with --resume keeps every finished part.
+    part_every_s: float = setting(
+        30.0, "write the report rows gathered so far as a part at least this often "
+        "(seconds; 0: after every scored block): a killed run resumed with --resume scores "
+        "again at most what came back since its last part")

@@ -142,10 +142,11 @@ def part_uris(root: str, subdir: str = FEATURES_DIR) -> list[str]:
 
 
 def read_part(uri: str, columns: Sequence[str] | None = None) -> pa.Table:
-    """One part (only ``columns`` when given)."""
+    """One part (only ``columns`` when given); remote reads retry transient storage faults."""
     # pyarrow reads through the filesystem handle: only the asked columns' chunks travel.
     fs, path = storage.filesystem(uri)
-    return pq.read_table(path, filesystem=fs, columns=list(columns) if columns else None)
+    return storage.retrying(uri, "reading", lambda: pq.read_table(
+        path, filesystem=fs, columns=list(columns) if columns else None))
 
 
 def read_table(root: str, subdir: str = FEATURES_DIR, columns: Sequence[str] | None = None

@@ -434,14 +434,15 @@ def remove_quietly(uri: str, what: str, *, unpublished_because: str = "") -> Non
                     f"; {unpublished_because}" if unpublished_because else "")
 
 
-def temporary_sibling(final: str) -> str:
-    """A fresh folder name next to ``final`` to build it in before :func:`publish_dir`.
+def temporary_sibling(final: str, tag: str | None = None) -> str:
+    """A folder name next to ``final`` to build it in before :func:`publish_dir`.
 
     Same parent, so locally one rename publishes it; the ``_tmp_`` prefix keeps it out of
     dataset discovery (pyarrow, Spark and DuckDB skip ``_`` names). At an S3 bucket's root,
-    which has no parent, it goes inside ``final``.
+    which has no parent, it goes inside ``final``. ``tag`` ends the name (default: a fresh
+    random one); a fixed tag gives every attempt the same folder, so one can resume another.
     """
-    tag = uuid.uuid4().hex[:8]
+    tag = tag or uuid.uuid4().hex[:8]
     if not is_remote(final):
         path = filesystem(final)[1]
         return os.path.join(os.path.dirname(path), f"_tmp_{os.path.basename(path)}-{tag}")

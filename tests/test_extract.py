@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 
 from spoofray import dataset, storage, testing
 from spoofray.config import AudioConfig, FeatureConfig
-from spoofray.errors import OutputExistsError
+from spoofray.errors import ConfigError, OutputExistsError
 from spoofray.pipeline.extract import ExtractConfig, extract_features
 
 
@@ -190,3 +191,52 @@ def test_job_help_and_smoke_test():
     summary = json.loads(run.stdout[run.stdout.index("{"):])
     assert summary["files_ok"] > 0 and summary["files_error"] > 0
     assert summary["files_ok"] + summary["files_error"] == summary["files_listed"]
+
+
+def test_resume_keeps_finished_parts_and_extracts_only_the_rest(ray_session, tmp_path):
+    import shutil
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(12):
+        testing.write_wav(src / f"f{i:02d}.wav", testing.voiced(100 + 10 * i, 1.0 + i / 4,
+                                                                16_000), 16_000)
+    (src / "broken.wav").write_bytes(b"not audio")
+    base = ExtractConfig(input=str(src), output=str(tmp_path / "whole"), features=SMALL,
+                         files_per_task=2)
+    whole = extract_features(base)
+    # What a killed attempt at "ds" leaves: its temporary folder, some parts, no manifest.
+    tmp = storage.temporary_sibling(str(tmp_path / "ds"), tag="unfinished")
+    extract_features(dataclasses.replace(base, output=str(tmp_path / "first")))
+    shutil.move(str(tmp_path / "first"), tmp)
+    os.remove(os.path.join(tmp, dataset.MANIFEST_NAME))
+    parts = sorted(os.listdir(os.path.join(tmp, dataset.FEATURES_DIR)))
+    for name in parts[3:]:
+        os.remove(os.path.join(tmp, dataset.FEATURES_DIR, name))
+    kept = {p: pq.read_table(os.path.join(tmp, dataset.FEATURES_DIR, p)) for p in parts[:3]}
+    done = {u for t in kept.values() for u in t["uri"].to_pylist()} | {
+        u for p in os.listdir(os.path.join(tmp, dataset.ERRORS_DIR))
+        for u in pq.read_table(os.path.join(tmp, dataset.ERRORS_DIR, p))["uri"].to_pylist()}
+    cfg = dataclasses.replace(base, output=str(tmp_path / "ds"))
+
+    with pytest.raises(OutputExistsError, match="--resume"):
+        extract_features(cfg)
+    with pytest.raises(ConfigError, match="feature_config_hash: "):
+        extract_features(dataclasses.replace(cfg, resume=True, features=dataclasses.replace(
+            SMALL, n_mels=SMALL.n_mels + 1)))
+    with pytest.raises(ConfigError, match="pass one of them"):
+        dataclasses.replace(cfg, resume=True, overwrite=True)
+
+    manifest = extract_features(dataclasses.replace(cfg, resume=True))
+
+    assert manifest["counts"] == whole["counts"]
+    assert not os.path.exists(tmp)
+    for name, table in kept.items():  # the finished parts, published as they were
+        assert pq.read_table(tmp_path / "ds" / dataset.FEATURES_DIR / name).equals(table)
+    order = [("uri", "ascending"), ("window_index", "ascending")]
+    got = dataset.read_table(str(tmp_path / "ds")).sort_by(order)
+    assert got.equals(dataset.read_table(str(tmp_path / "whole")).sort_by(order))
+    assert len(dataset.read_errors(str(tmp_path / "ds"))) == 1
+    assert 0 < len(done) < 13
+    assert manifest["resumed"] == {"files_in_earlier_parts": len(done),
+                                   "files_extracted_now": 13 - len(done)}

@@ -52,8 +52,8 @@ def test_mixed_archive_every_file_exactly_once(ray_session, tmp_path):
     listed = sources.resolve_inputs(archive.root)
     run = os.path.join(out, "run_id=r1")
     assert sorted(os.listdir(out)) == ["run_id=r1"]  # nothing temporary left behind
-    assert sorted(os.listdir(run)) == ["_SUCCESS", "plots", "report", "segments",
-                                       "summary.json"]
+    assert sorted(os.listdir(run)) == ["_SUCCESS", "_resume.json", "plots", "report",
+                                       "segments", "summary.json"]
     for png in os.listdir(os.path.join(run, "plots")):
         with open(os.path.join(run, "plots", png), "rb") as fh:
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -271,3 +271,65 @@ def test_channels_each_keeps_a_calls_two_sides_apart_and_mix_mixes_them(tmp_path
     assert featurize_file({"uri": three}, cfg, channels="auto").window_channel is None
     assert featurize_file({"uri": three}, cfg, channels="each").window_channel.tolist() == (
         [0] * alone.n_windows + [1] * alone.n_windows + [2] * alone.n_windows)
+
+
+def _stopped_run(out: str, run: str, like: str, keep: int) -> list[str]:
+    """Turn the finished run ``like`` into what a run ``run`` killed after ``keep`` report
+    parts leaves behind: its temporary folder with those parts and the settings record."""
+    import shutil
+
+    tmp = os.path.join(out, f"_tmp_run_id={run}")
+    shutil.move(os.path.join(out, f"run_id={like}"), tmp)
+    for name in ("_SUCCESS", "summary.json", "plots"):
+        shutil.rmtree(os.path.join(tmp, name), ignore_errors=True)
+        if os.path.isfile(os.path.join(tmp, name)):
+            os.remove(os.path.join(tmp, name))
+    parts = sorted(os.listdir(os.path.join(tmp, "report")))
+    for name in parts[keep:]:
+        os.remove(os.path.join(tmp, "report", name))
+    return parts[:keep]
+
+
+def test_resume_scores_only_files_outside_finished_parts(ray_session, tmp_path):
+    archive = make_demo_archive(tmp_path / "archive", seed=4, n_bonafide=6, n_spoof=6,
+                                duration_range_s=(1.0, 2.0))
+    bundle_uri = make_audio_bundle(tmp_path)
+    out = str(tmp_path / "out")
+    common = dict(input=archive.root, output=out, bundle=bundle_uri, files_per_task=2,
+                  batch_size=2, part_every_s=0.0, plots=False)
+    clean = score_archive(ScoreConfig(**common, run_id="clean"))
+    score_archive(ScoreConfig(**common, run_id="first"))
+    kept = _stopped_run(out, "stopped", "first", keep=3)
+    done = pd.concat([pd.read_parquet(os.path.join(out, "_tmp_run_id=stopped", "report", p))
+                      for p in kept])
+    assert 0 < len(done) < clean["counts"]["files"]
+
+    # Without --resume the unfinished run is not silently thrown away.
+    with pytest.raises(OutputExistsError, match="--resume"):
+        score_archive(ScoreConfig(**common, run_id="stopped"))
+    # With other settings it is refused, naming what differs.
+    with pytest.raises(ConfigError, match=r"threshold: 0\.5 then, 0\.9 now"):
+        score_archive(ScoreConfig(**common, run_id="stopped", resume=True, threshold=0.9))
+    other = make_audio_bundle(tmp_path / "other")  # same model, assembled again: other files
+    with pytest.raises(ConfigError, match="bundle_checksum: "):
+        score_archive(ScoreConfig(**{**common, "bundle": other}, run_id="stopped",
+                                  resume=True))
+    with pytest.raises(ConfigError, match="needs the --run-id"):
+        ScoreConfig(**common, resume=True)
+
+    summary = score_archive(ScoreConfig(**common, run_id="stopped", resume=True))
+
+    assert summary["resumed"] == {"files_in_earlier_parts": len(done),
+                                  "files_scored_now": clean["counts"]["files"] - len(done)}
+    assert summary["counts"] == clean["counts"]
+    run = os.path.join(out, "run_id=stopped")
+    assert set(kept) <= set(os.listdir(os.path.join(run, "report")))  # kept as they were
+    # Each report part has its spans' part under the same name, and no other is left.
+    assert os.listdir(os.path.join(run, "segments")) and sorted(
+        os.listdir(os.path.join(run, "segments"))) == sorted(os.listdir(os.path.join(run, "report")))
+    report = reports.read_report(run).sort_values("uri").reset_index(drop=True)
+    ref = reports.read_report(clean["run_uri"]).sort_values("uri").reset_index(drop=True)
+    assert report["uri"].is_unique and report["uri"].tolist() == ref["uri"].tolist()
+    pd.testing.assert_series_equal(report["spoof_score"], ref["spoof_score"])
+    assert report["status"].tolist() == ref["status"].tolist()
+    assert sorted(os.listdir(out)) == ["run_id=clean", "run_id=stopped"]

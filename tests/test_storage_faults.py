@@ -510,6 +510,86 @@ def test_output_checks_and_orphan_clean_up_ride_out_short_outages(monkeypatch, c
         assert any(m.startswith(what + ":") for m in faults), what
 
 
+def test_resume_checks_ride_out_short_outages(monkeypatch, caplog, record):
+    """The driver's own S3 calls before a resumed run starts (is there an unfinished run?
+    its settings record, the listing of its parts, their ``uri`` read back) wait out a
+    store that is down for a couple of seconds, for scoring and for extraction."""
+    import s3fs
+
+    from spoofray import dataset, reports, storage
+    from spoofray.pipeline import resume
+    from spoofray.pipeline.extract import _earlier_summary
+    from spoofray.pipeline.score import _earlier_rows
+    from spoofray.sources import AudioItem
+
+    moto = RestartableMoto()
+    moto.start()
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # the retrying under test is spoofray's
+    monkeypatch.setenv("SPOOFRAY_STORAGE_RETRY_S", "30")
+    bucket = f"resume-{uuid.uuid4().hex[:8]}"
+    tmp, etmp = f"s3://{bucket}/out/_tmp_run_id=r", f"s3://{bucket}/_tmp_ds-unfinished"
+    items = [AudioItem(uri=f"s3://{bucket}/in/{i}.wav") for i in range(6)]
+    settings = {"bundle_checksum": "abc", "threshold": 0.5}
+    outages = []
+
+    def during_outage(call):
+        moto.stop()
+        restart = threading.Timer(2.0, moto.start)
+        restart.start()
+        began = time.monotonic()
+        try:
+            return call()
+        finally:
+            restart.join()
+            outages.append(round(time.monotonic() - began, 1))
+
+    try:
+        fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": moto.endpoint}, key="k",
+                               secret="s")
+        fs.mkdir(bucket)
+        with _reading_from(moto.endpoint), caplog.at_level(logging.WARNING, "spoofray.storage"):
+            resume.write_record(tmp, settings)
+            done = pd.DataFrame({c: [None] * 4 for c in reports.SUMMARY_COLUMNS})
+            done["uri"] = [it.uri for it in items[:4]]
+            storage.write_bytes_atomic(f"{tmp}/report/part-a.parquet", done.to_parquet())
+            resume.write_record(etmp, {"feature_config_hash": "f"})
+            storage.write_bytes_atomic(
+                f"{etmp}/{dataset.ERRORS_DIR}/part-k.parquet", dataset.errors_table(
+                    [{"uri": it.uri, "error_type": "AudioDecodeError", "error_message": "x"}
+                     for it in items[:3]]).to_pandas().to_parquet())
+            assert during_outage(lambda: resume.open_tmp(
+                tmp, settings, resume=True, what="r", restart_hint="-")) is True
+            rows = during_outage(lambda: _earlier_rows(tmp, items))
+            assert sorted(rows["uri"]) == [it.uri for it in items[:4]]
+            assert during_outage(lambda: resume.open_tmp(
+                etmp, {"feature_config_hash": "f"}, resume=True, what="e",
+                restart_hint="-")) is True
+            summary = during_outage(lambda: _earlier_summary(etmp, items))
+            assert sorted(summary["uri"]) == [it.uri for it in items[:3]]
+            assert (summary["errors_part"] == "k").all()
+            # The first call in each outage above met it; the parts' read-back on its own:
+            part = during_outage(lambda: dataset.read_part(
+                f"{etmp}/{dataset.ERRORS_DIR}/part-k.parquet", ["uri"]))
+            assert part.num_rows == 3
+    finally:
+        moto.close()
+    faults = [r.getMessage() for r in caplog.records if "transient storage fault" in r.getMessage()]
+    for what in (f"checking {tmp}", f"listing {tmp}/report", f"checking {etmp}",
+                 f"listing {etmp}/{dataset.FEATURES_DIR}",
+                 f"reading {etmp}/{dataset.ERRORS_DIR}/part-k"):
+        assert any(m.startswith(what) for m in faults), (what, faults)
+    record("storage_outage_resume_checks", {
+        "fault": f"S3 endpoint stopped for 2 s during each of the driver's resume checks "
+                 f"(unfinished run? settings record, part listing, uri read-back), scoring and "
+                 f"extraction, {len(outages)} outages",
+        "outcome": f"every call waited the outage out (calls took {outages} s) and found the "
+                   f"finished parts' files: {len(rows)} of {len(items)} (scoring), "
+                   f"{len(summary)} of {len(items)} (extraction); {len(faults)} retries logged",
+        "counts": {"inputs": 2 * len(items), "rows": len(rows) + len(summary),
+                   "ok": len(rows) + len(summary), "errors": 0, "duplicates": 0,
+                   "missing": 0}})
+
+
 def test_publish_on_s3_writes_success_last_and_partial_runs_never_read_as_finished(s3_bucket):
     """S3 has no rename: publishing copies object by object. Until _SUCCESS (written last)
     exists, the readers that decide what a finished run is must refuse the folder."""

@@ -13,6 +13,12 @@ removes parts no surviving summary row refers to (left by a retried task batched
 differently), writes ``_manifest.json`` and publishes the folder with
 :func:`storage.publish_dir` (manifest last): a dataset without a manifest is known
 incomplete, and a failed run publishes nothing.
+
+The temporary folder has a fixed name (``_tmp_<output name>-unfinished``): when a run is
+killed, or stopped by a failure other than a failed accounting check, its finished parts
+stay there, and the same extraction started again with ``resume`` (``--resume``) keeps the
+files they cover and extracts only the rest (:mod:`spoofray.pipeline.resume`); without
+``--resume`` it is refused (``--overwrite`` starts over).
 """
 
 from __future__ import annotations
@@ -32,9 +38,9 @@ import spoofray
 from spoofray import dataset, sources, storage
 from spoofray import preflight as preflight_checks
 from spoofray.config import Config, FeatureConfig, Interval, setting
-from spoofray.errors import ConfigError, OutputExistsError
+from spoofray.errors import ConfigError, OutputExistsError, StorageUnavailableError
 from spoofray.featurize import FileFeatures, featurize_file
-from spoofray.pipeline import plan, runtime
+from spoofray.pipeline import plan, resume, runtime
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +60,7 @@ class ExtractConfig(Config):
         "num_cpus_per_task": [Interval(float, 0, closed="neither")],
         "overwrite": [bool],
         "limit": [None, Interval(int, 1)],
+        "resume": [bool],
     }
 
     input: str = setting("", "folder, s3:// prefix, manifest .csv/.parquet, or ASVspoof "
@@ -76,13 +83,20 @@ class ExtractConfig(Config):
     concurrency: int | None = setting(None, "most parallel tasks",
                                       default_help="Ray Data decides from the free CPUs")
     num_cpus_per_task: float = setting(1.0, "CPUs reserved per task")
-    overwrite: bool = setting(False, "replace an existing output")
+    overwrite: bool = setting(False, "replace an existing output (and discard the parts of an "
+                              "unfinished attempt at it)")
     limit: int | None = setting(None, "only the first N listed files (smoke tests, quick "
                                 "looks)", default_help="all")
+    resume: bool = setting(False, "continue an unfinished extraction into the same output: keep "
+                           "the files its finished parts cover, extract only the rest (refused "
+                           "when the feature config or input differ)")
 
     def _check(self) -> None:
         if not self.input or not self.output:
             raise ConfigError("ExtractConfig needs both input and output")
+        if self.resume and self.overwrite:
+            raise ConfigError("--resume keeps an unfinished attempt's parts and --overwrite "
+                              "discards them: pass one of them")
 
 
 def extract_batch(batch: pd.DataFrame, *, features: dict[str, Any], output: str,
@@ -167,6 +181,11 @@ def _summary_row(r: FileFeatures, features_part: str | None, errors_part: str | 
     }
 
 
+#: The temporary folder's tag: every attempt at one output builds in the same folder, so a
+#: stopped one can be resumed (``--resume``).
+TMP_TAG = "unfinished"
+
+
 def _check_output_free(cfg: ExtractConfig) -> bool:
     """True when ``cfg.output`` holds data that ``--overwrite`` will replace."""
     if storage.exists_nonempty(cfg.output):
@@ -179,9 +198,68 @@ def _check_output_free(cfg: ExtractConfig) -> bool:
     return False
 
 
-def _prepare_output(cfg: ExtractConfig) -> None:
+def _prepare_output(cfg: ExtractConfig) -> str:
+    """Check the output, and return the temporary folder to build it in."""
     if _check_output_free(cfg):
         storage.remove(cfg.output)
+    tmp = storage.temporary_sibling(cfg.output, tag=TMP_TAG)
+    if cfg.overwrite:
+        storage.remove(tmp)
+    return tmp
+
+
+def resume_settings(cfg: ExtractConfig) -> dict[str, Any]:
+    """What an extraction's parts depend on: a ``--resume`` must find the same."""
+    return {"feature_config_hash": cfg.features.config_hash(), "input": cfg.input,
+            "audio_root": cfg.audio_root, "limit": cfg.limit}
+
+
+def _part_key(part_uri: str) -> str:
+    return part_uri.rstrip("/").rsplit("/", 1)[-1][len("part-"):-len(".parquet")]
+
+
+def _earlier_summary(tmp: str, items: Sequence[sources.AudioItem]) -> pd.DataFrame:
+    """Summary rows (:data:`SUMMARY_COLUMNS`) of the files an unfinished attempt's finished
+    parts hold. Only ``uri`` (and the error columns of error parts) is read back.
+
+    Parts sharing a file with another part are removed (their files are extracted again); a
+    part holding a file the input no longer lists is refused.
+    """
+    features = storage.list_dir(storage.join(tmp, dataset.FEATURES_DIR), suffix=".parquet")
+    errors = storage.list_dir(storage.join(tmp, dataset.ERRORS_DIR), suffix=".parquet")
+    tables: dict[str, pd.DataFrame] = {}
+
+    def read_uris(part: str) -> list[str]:
+        cols = ["uri", "duration_s"] if part in features else [
+            "uri", "error_type", "error_message"]
+        tables[part] = dataset.read_part(part, cols).to_pandas()
+        return tables[part]["uri"].tolist()
+
+    kept, overlapping = resume.covered_uris([*features, *errors], read_uris)
+    for part in overlapping:
+        log.warning("removing %s: it shares files with another part (they are extracted "
+                    "again)", part)
+        storage.remove(part)
+    rows = []
+    for part in kept:
+        frame = tables[part]
+        if part in features:
+            for uri, windows in frame.groupby("uri", sort=False):
+                rows.append({"uri": uri, "status": "ok", "n_windows": len(windows),
+                             "duration_s": float(windows["duration_s"].iloc[0]),
+                             "features_part": _part_key(part)})
+        else:
+            rows += [{"uri": r.uri, "status": "error", "n_windows": 0,
+                      "error_type": r.error_type, "error_message": r.error_message,
+                      "errors_part": _part_key(part)} for r in frame.itertuples()]
+    summary = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+    gone = sorted(set(summary["uri"]) - {it.uri for it in items})
+    if gone:
+        raise ConfigError(
+            f"cannot resume: the finished parts in {tmp} hold {len(gone)} file(s) the input "
+            f"no longer lists (e.g. {gone[:3]}): the input changed since the extraction "
+            "started; pass --overwrite to start over")
+    return summary
 
 
 def preflight(cfg: ExtractConfig) -> list[sources.AudioItem]:
@@ -238,8 +316,6 @@ def extract_features(cfg: ExtractConfig,
     manifest : dict
         What was written to ``<output>/_manifest.json``.
     """
-    import ray
-
     started = time.perf_counter()
     if items is None:
         items = sources.resolve_inputs(cfg.input, audio_root=cfg.audio_root)
@@ -247,17 +323,69 @@ def extract_features(cfg: ExtractConfig,
     if cfg.limit is not None:
         items = items[: cfg.limit]
     listed_s = time.perf_counter() - started
-    _prepare_output(cfg)
-    log.info("extracting features of %d files from %s into %s", len(items), cfg.input, cfg.output)
+    # Tasks write under a temporary sibling that is published whole, manifest last.
+    tmp = _prepare_output(cfg)
+    resumed = resume.open_tmp(tmp, resume_settings(cfg), resume=cfg.resume,
+                              what=f"the extraction into {cfg.output}",
+                              restart_hint=f"pass --overwrite to start over (or delete {tmp})")
+    earlier = _earlier_summary(tmp, items) if resumed else None
+    done = set() if earlier is None else set(earlier["uri"])
+    todo = [it for it in items if it.uri not in done]
+    log.info("extracting features of %d files from %s into %s%s", len(todo), cfg.input,
+             cfg.output, f" (resumed: {len(done)} of {len(items)} files are in finished parts)"
+             if resumed else "")
+
+    unpublished = (f"nothing was published: {cfg.output} has no {dataset.MANIFEST_NAME}; "
+                   f"the finished parts are kept in {tmp}: run again with --resume to "
+                   "extract only the rest")
+    try:
+        if todo:
+            try:
+                new = _extraction_dataset(cfg, todo, tmp).to_pandas()
+            except Exception as exc:  # an outage that outlasted the retries must read as one
+                runtime.raise_if_storage_outage(
+                    exc, stopped="extraction",
+                    left=f"{unpublished}, once storage is back")
+                raise
+        else:
+            new = pd.DataFrame(columns=list(SUMMARY_COLUMNS))
+    except BaseException:
+        log.error("extraction into %s stopped; %s", cfg.output, unpublished)
+        raise
+    summary = new if earlier is None else pd.concat([earlier, new], ignore_index=True)
+    try:
+        pipeline_s = time.perf_counter() - started - listed_s
+
+        _check_accounting(items, summary, left=f"nothing was published: {cfg.output} has no "
+                                               f"{dataset.MANIFEST_NAME}")
+        orphans = _remove_orphan_parts(tmp, summary)
+        manifest = _manifest(cfg, items, summary, listed_s, pipeline_s, orphans)
+        if resumed:
+            manifest["resumed"] = {"files_in_earlier_parts": len(done),
+                                   "files_extracted_now": len(new)}
+        dataset.write_manifest(tmp, manifest)
+        storage.publish_dir(tmp, cfg.output, dataset.MANIFEST_NAME)
+    except StorageUnavailableError:
+        log.error("extraction into %s could not finish; %s", cfg.output, unpublished)
+        raise
+    except BaseException:
+        storage.remove_quietly(tmp, "the unpublished dataset",
+                               unpublished_because="its name starts with _tmp_, so it is "
+                                                   "no dataset to readers")
+        raise
+    return manifest
+
+
+def _extraction_dataset(cfg: ExtractConfig, items: Sequence[sources.AudioItem], tmp: str
+                        ) -> Any:
+    import ray
 
     slots = cfg.concurrency or int(ray.cluster_resources().get("CPU", 1) // cfg.num_cpus_per_task)
     work = plan.plan(items, files_per_task=cfg.files_per_task, slots=slots)
-    # Tasks write under a temporary sibling that is published whole, manifest last.
-    tmp = storage.temporary_sibling(cfg.output)
     # One block per task: batch_size=None hands each block whole to one task (a batch_size
     # would merge blocks shorter than it, making tasks up to twice as long as asked).
     ds = ray.data.from_items(work.rows(), override_num_blocks=work.n_blocks)
-    ds = ds.map_batches(
+    return ds.map_batches(
         extract_batch,
         fn_kwargs={"features": cfg.features.to_dict(), "output": tmp,
                    "max_windows_per_part": cfg.max_windows_per_part},
@@ -266,29 +394,6 @@ def extract_features(cfg: ExtractConfig,
         num_cpus=cfg.num_cpus_per_task,
         compute=ray.data.TaskPoolStrategy(size=cfg.concurrency) if cfg.concurrency else None,
     )
-    unpublished = (f"nothing was published: {cfg.output} has no {dataset.MANIFEST_NAME} "
-                   f"(the unfinished parts under {tmp} are ignored)")
-    try:
-        try:
-            summary = ds.to_pandas()
-        except Exception as exc:  # an outage that outlasted the retries must read as one
-            runtime.raise_if_storage_outage(
-                exc, stopped="extraction",
-                left=f"{unpublished}; extract again once storage is back")
-            raise
-        pipeline_s = time.perf_counter() - started - listed_s
-
-        _check_accounting(items, summary, left=unpublished)
-        orphans = _remove_orphan_parts(tmp, summary)
-        manifest = _manifest(cfg, items, summary, listed_s, pipeline_s, orphans)
-        dataset.write_manifest(tmp, manifest)
-        storage.publish_dir(tmp, cfg.output, dataset.MANIFEST_NAME)
-    except BaseException:
-        storage.remove_quietly(tmp, "the unpublished dataset",
-                               unpublished_because="its name starts with _tmp_, so it is "
-                                                   "no dataset to readers")
-        raise
-    return manifest
 
 
 def _manifest(cfg: ExtractConfig, items: Sequence[sources.AudioItem], summary: pd.DataFrame,

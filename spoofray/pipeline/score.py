@@ -14,21 +14,32 @@ the first stage on and flow through untouched.
 Output (``<output>/run_id=<id>/``, written under ``<output>/_tmp_run_id=<id>/`` and then
 published; ``_SUCCESS`` last)::
 
-    report/part-00000.parquet ...   the report (columns: :func:`report_columns`): one row per
+    report/part-<key>.parquet ...   the report (columns: :func:`report_columns`): one row per
                                     file, plus one per channel of a file scored per channel
-    segments/part-00000.parquet ... suspicious spans (:data:`reports.SEGMENT_COLUMNS`)
+    segments/part-<key>.parquet ... suspicious spans (:data:`reports.SEGMENT_COLUMNS`) of the
+                                    report part with the same key
     summary.json                    counts, spoof rate, score quantiles, hours, throughput
     plots/*.png                     score histogram, spoof rate per folder, top suspicious
+    _resume.json                    the settings the parts depend on (bundle, threshold, ...)
     _SUCCESS
+
+Report parts are written while the run goes (at least every ``part_every_s`` seconds),
+each named by a hash of its files' URIs. A run that is killed leaves its finished parts in
+the temporary folder; the same run started again with ``resume`` (``--resume``) lists the
+input again, keeps the files those parts cover and scores only the rest
+(:mod:`spoofray.pipeline.resume`). A failure the driver sees keeps finished parts the same
+way, except a failed accounting check (the parts are then suspect and removed).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import hashlib
 import json
 import logging
 import os
+import posixpath
 import tempfile
 import time
 import uuid
@@ -36,18 +47,19 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from spoofray import preflight as preflight_checks
-from spoofray import console, progress, reports, scoring, sources, storage
+from spoofray import console, dataset, progress, reports, scoring, sources, storage
 from spoofray.config import Check, FeatureConfig, Interval, ScoreSettings, setting
 from spoofray.errors import (ConfigError, OutputExistsError, SpoofrayError,
                              StorageUnavailableError)
 from spoofray.featurize import FileFeatures, featurize_file
 from spoofray.models.bundle import BundleSpec, load_payload
 from spoofray.models.registry import LATEST, bundle_note, resolve_bundle
-from spoofray.pipeline import plan, runtime
+from spoofray.pipeline import plan, resume, runtime
 from spoofray.reports import PLOTS_DIR, REPORT_DIR, SEGMENTS_DIR, SUCCESS_MARKER, SUMMARY_NAME
 
 log = logging.getLogger(__name__)
@@ -68,6 +80,7 @@ class ScoreConfig(ScoreSettings):
         "run_id": [None, Check(lambda v: _safe_run_id(v),
                                "a name of letters, digits, '-', '_', '.'")],
         "limit": [None, Interval(int, 1)],
+        "resume": [bool],
     }
 
     input: str = setting("", "folder, s3:// prefix, manifest or ASVspoof protocol", path=True)
@@ -83,10 +96,15 @@ class ScoreConfig(ScoreSettings):
                                  default_help="UTC time + random suffix")
     limit: int | None = setting(None, "only the first N listed files (smoke tests, quick "
                                 "looks)", default_help="all")
+    resume: bool = setting(False, "continue the unfinished run --run-id: keep the files its "
+                           "finished report parts cover, score only the rest (refused when "
+                           "the bundle, threshold or feature config differ)")
 
     def _check(self) -> None:
         if not self.input or not self.output:
             raise ConfigError("ScoreConfig needs both input and output")
+        if self.resume and not self.run_id:
+            raise ConfigError("--resume needs the --run-id of the run to continue")
 
 
 def _safe_run_id(run_id: str) -> bool:
@@ -399,10 +417,18 @@ def split_segments(scored: pa.Table) -> tuple[pa.Table, pa.Table]:
     return report, pa.Table.from_pylist(rows, schema=reports.SEGMENTS_SCHEMA)
 
 
-def _write_parts(tmp: str, n: int, tables: list[pa.Table], segs: list[pa.Table]) -> None:
-    _write_table(storage.join(tmp, REPORT_DIR, f"part-{n:05d}.parquet"), pa.concat_tables(tables))
-    _write_table(storage.join(tmp, SEGMENTS_DIR, f"part-{n:05d}.parquet"),
-                 pa.concat_tables(segs))
+def _write_parts(tmp: str, part: pa.Table, spans: pa.Table) -> None:
+    """A report part and its spans under one key; the report part last, as it is what marks
+    the part finished for ``--resume``."""
+    name = report_part_name(part)
+    _write_table(storage.join(tmp, SEGMENTS_DIR, name), spans)
+    _write_table(storage.join(tmp, REPORT_DIR, name), part)
+
+
+def _counted(blocks: Iterator[pa.Table], shown: progress.Progress) -> Iterator[pa.Table]:
+    for block in blocks:
+        _count(shown, block)
+        yield block
 
 
 def publish_run(tmp: str, final: str) -> None:
@@ -420,16 +446,14 @@ def _discard(uri: str, what: str) -> None:
                                                           "readers ignore it")
 
 
-def _report_blocks(ds: Any, final: str) -> Iterator[pa.Table]:
+def _report_blocks(ds: Any, *, left: str) -> Iterator[pa.Table]:
     """The scored blocks as they finish; a storage outage that stopped a task is re-raised
-    as :class:`~spoofray.errors.StorageUnavailableError` saying nothing was published."""
+    as :class:`~spoofray.errors.StorageUnavailableError` saying what was ``left``."""
     try:
         yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")
     except Exception as exc:
-        runtime.raise_if_storage_outage(
-            exc, stopped="scoring",
-            left=f"Nothing was published ({final} has no {SUCCESS_MARKER}); score again "
-                 "once storage is back")
+        runtime.raise_if_storage_outage(exc, stopped="scoring",
+                                        left=f"{left}, once storage is back")
         raise
 
 
@@ -495,10 +519,9 @@ def score_archive(cfg: ScoreConfig,
     Raises
     ------
     SpoofrayError
-        Accounting mismatch (nothing is published then), bad config, bundle refused.
+        Accounting mismatch (nothing is published then), bad config, bundle refused, a
+        resume with other settings than the unfinished run's.
     """
-    import ray
-
     started = time.perf_counter()
     started_at = _dt.datetime.now(_dt.timezone.utc)
     bundle_uri, bundle_source = resolve_bundle(cfg.bundle)
@@ -507,6 +530,7 @@ def score_archive(cfg: ScoreConfig,
     bundle = BundleSpec.verify(bundle_uri)
     if bundle_source != "given":
         log.warning("%s", bundle_note(bundle.name, bundle.version, bundle_uri, bundle_source))
+    checksum = bundle_checksum(bundle)  # the bundle as shipped, before a threshold override
     if cfg.threshold is not None:
         bundle = bundle.with_threshold(cfg.threshold)
     threshold = bundle.threshold  # the run's one threshold, handed to every actor
@@ -522,11 +546,142 @@ def score_archive(cfg: ScoreConfig,
     final = storage.join(cfg.output, f"run_id={run_id}")
     tmp = storage.join(cfg.output, f"_tmp_run_id={run_id}")
     check_run_free(final)
-    storage.remove(tmp)  # leftovers of a crashed run with the same id
-    log.info("scoring %s from %s with bundle %s %s into %s", console.count(len(items), "file"),
-             cfg.input, bundle.name, bundle.version, final)
+    resumed = resume.open_tmp(
+        tmp, resume_settings(cfg, bundle, checksum, threshold), resume=cfg.resume,
+        what=f"scoring run {run_id!r}", restart_hint=f"choose another --run-id (or delete {tmp})")
+    earlier = _earlier_rows(tmp, items) if resumed else None
+    done = set() if earlier is None else set(earlier["uri"])
+    todo = [it for it in items if it.uri not in done]
+    log.info("scoring %s from %s with bundle %s %s into %s%s", console.count(len(todo), "file"),
+             cfg.input,
+             bundle.name, bundle.version, final,
+             f" (resumed: {len(earlier)} of {len(items)} files are in finished parts)"
+             if earlier is not None else "")
 
     kinds = list(bundle.needed_kinds)
+    schema = report_columns(bundle.member_names)
+    kept: list[pa.Table] = []  # the new rows' summary columns, for accounting + summary
+    left = (f"Nothing was published ({final} has no {SUCCESS_MARKER}); the finished report "
+            f"parts are kept in {tmp}: rerun with --run-id {run_id} --resume to score only "
+            "the rest")
+    try:
+        if todo:
+            sizes = [it.size_bytes for it in todo]
+            shown = progress.Progress(len(todo), total_bytes=sum(sizes) if None not in sizes
+                                      else None, verb="scored")
+            blocks = _report_blocks(_scoring_dataset(cfg, bundle, bundle_uri, threshold, run_id,
+                                                     kinds, todo, rule), left=left)
+            for scored in _gathered(_counted(blocks, shown), every_s=cfg.part_every_s):
+                part, spans = split_segments(scored)
+                _write_parts(tmp, part, spans)
+                kept.append(part.select(list(reports.SUMMARY_COLUMNS)))
+            shown.close()
+        if not kept and earlier is None:  # an empty archive still has a (empty) report
+            _write_parts(tmp, schema.empty_table(), reports.SEGMENTS_SCHEMA.empty_table())
+        new = (pa.concat_tables(kept) if kept else
+               schema.empty_table().select(list(reports.SUMMARY_COLUMNS))).to_pandas()
+        report = new if earlier is None else pd.concat([earlier, new], ignore_index=True)
+    except BaseException:
+        if kept or resumed:  # finished parts: keep them for --resume
+            log.error("scoring run %s stopped; %s", run_id, left)
+        else:
+            _discard(tmp, "the unpublished run folder")
+        raise
+    try:
+        plan.check_accounting([it.uri for it in items], reports.file_rows(report)["uri"],
+                              what="report accounting", left="Nothing was published")
+        wall_s = time.perf_counter() - started
+        summary = reports.summarize_report(
+            report, wall_s=wall_s, input_uri=cfg.input, run_id=run_id,
+            started_at=started_at.isoformat(timespec="seconds"),
+            bundle={"uri": bundle_uri, "name": bundle.name, "version": bundle.version,
+                    "source": bundle_source, "threshold": threshold,
+                    "threshold_method": bundle.threshold_method,
+                    "segment_rule": rule.to_dict()})
+        summary.update(run_uri=final, score_config=cfg.to_dict(),
+                       finished_at=_dt.datetime.now(_dt.timezone.utc).isoformat(
+                           timespec="seconds"),
+                       resumed={"files_in_earlier_parts": 0 if earlier is None else len(earlier),
+                                "files_scored_now": len(new)} if resumed else None)
+        storage.write_bytes_atomic(storage.join(tmp, SUMMARY_NAME),
+                                   json.dumps(summary, indent=2).encode())
+        if cfg.plots:
+            for name, png in reports.report_plots(report, threshold=threshold,
+                                                  input_uri=cfg.input).items():
+                storage.write_bytes_atomic(storage.join(tmp, PLOTS_DIR, name), png)
+        publish_run(tmp, final)
+    except StorageUnavailableError:
+        log.error("scoring run %s could not finish; %s", run_id, left)
+        raise
+    except BaseException:
+        _discard(tmp, "the unpublished run folder")
+        raise
+    return summary
+
+
+def resume_settings(cfg: ScoreConfig, bundle: BundleSpec, checksum: str, threshold: float
+                    ) -> dict[str, Any]:
+    """What a scoring run's report parts depend on: a ``--resume`` must find the same."""
+    return {"bundle_name": bundle.name, "bundle_version": bundle.version,
+            "bundle_checksum": checksum, "threshold": float(threshold),
+            "feature_config_hash": bundle.feature_config.config_hash(),
+            "input": cfg.input, "audio_root": cfg.audio_root, "limit": cfg.limit,
+            "channels": cfg.channels, "segment_threshold": cfg.segment_threshold,
+            "segment_k": cfg.segment_k}
+
+
+def bundle_checksum(bundle: BundleSpec) -> str:
+    """sha256 of the bundle's ``bundle.json`` as loaded (it holds every file's sha256)."""
+    return hashlib.sha256(json.dumps(dict(bundle.manifest), sort_keys=True,
+                                     default=str).encode()).hexdigest()
+
+
+def report_part_name(part: pa.Table) -> str:
+    """``part-<key>.parquet``, the key a hash of the part's sorted input URIs."""
+    return f"part-{dataset.part_key(part.column('uri').to_pylist())}.parquet"
+
+
+def _earlier_rows(tmp: str, items: Sequence[sources.AudioItem]) -> pd.DataFrame:
+    """The summary columns of the rows in an unfinished run's finished parts.
+
+    Parts that share a file with another part are removed (their files are scored again);
+    a part holding a file that is no longer listed means the input changed: refused.
+    """
+    folder = storage.join(tmp, REPORT_DIR)
+    cols = list(reports.SUMMARY_COLUMNS)
+    frames: dict[str, pd.DataFrame] = {}
+
+    def read_uris(part: str) -> list[str]:
+        frames[part] = reports.read_report(part, columns=cols)
+        return frames[part]["uri"].tolist()
+
+    kept, overlapping = resume.covered_uris(storage.list_dir(folder, suffix=".parquet"),
+                                            read_uris)
+    for part in overlapping:
+        log.warning("removing %s: it shares files with another part (they are scored again)",
+                    part)
+        storage.remove(part)
+    # Spans whose report part is not finished (or was just removed) are scored again too.
+    finished = {posixpath.basename(p) for p in kept}
+    for spans in storage.list_dir(storage.join(tmp, SEGMENTS_DIR), suffix=".parquet"):
+        if posixpath.basename(spans) not in finished:
+            storage.remove(spans)
+    rows = (pd.concat([frames[p] for p in kept], ignore_index=True) if kept
+            else pd.DataFrame({c: pd.Series(dtype=object) for c in cols}))
+    gone = sorted(set(rows["uri"]) - {it.uri for it in items})
+    if gone:
+        raise ConfigError(
+            f"cannot resume: the finished parts in {folder} hold {len(gone)} file(s) the input "
+            f"no longer lists (e.g. {gone[:3]}): the input changed since the run started; "
+            "choose another --run-id to score it afresh")
+    return rows
+
+
+def _scoring_dataset(cfg: ScoreConfig, bundle: BundleSpec, bundle_uri: str, threshold: float,
+                     run_id: str, kinds: list[str], items: Sequence[sources.AudioItem],
+                     rule: scoring.SegmentRule) -> Any:
+    import ray
+
     # Listed order, and no spreading over workers: the featurize stage takes batches of
     # files_per_task (long recordings make tasks long), which merges shorter blocks anyway.
     work = plan.plan(items, files_per_task=cfg.files_per_task, largest_first_order=False)
@@ -540,7 +695,7 @@ def score_archive(cfg: ScoreConfig,
         memory=cfg.featurize_memory_mb * 1024 * 1024,
         compute=ray.data.TaskPoolStrategy(size=cfg.featurize_concurrency)
         if cfg.featurize_concurrency else None)
-    ds = ds.map_batches(
+    return ds.map_batches(
         BundleScorer,
         fn_constructor_kwargs={"payload": [ray.put(bundle.payload())], "bundle_uri": bundle_uri,
                                "threshold": threshold, "run_id": run_id,
@@ -549,49 +704,18 @@ def score_archive(cfg: ScoreConfig,
         num_cpus=cfg.num_cpus_per_actor, num_gpus=cfg.num_gpus or None,
         compute=ray.data.ActorPoolStrategy(size=cfg.concurrency))
 
-    try:
-        tables, segs, buffered, n_parts, kept = [], [], 0, 0, []
-        sizes = [it.size_bytes for it in items]
-        shown = progress.Progress(len(items), total_bytes=sum(sizes) if None not in sizes
-                                  else None, verb="scored")
-        for scored in _report_blocks(ds, final):
-            block, spans = split_segments(scored)
-            _count(shown, block)
+
+def _gathered(blocks: Iterator[pa.Table], *, every_s: float) -> Iterator[pa.Table]:
+    """Scored blocks joined into parts: one whenever ``every_s`` seconds have passed since
+    the last (or :data:`ROWS_PER_PART` rows have gathered), and one with the rest."""
+    tables: list[pa.Table] = []
+    buffered, since = 0, time.monotonic()
+    for block in blocks:
+        if block.num_rows:
             tables.append(block)
-            segs.append(spans)
             buffered += block.num_rows
-            kept.append(block.select(list(reports.SUMMARY_COLUMNS)))  # for accounting + summary
-            if buffered >= ROWS_PER_PART:
-                _write_parts(tmp, n_parts, tables, segs)
-                tables, segs, buffered, n_parts = [], [], 0, n_parts + 1
-        shown.close()
-        schema = report_columns(bundle.member_names)
-        if tables or n_parts == 0:
-            _write_parts(tmp, n_parts, tables or [schema.empty_table()],
-                         segs or [reports.SEGMENTS_SCHEMA.empty_table()])
-        report = (pa.concat_tables(kept) if kept else
-                  schema.empty_table().select(list(reports.SUMMARY_COLUMNS))).to_pandas()
-        plan.check_accounting([it.uri for it in items], reports.file_rows(report)["uri"],
-                              what="report accounting", left="Nothing was published")
-        wall_s = time.perf_counter() - started
-        summary = reports.summarize_report(
-            report, wall_s=wall_s, input_uri=cfg.input, run_id=run_id,
-            started_at=started_at.isoformat(timespec="seconds"),
-            bundle={"uri": bundle_uri, "name": bundle.name, "version": bundle.version,
-                    "source": bundle_source, "threshold": threshold,
-                    "threshold_method": bundle.threshold_method,
-                    "segment_rule": rule.to_dict()})
-        summary.update(run_uri=final, score_config=cfg.to_dict(),
-                       finished_at=_dt.datetime.now(_dt.timezone.utc).isoformat(
-                           timespec="seconds"))
-        storage.write_bytes_atomic(storage.join(tmp, SUMMARY_NAME),
-                                   json.dumps(summary, indent=2).encode())
-        if cfg.plots:
-            for name, png in reports.report_plots(report, threshold=threshold,
-                                                  input_uri=cfg.input).items():
-                storage.write_bytes_atomic(storage.join(tmp, PLOTS_DIR, name), png)
-        publish_run(tmp, final)
-    except BaseException:
-        _discard(tmp, "the unpublished run folder")
-        raise
-    return summary
+        if tables and (buffered >= ROWS_PER_PART or time.monotonic() - since >= every_s):
+            yield pa.concat_tables(tables)
+            tables, buffered, since = [], 0, time.monotonic()
+    if tables:
+        yield pa.concat_tables(tables)

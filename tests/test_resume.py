@@ -1,0 +1,199 @@
+"""A scoring run killed outright (driver and the local Ray it started, SIGKILL) is resumed
+with ``--resume``: the published report holds every input exactly once, with the scores of
+an undisturbed run, and the resumed run scores only what the killed one had not finished.
+
+The job is the real ``jobs/score_archive.py`` in a subprocess of its own process group
+(its local Ray's processes are in that group too); it is killed once its temporary folder
+holds a few finished report parts. Every process it started is found before the kill and
+checked gone after it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from spoofray import testing
+
+REPO = Path(__file__).resolve().parents[1]
+N_FILES = 2000
+#: Files per featurize task and per scoring batch: one task's worth of files.
+PER_TASK = 50
+#: Kill once this many report parts are finished.
+PARTS_BEFORE_KILL = 4
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    """``N_FILES`` distinct 0.3-0.6 s clips at 8 kHz, plus one broken file."""
+    root = tmp_path_factory.mktemp("resume-archive")
+    rng = np.random.default_rng(7)
+    for i in range(N_FILES):
+        folder = root / ("real" if i % 2 else "fake") / f"g{i // 250:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        dur = float(rng.uniform(0.3, 0.6))
+        x = testing.voiced(float(rng.uniform(80, 300)), dur, 8000, n_harmonics=6)
+        x += testing.white_noise(dur, 8000, amp=0.02, seed=i)[: len(x)]
+        testing.write_wav(folder / f"c{i:04d}.wav", x, 8000)
+    (root / "fake" / "broken.wav").write_bytes(b"RIFF, not audio")
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    from spoofray.testing.bundles import make_audit_bundle
+
+    return make_audit_bundle(tmp_path_factory.mktemp("resume-bundle"), "1")
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)  # the job starts its own local Ray
+    return env
+
+
+def _job(args: list[str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(REPO / "jobs" / "score_archive.py"), *args],
+                            cwd=REPO, env=_env(), stdout=open(log, "w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _finish(proc: subprocess.Popen, log: Path, timeout: float = 400) -> None:
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == 0, log.read_text()[-4000:]
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, stack = [], [root]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            out.append(child)
+            stack.append(child)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _parts(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+
+
+@pytest.mark.slow
+def test_killed_scoring_run_resumes_with_every_file_once(archive, bundle, tmp_path, record):
+    from spoofray import reports, sources
+
+    listed = {it.uri for it in sources.list_audio(archive)}
+    out = tmp_path / "reports"
+    common = ["--input", archive, "--output", str(out), "--bundle", bundle, "--num-cpus", "2",
+              "--files-per-task", str(PER_TASK), "--batch-size", str(PER_TASK),
+              "--featurize-memory-mb", "64", "--part-every-s", "0", "--no-plots"]
+
+    started = time.monotonic()
+    _finish(_job([*common, "--run-id", "clean"], tmp_path / "clean.log"), tmp_path / "clean.log")
+    clean_wall_s = round(time.monotonic() - started, 1)
+
+    # The run to kill: wait for a few finished parts, then SIGKILL the whole process group.
+    killed_log = tmp_path / "killed.log"
+    started = time.monotonic()
+    proc = _job([*common, "--run-id", "r"], killed_log)
+    part_dir = out / "_tmp_run_id=r" / "report"
+    while len(_parts(part_dir)) < PARTS_BEFORE_KILL:
+        assert proc.poll() is None, f"run ended before it was killed:\n" \
+                                    f"{killed_log.read_text()[-3000:]}"
+        assert time.monotonic() - started < 300, "no report parts after 300 s"
+        time.sleep(0.05)
+    family = _descendants(proc.pid)
+    os.killpg(proc.pid, signal.SIGKILL)
+    killed_after_s = round(time.monotonic() - started, 1)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in family) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    survivors = [p for p in family if _alive(p)]
+    for pid in survivors:  # started by this test: never leave them running
+        os.kill(pid, signal.SIGKILL)
+    assert not survivors, f"processes outside the job's process group survived: {survivors}"
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "run_id=r").exists()
+    n_parts = len(_parts(part_dir))
+    done = pd.concat([pd.read_parquet(p, columns=["uri"]) for p in _parts(part_dir)])
+    assert done["uri"].is_unique and 0 < len(done) < len(listed)
+    remainder = len(listed) - len(done)
+
+    # A plain rerun with the same id refuses to throw the finished parts away.
+    rerun = subprocess.run([sys.executable, str(REPO / "jobs" / "score_archive.py"), *common,
+                            "--run-id", "r"], cwd=REPO, env=_env(), capture_output=True,
+                           text=True, timeout=300)
+    assert rerun.returncode == 2 and "--resume" in rerun.stderr, rerun.stderr[-2000:]
+
+    resumed_log = tmp_path / "resumed.log"
+    resume_started = pd.Timestamp.now(tz="UTC")
+    started = time.monotonic()
+    _finish(_job([*common, "--run-id", "r", "--resume"], resumed_log), resumed_log)
+    resumed_wall_s = round(time.monotonic() - started, 1)
+
+    run = out / "run_id=r"
+    assert (run / "_SUCCESS").exists()
+    summary = json.loads((run / "summary.json").read_text())
+    report = reports.read_report(str(run)).sort_values("uri").reset_index(drop=True)
+    clean = reports.read_report(str(out / "run_id=clean")).sort_values("uri").reset_index(
+        drop=True)
+    rows = report["uri"].tolist()
+    counts = {"inputs": len(listed), "rows": len(rows), "duplicates": len(rows) - len(set(rows)),
+              "missing": len(listed - set(rows)), "unexpected": len(set(rows) - listed)}
+    assert counts["duplicates"] == counts["missing"] == counts["unexpected"] == 0, counts
+    assert rows == clean["uri"].tolist()
+    assert report["status"].tolist() == clean["status"].tolist()
+    np.testing.assert_array_equal(report["spoof_score"].to_numpy(),
+                                  clean["spoof_score"].to_numpy())
+    assert report["predicted_label"].tolist() == clean["predicted_label"].tolist()
+    # Scored again: exactly the files outside the killed run's finished parts (and so at
+    # most the unfinished remainder plus one task's worth), by the summary and by the
+    # rows' own scoring times.
+    scored_now = int((report["scored_at"] >= resume_started).sum())
+    assert summary["resumed"] == {"files_in_earlier_parts": len(done),
+                                  "files_scored_now": remainder}
+    assert scored_now == remainder <= len(listed) - len(done) + PER_TASK
+    assert set(report.loc[report["scored_at"] < resume_started, "uri"]) == set(done["uri"])
+    assert sorted(os.listdir(out)) == ["run_id=clean", "run_id=r"]
+    ok = int((report["status"] == "ok").sum())
+    assert ok == N_FILES
+    record("driver_killed_scoring_resumed", {
+        "fault": f"score_archive's driver and the local Ray it started SIGKILLed (process "
+                 f"group) {killed_after_s} s into scoring {len(listed)} files, with "
+                 f"{len(done)} files in {n_parts} finished report parts; "
+                 "then the same --run-id with --resume",
+        "outcome": f"a plain rerun was refused (pass --resume); the resumed run scored "
+                   f"{scored_now} files (exactly the {remainder} outside finished parts) and "
+                   f"published in {resumed_wall_s} s (undisturbed: {clean_wall_s} s) with "
+                   "_SUCCESS; statuses, labels and spoof scores identical to the "
+                   "undisturbed run",
+        "counts": {**counts, "ok": ok, "errors": len(report) - ok}})
