@@ -555,7 +555,7 @@ def score_archive(cfg: ScoreConfig,
     log.info("scoring %s from %s with bundle %s %s into %s%s", console.count(len(todo), "file"),
              cfg.input,
              bundle.name, bundle.version, final,
-             f" (resumed: {len(earlier)} of {len(items)} files are in finished parts)"
+             f" (resumed: {len(done)} of {len(items)} files are in finished parts)"
              if earlier is not None else "")
 
     kinds = list(bundle.needed_kinds)
@@ -601,8 +601,9 @@ def score_archive(cfg: ScoreConfig,
         summary.update(run_uri=final, score_config=cfg.to_dict(),
                        finished_at=_dt.datetime.now(_dt.timezone.utc).isoformat(
                            timespec="seconds"),
-                       resumed={"files_in_earlier_parts": 0 if earlier is None else len(earlier),
-                                "files_scored_now": len(new)} if resumed else None)
+                       resumed={"files_in_earlier_parts": len(done),
+                                "files_scored_now": len(reports.file_rows(new))}
+                       if resumed else None)
         storage.write_bytes_atomic(storage.join(tmp, SUMMARY_NAME),
                                    json.dumps(summary, indent=2).encode())
         if cfg.plots:
