@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spoofray import testing
 
 REPO = Path(__file__).resolve().parents[1]
 N_FILES = 2000
@@ -212,17 +211,10 @@ def cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
     """``N_FILES`` distinct 0.5-1 s clips at 8 kHz (about 20 MB, a few seconds to write)."""
-    root = tmp_path_factory.mktemp("archive")
-    rng = np.random.default_rng(0)
-    for i in range(N_FILES):
-        folder = root / ("real" if i % 2 else "fake") / f"g{i // 200:02d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        dur = float(rng.uniform(0.5, 1.0))
-        x = testing.voiced(float(rng.uniform(80, 300)), dur, 8000, n_harmonics=8)
-        x += testing.white_noise(dur, 8000, amp=0.02, seed=i)[: len(x)]
-        testing.write_wav(folder / f"c{i:04d}.wav", x, 8000)
-    (root / "fake" / "broken.wav").write_bytes(b"RIFF, not audio")
-    return str(root)
+    from spoofray.testing.archives import write_many_clips
+
+    return write_many_clips(tmp_path_factory.mktemp("archive"), N_FILES, seed=0,
+                            duration_range_s=(0.5, 1.0), files_per_folder=200, n_harmonics=8)
 
 
 @pytest.fixture(scope="module")

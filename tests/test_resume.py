@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spoofray import testing
 
 REPO = Path(__file__).resolve().parents[1]
 N_FILES = 2000
@@ -35,17 +34,10 @@ PARTS_BEFORE_KILL = 4
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
     """``N_FILES`` distinct 0.3-0.6 s clips at 8 kHz, plus one broken file."""
-    root = tmp_path_factory.mktemp("resume-archive")
-    rng = np.random.default_rng(7)
-    for i in range(N_FILES):
-        folder = root / ("real" if i % 2 else "fake") / f"g{i // 250:02d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        dur = float(rng.uniform(0.3, 0.6))
-        x = testing.voiced(float(rng.uniform(80, 300)), dur, 8000, n_harmonics=6)
-        x += testing.white_noise(dur, 8000, amp=0.02, seed=i)[: len(x)]
-        testing.write_wav(folder / f"c{i:04d}.wav", x, 8000)
-    (root / "fake" / "broken.wav").write_bytes(b"RIFF, not audio")
-    return str(root)
+    from spoofray.testing.archives import write_many_clips
+
+    return write_many_clips(tmp_path_factory.mktemp("resume-archive"), N_FILES, seed=7,
+                            duration_range_s=(0.3, 0.6), files_per_folder=250, n_harmonics=6)
 
 
 @pytest.fixture(scope="module")

@@ -60,3 +60,23 @@ def make_archive(root: str) -> dict[str, str]:
     out = {rel: put(root, rel, wav_bytes(*spec)) for rel, spec in ARCHIVE.items()}
     out[BROKEN] = put(root, BROKEN, b"this is not audio\n" * 20)
     return out
+
+
+def write_many_clips(root, n_files: int, *, seed: int, duration_range_s: tuple[float, float],
+                     files_per_folder: int, n_harmonics: int) -> str:
+    """``n_files`` distinct short voiced clips at 8 kHz under ``real/gNN/`` and ``fake/gNN/``
+    (alternating), plus one broken ``fake/broken.wav``: an archive big enough for faults
+    to strike mid-run. Returns ``root`` as a string."""
+    from pathlib import Path
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for i in range(n_files):
+        folder = root / ("real" if i % 2 else "fake") / f"g{i // files_per_folder:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        dur = float(rng.uniform(*duration_range_s))
+        x = signals.voiced(float(rng.uniform(80, 300)), dur, 8000, n_harmonics=n_harmonics)
+        x += signals.white_noise(dur, 8000, amp=0.02, seed=i)[: len(x)]
+        signals.write_wav(folder / f"c{i:04d}.wav", x, 8000)
+    (root / "fake" / "broken.wav").write_bytes(b"RIFF, not audio")
+    return str(root)
