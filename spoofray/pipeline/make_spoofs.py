@@ -50,7 +50,7 @@ class MakeSpoofsConfig(Config):
         "num_cpus_per_task": [Interval(float, 0, closed="neither")],
         "resume": [bool],
         "limit": [None, Interval(int, 1)],
-        "progress_every_s": [Interval(float, 0, closed="neither")],
+        "progress_every_s": [Interval(float, 0)],
     }
 
     input: str = setting("", "bona fide audio: folder, s3:// prefix, manifest .csv/.parquet "
@@ -69,7 +69,8 @@ class MakeSpoofsConfig(Config):
     resume: bool = setting(False, "finish an interrupted run in --output (same settings): "
                            "sources already done are skipped")
     limit: int | None = setting(None, "only the first N listed files", default_help="all")
-    progress_every_s: float = setting(10.0, "seconds between progress lines on the driver")
+    progress_every_s: float = setting(10.0, "seconds between progress lines on the driver "
+                                      "(0: after every finished task)")
 
     def _check(self) -> None:
         if not self.input or not self.output:
