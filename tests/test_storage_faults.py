@@ -617,7 +617,8 @@ def test_publish_on_s3_writes_success_last_and_partial_runs_never_read_as_finish
         f"{bucket}/out/run_id=r/_SUCCESS", f"{bucket}/out/run_id=r/report/part-00000.parquet",
         f"{bucket}/out/run_id=r/summary.json"]
     assert ledger.is_committed(final)
-    pd.testing.assert_frame_equal(reports.read_report(final), table)
+    # (read_report adds the columns later reports have, as nulls, to an old-style part)
+    pd.testing.assert_frame_equal(reports.read_report(final)[list(table.columns)], table)
 
 
 def test_no_credentials_or_presigned_urls_in_logs_reports_or_summaries(outage_runs,
