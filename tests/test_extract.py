@@ -191,6 +191,10 @@ def test_job_help_and_smoke_test():
     summary = json.loads(run.stdout[run.stdout.index("{"):])
     assert summary["files_ok"] > 0 and summary["files_error"] > 0
     assert summary["files_ok"] + summary["files_error"] == summary["files_listed"]
+    # The driver's own progress line ends at every listed file; Ray Data's bars stay quiet.
+    n = summary["files_listed"]
+    assert f"extracted {n}/{n} files (100%)" in run.stderr
+    assert "Total Progress" not in run.stderr
 
 
 def test_resume_keeps_finished_parts_and_extracts_only_the_rest(ray_session, tmp_path):

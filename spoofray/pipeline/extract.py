@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 import spoofray
-from spoofray import dataset, sources, storage
+from spoofray import dataset, progress, sources, storage
 from spoofray import preflight as preflight_checks
 from spoofray.config import Config, FeatureConfig, Interval, setting
 from spoofray.errors import ConfigError, OutputExistsError, StorageUnavailableError
@@ -341,7 +341,7 @@ def extract_features(cfg: ExtractConfig,
     try:
         if todo:
             try:
-                new = _extraction_dataset(cfg, todo, tmp).to_pandas()
+                new = _summaries(_extraction_dataset(cfg, todo, tmp), todo)
             except Exception as exc:  # an outage that outlasted the retries must read as one
                 runtime.raise_if_storage_outage(
                     exc, stopped="extraction",
@@ -374,6 +374,23 @@ def extract_features(cfg: ExtractConfig,
                                                    "no dataset to readers")
         raise
     return manifest
+
+
+def _summaries(ds: Any, items: Sequence[sources.AudioItem]) -> pd.DataFrame:
+    """The per-file summary rows as tasks finish, with the driver's progress line."""
+    sizes = {it.uri: it.size_bytes for it in items}
+    shown = progress.Progress(
+        len(items), total_bytes=None if None in sizes.values() else sum(sizes.values()),
+        verb="extracted")
+    frames = []
+    for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
+        ok = batch["status"] == "ok"
+        shown.add(len(batch), audio_s=float(batch.loc[ok, "duration_s"].fillna(0).sum()),
+                  size_bytes=sum(sizes.get(u) or 0 for u in batch["uri"]))
+        frames.append(batch)
+    shown.close()
+    return (pd.concat(frames, ignore_index=True) if frames
+            else pd.DataFrame(columns=list(SUMMARY_COLUMNS)))
 
 
 def _extraction_dataset(cfg: ExtractConfig, items: Sequence[sources.AudioItem], tmp: str

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from spoofray import dataset, splits, storage
+from spoofray import console, dataset, splits, storage
 from spoofray.config import FeatureConfig
 from spoofray.errors import ConfigError, OutputExistsError
 from spoofray.models import dl
@@ -77,6 +77,8 @@ def train_members(dataset_root: str, output: str, cfg: DLTrainConfig, *, resume:
     """
     import ray.train
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
+
+    console.import_tensorflow()  # ray.train.tensorflow imports it: without its notices
     from ray.train.tensorflow import TensorflowTrainer
 
     started = time.time()
