@@ -101,6 +101,8 @@ RECIPES = {r.name: r for r in (
     # artefacts, and where telephone speech has nothing) or over 0-4 kHz only.
     dataclasses.replace(BASE, name="subband-high", feature_overrides=(("fmin", 4000.0),)),
     dataclasses.replace(BASE, name="subband-low", feature_overrides=(("fmax", 4000.0),)),
+    dataclasses.replace(BASE, name="subband-high-no-stats", inputs=("lfcc_dynamics",),
+                        feature_overrides=(("fmin", 4000.0),)),
     dataclasses.replace(BASE, name="lfcc-40", feature_overrides=(("n_lfcc", 40),)),
     dataclasses.replace(BASE, name="plus-mfcc", inputs=BASE.inputs + ("mfcc_dynamics",)),
     dataclasses.replace(BASE, name="no-stats", inputs=("lfcc_dynamics",)),
@@ -128,6 +130,7 @@ ABOUT = {
     "subband-high": "LFCC filterbank over 4-8 kHz only (sub-band member); shipped as "
                     "spoofray-base 1.1.0",
     "subband-low": "LFCC filterbank over 0-4 kHz only (sub-band member)",
+    "subband-high-no-stats": "subband-high without the DEEP-VOICE stats",
     "lfcc-40": "40 LFCC instead of 20",
     "plus-mfcc": "+ MFCC dynamics input",
     "no-stats": "LFCC dynamics only (DEEP-VOICE stats retired)",

@@ -98,7 +98,7 @@ def ablation_table(runs: dict[str, dict]) -> list[str]:
     for name in (n for n in order if n in by_recipe):
         rs = sorted(by_recipe[name], key=lambda r: r["seed"])
         lines.append(
-            f"| {name} | {ABOUT.get(name, '')} | {', '.join(str(r['seed']) for r in rs)} | "
+            f"| {name} | {ABOUT.get(name) or ABOUT.get(name.split(', ')[-1], '')} | {', '.join(str(r['seed']) for r in rs)} | "
             f"{each(rs, lambda r: r['pooled']['eer'])} | {each(rs, worst)} | "
             f"{each(rs, lambda r: r['pooled']['recall'])} | "
             f"{each(rs, lambda r: r['pooled']['false_alarm_rate'])} | "
