@@ -47,7 +47,7 @@ import pool as pool_mod  # noqa: E402
 
 #: Version of the bundle ``--ship`` puts into the package, and the recipe it is trained with.
 SHIPPED_VERSION = "1.1.0"
-SHIPPED = "subband-high"
+SHIPPED = "subband-high-no-stats"
 #: The three tiny real-only sources are one fold.
 SMALL_REAL = {"CorentinJ/Real-Time-Voice-Cloning", "Uberi/speech_recognition",
               "voxserv/audio_quality_testing_samples"}
@@ -127,10 +127,10 @@ ABOUT = {
     "pooled-inputs": "LFCC mean + std over frames instead of the channel-blind dynamics (run "
                      "against plus-copysyn)",
     "plus-hgb": "+ HistGradientBoosting member (equal weight)",
-    "subband-high": "LFCC filterbank over 4-8 kHz only (sub-band member); shipped as "
-                    "spoofray-base 1.1.0",
+    "subband-high": "LFCC filterbank over 4-8 kHz only (sub-band member)",
     "subband-low": "LFCC filterbank over 0-4 kHz only (sub-band member)",
-    "subband-high-no-stats": "subband-high without the DEEP-VOICE stats",
+    "subband-high-no-stats": "LFCC filterbank over 4-8 kHz only, DEEP-VOICE stats retired; "
+                             "shipped as spoofray-base 1.1.0",
     "lfcc-40": "40 LFCC instead of 20",
     "plus-mfcc": "+ MFCC dynamics input",
     "no-stats": "LFCC dynamics only (DEEP-VOICE stats retired)",
