@@ -54,10 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.smoke_test:
             import score_archive  # the sibling job: its smoke test makes a report
 
-            if score_archive.main(["--smoke-test", "--output", f"{tmp}/reports",
-                                   "--run-id", "smoke"]) != 0:
+            report = score_archive.smoke_report(tmp)
+            if report is None:
                 return 1
-            smoke = {"report": f"{tmp}/reports/run_id=smoke",
+            smoke = {"report": report,
                      "output": cli.given(args).get("output") or f"{tmp}/eval"}
         try:
             cfg = cli.build_config(EvaluateConfig, args, smoke if args.smoke_test else None)

@@ -50,11 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.smoke_test:
             import score_archive  # the sibling job: its smoke test makes a report
 
-            if score_archive.main(["--smoke-test", "--output", f"{tmp}/reports",
-                                   "--run-id", "smoke"]) != 0:
+            report = score_archive.smoke_report(tmp)
+            if report is None:
                 return 1
             given = cli.given(args)
-            smoke = {"report": f"{tmp}/reports/run_id=smoke",
+            smoke = {"report": report,
                      "output": given.get("output") or f"{tmp}/scores.txt",
                      "supervisions": given.get("supervisions") or f"{tmp}/segments.jsonl"}
         try:

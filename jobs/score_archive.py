@@ -101,5 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def smoke_report(folder: str) -> str | None:
+    """Score this job's smoke-test archive into ``<folder>/reports``; the run folder, or None
+    if the smoke run failed (the evaluate and export jobs' smoke tests start from it)."""
+    if main(["--smoke-test", "--output", f"{folder}/reports", "--run-id", "smoke"]) != 0:
+        return None
+    return f"{folder}/reports/run_id=smoke"
+
+
 if __name__ == "__main__":
     sys.exit(main())
