@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from spoofray.testing.processes import descendants
+
 
 REPO = Path(__file__).resolve().parents[1]
 N_FILES = 2000
@@ -90,7 +92,7 @@ class Node:
                                      start_new_session=True, env=env)
 
     def raylet_pid(self) -> int | None:
-        for pid in _descendants(self.proc.pid):
+        for pid in descendants(self.proc.pid):
             if _cmdline(pid).split(" ", 1)[0].endswith("/raylet"):
                 return pid
         return None
@@ -98,7 +100,7 @@ class Node:
     def busy_workers(self, task: str) -> list[str]:
         """Titles of this node's worker processes now running ``task`` (Ray sets a worker's
         process title to ``ray::<what it runs>``)."""
-        titles = [_cmdline(pid) for pid in _descendants(self.proc.pid)]
+        titles = [_cmdline(pid) for pid in descendants(self.proc.pid)]
         return [t for t in titles if t.startswith("ray::") and task in t]
 
     def stop(self) -> None:
@@ -123,24 +125,6 @@ def _cmdline(pid: int) -> str:
             return fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
     except OSError:
         return ""
-
-
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    out, stack = [], [root]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            out.append(child)
-            stack.append(child)
-    return out
 
 
 def _wait_nodes(address: str, count: int, timeout: float = 180) -> None:

@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from spoofray.testing.processes import descendants
+
 
 REPO = Path(__file__).resolve().parents[1]
 N_FILES = 2000
@@ -68,24 +70,6 @@ def _finish(proc: subprocess.Popen, log: Path, timeout: float = 400) -> None:
     assert proc.returncode == 0, log.read_text()[-4000:]
 
 
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    out, stack = [], [root]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            out.append(child)
-            stack.append(child)
-    return out
-
-
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as fh:
@@ -122,7 +106,7 @@ def test_killed_scoring_run_resumes_with_every_file_once(archive, bundle, tmp_pa
                                     f"{killed_log.read_text()[-3000:]}"
         assert time.monotonic() - started < 300, "no report parts after 300 s"
         time.sleep(0.05)
-    family = _descendants(proc.pid)
+    family = descendants(proc.pid)
     os.killpg(proc.pid, signal.SIGKILL)
     killed_after_s = round(time.monotonic() - started, 1)
     proc.wait()
