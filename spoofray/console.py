@@ -10,6 +10,8 @@ environment variable so that Ray workers started on this machine inherit it. No 
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
+import importlib.util
 import os
 import sys
 import tempfile
@@ -57,6 +59,41 @@ def stderr_held_back() -> Iterator[None]:
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+
+
+class _HeldBackImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Runs the first ``import tensorflow`` of the process with :func:`stderr_held_back`."""
+
+    def __init__(self) -> None:
+        self._loader: Any = None
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != "tensorflow" or self._loader is not None:
+            return None
+        sys.meta_path.remove(self)  # once; the finders after this one find it
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        self._loader, spec.loader = spec.loader, self
+        return spec
+
+    def create_module(self, spec: Any) -> Any:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        module.__loader__ = module.__spec__.loader = self._loader  # TensorFlow's own again
+        with stderr_held_back():
+            self._loader.exec_module(module)
+
+
+def hold_back_tensorflow_import() -> None:
+    """Whoever imports TensorFlow first in this process, its start-up notices are held back
+    as in :func:`import_tensorflow`. For Ray workers: Ray Train's TensorflowTrainer imports
+    TensorFlow in its controller and worker processes before any spoofray code runs there
+    (:func:`spoofray.pipeline.runtime.init_ray` calls this when a worker starts)."""
+    if "tensorflow" in sys.modules or any(isinstance(f, _HeldBackImport) for f in sys.meta_path):
+        return
+    sys.meta_path.insert(0, _HeldBackImport())
 
 
 def import_tensorflow() -> Any:

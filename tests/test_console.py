@@ -63,6 +63,30 @@ def test_tensorflow_imports_without_its_notices():
         assert notice not in run.stderr, run.stderr[-2000:]
 
 
+def test_a_held_back_tensorflow_import_shows_its_output_only_when_it_fails(tmp_path):
+    # A stand-in package: what the hook does to "import tensorflow", without TensorFlow.
+    (tmp_path / "tensorflow").mkdir()
+    (tmp_path / "tensorflow" / "__init__.py").write_text(
+        "import os\nos.write(2, b'notice written while importing\\n')\n"
+        "if os.environ.get('BREAK_IT'):\n    raise ImportError('a broken install')\n")
+    (tmp_path / "tensorflow" / "sub.py").write_text("VALUE = 7\n")
+    code = ("import sys; from spoofray import console; console.hold_back_tensorflow_import(); "
+            "import tensorflow.sub; print(tensorflow.sub.VALUE, "
+            "type(tensorflow.__spec__.loader).__name__, type(tensorflow.__loader__).__name__); "
+            "print('after', file=sys.stderr)")
+    env = {k: v for k, v in os.environ.items() if k != console.VERBOSE_ENV}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), REPO])
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, env=env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["7", "SourceFileLoader", "SourceFileLoader"]
+    assert run.stderr == "after\n"  # held back during the import only
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, env={**env, "BREAK_IT": "1"})
+    assert run.returncode != 0
+    assert "notice written while importing" in run.stderr and "a broken install" in run.stderr
+
+
 def test_one_file_run_prints_its_decision_and_a_progress_line(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
