@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+
+import pytest
 
 from spoofray import console, testing
 from spoofray.progress import Progress
@@ -85,6 +89,65 @@ def test_a_held_back_tensorflow_import_shows_its_output_only_when_it_fails(tmp_p
                          timeout=60, env={**env, "BREAK_IT": "1"})
     assert run.returncode != 0
     assert "notice written while importing" in run.stderr and "a broken install" in run.stderr
+
+
+LOCAL_RAY_WORKERS = """
+import os
+import ray
+from spoofray.pipeline.runtime import init_ray
+
+init_ray(num_cpus=1)
+
+@ray.remote(max_retries=0)
+def in_worker(tag):
+    import tensorflow  # noqa: F401  (its start-up notices are written here, if anywhere)
+
+    os.write(2, f"{tag} worker wrote this after the import\\n".encode())
+    if tag == "failing":
+        raise RuntimeError("a real error in a worker")
+    return "ok"
+
+print("quiet", ray.get(in_worker.remote("quiet")))
+try:
+    ray.get(in_worker.remote("failing"))
+except ray.exceptions.RayTaskError as exc:
+    print("caught", str(exc).splitlines()[-1])
+verbose = in_worker.options(runtime_env={"env_vars": {"SPOOFRAY_VERBOSE": "1"}})
+print("verbose", ray.get(verbose.remote("verbose")))
+"""
+
+
+@pytest.mark.slow
+def test_local_ray_workers_import_tensorflow_quietly():
+    # Ray Train's controller and workers import TensorFlow before any spoofray code runs:
+    # init_ray's worker hook holds its notices back, unless verbose.
+    tmp = tempfile.mkdtemp(prefix="sr-", dir="/tmp")  # short: Ray's socket paths are limited
+    try:
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("RAY_ADDRESS", console.VERBOSE_ENV)}
+        env.update(RAY_TMPDIR=tmp, PYTHONPATH=REPO)
+        run = subprocess.run([sys.executable, "-c", LOCAL_RAY_WORKERS], capture_output=True,
+                             text=True, timeout=300, cwd=tmp, env=env)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+        said = dict(line.split(" ", 1) for line in run.stdout.splitlines())
+        assert said["quiet"] == said["verbose"] == "ok", said
+        assert said["caught"].endswith("RuntimeError: a real error in a worker"), said
+        # What each worker wrote to its stderr: what Ray shows on the driver's console.
+        logs = os.path.join(tmp, "ray", "session_latest", "logs")
+        written = {}
+        for name in os.listdir(logs):
+            if name.startswith("worker-") and name.endswith(".err"):
+                with open(os.path.join(logs, name), errors="replace") as fh:
+                    text = fh.read()
+                for tag in ("quiet", "failing", "verbose"):
+                    if f"{tag} worker wrote this" in text:
+                        written[tag] = text
+        assert set(written) == {"quiet", "failing", "verbose"}, list(written)
+        for notice in ("oneDNN", "absl::InitializeLog", "cuda"):
+            assert notice not in written["quiet"], written["quiet"][-2000:]
+        assert "oneDNN" in written["verbose"] and "absl::InitializeLog" in written["verbose"]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_one_file_run_prints_its_decision_and_a_progress_line(tmp_path):

@@ -28,8 +28,10 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
         return
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     kwargs = {"address": address, "configure_logging": False}
-    if address == "local" and num_cpus is not None:
-        kwargs["num_cpus"] = num_cpus
+    if address == "local":
+        kwargs["runtime_env"] = {"worker_process_setup_hook": _local_worker_setup()}
+        if num_cpus is not None:
+            kwargs["num_cpus"] = num_cpus
     log.info("starting Ray (%s)", "a local Ray on this machine" if address == "local"
              else f"joining {address}")
     quiet = not console.verbose()
@@ -46,6 +48,27 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
         ray_log.setLevel(level)
     resources = ray.cluster_resources()
     log.log(logging.DEBUG if quiet else logging.INFO, "Ray resources: %s", resources)
+
+
+def _local_worker_setup():
+    """What every worker process of a local Ray started by :func:`init_ray` runs first
+    (Ray's ``worker_process_setup_hook``), before any task or actor code.
+
+    Pickled by value, with its imports inside: Ray runs it before a worker has the
+    driver's ``sys.path``, so a checkout that is not installed cannot import spoofray yet
+    (then only the quieting is skipped)."""
+
+    def setup() -> None:
+        try:
+            from spoofray import console
+        except ImportError:
+            return
+        if not console.verbose():
+            # TF_CPP_MIN_LOG_LEVEL (inherited) misses TensorFlow's oneDNN/CUDA/absl notices,
+            # and Ray Train's controller and workers import TensorFlow before our code runs.
+            console.hold_back_tensorflow_import()
+
+    return setup
 
 
 def quiet_ray_data() -> None:
