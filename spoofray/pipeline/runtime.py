@@ -59,6 +59,17 @@ def _local_worker_setup():
     (then only the quieting is skipped)."""
 
     def setup() -> None:
+        import os
+
+        import ray
+
+        # Ray looks a cluster up by address in a worker too (Ray Train's placement-group
+        # cleaner polls the controller through the state API), and without RAY_ADDRESS it
+        # takes the last `ray start` on this machine (/tmp/ray/ray_current_cluster), never
+        # this local Ray. With another Ray, or a stale file, there it asked the wrong
+        # cluster: "Found multiple active Ray instances", then a traceback when training
+        # ended ("Failed to stop PlacementGroupCleaner gracefully", GetTimeoutError).
+        os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
         try:
             from spoofray import console
         except ImportError:
