@@ -26,11 +26,16 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output", default="demo_out", help="folder for everything (replaced)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray")
+    p.add_argument("--verbose", action="store_true",
+                   help="also show Ray's and TensorFlow's start-up and progress output")
     args = p.parse_args(argv)
     out = os.path.abspath(args.output)
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
 
+    from spoofray import console
+
+    console.set_verbose(args.verbose or console.verbose())
     from spoofray.config import FeatureConfig
     from spoofray.models.assemble import AssembleConfig, assemble_bundle
     from spoofray.pipeline.extract import ExtractConfig, extract_features
