@@ -69,7 +69,7 @@ ROWS_PER_PART = 200_000
 
 #: Files per task when each task also scores (``--files-per-task`` unset): long enough
 #: that Ray's per-task cost is small (docs/benchmarks.md, "Scoring").
-ONE_STAGE_FILES_PER_TASK = 64
+ONE_STAGE_FILES_PER_TASK = 128
 #: Files per featurize task when windows travel to scoring actors: a long recording has
 #: thousands of windows, all held until the task ends.
 TWO_STAGE_FILES_PER_TASK = 4
@@ -690,27 +690,31 @@ def _scoring_dataset(cfg: ScoreConfig, bundle: BundleSpec, bundle_uri: str, thre
                      rule: scoring.SegmentRule) -> Any:
     import ray
 
-    one_stage = scores_in_one_stage(cfg, bundle)
-    files_per_task = cfg.files_per_task or (ONE_STAGE_FILES_PER_TASK if one_stage
-                                            else TWO_STAGE_FILES_PER_TASK)
-    # Listed order, and no spreading over workers: the featurize stage takes batches of
-    # files_per_task (long recordings make tasks long), which merges shorter blocks anyway.
-    work = plan.plan(items, files_per_task=files_per_task, largest_first_order=False)
-    ds = ray.data.from_items(work.rows(), override_num_blocks=work.n_blocks)
     featurize = {"features": bundle.feature_config.to_dict(), "kinds": kinds,
                  "channels": cfg.channels}
     scorer = {"payload": [ray.put(bundle.payload())], "bundle_uri": bundle_uri,
               "threshold": threshold, "run_id": run_id, "segment_rule": rule.to_dict()}
-    task = dict(batch_size=files_per_task, batch_format="pyarrow", num_cpus=1,
+    task = dict(batch_format="pyarrow", num_cpus=1,
                 # Its own memory request also keeps Ray from fusing these CPU tasks into
                 # the scoring actors, which would serialise featurizing behind the pool.
                 memory=cfg.featurize_memory_mb * 1024 * 1024,
                 compute=ray.data.TaskPoolStrategy(size=cfg.featurize_concurrency)
                 if cfg.featurize_concurrency else None)
-    if one_stage:
-        return ds.map_batches(score_files_batch, fn_kwargs={
-            **featurize, "scorer": scorer, "files_per_call": cfg.batch_size}, **task)
-    ds = ds.map_batches(featurize_batch, fn_kwargs=featurize, **task)
+    if scores_in_one_stage(cfg, bundle):
+        # As extraction: largest files first, two tasks per slot at least, and one block
+        # per task (batch_size=None; a batch_size would merge shorter blocks).
+        slots = cfg.featurize_concurrency or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        work = plan.plan(items, files_per_task=cfg.files_per_task or ONE_STAGE_FILES_PER_TASK,
+                         slots=slots)
+        ds = ray.data.from_items(work.rows(), override_num_blocks=work.n_blocks)
+        return ds.map_batches(score_files_batch, batch_size=None, **task, fn_kwargs={
+            **featurize, "scorer": scorer, "files_per_call": cfg.batch_size})
+    # Listed order, and no spreading over workers: the featurize stage takes batches of
+    # files_per_task (long recordings make tasks long), which merges shorter blocks anyway.
+    files_per_task = cfg.files_per_task or TWO_STAGE_FILES_PER_TASK
+    work = plan.plan(items, files_per_task=files_per_task, largest_first_order=False)
+    ds = ray.data.from_items(work.rows(), override_num_blocks=work.n_blocks)
+    ds = ds.map_batches(featurize_batch, fn_kwargs=featurize, batch_size=files_per_task, **task)
     return ds.map_batches(
         BundleScorer, fn_constructor_kwargs=scorer,
         batch_size=cfg.batch_size, batch_format="pyarrow", zero_copy_batch=True,
