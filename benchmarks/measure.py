@@ -281,7 +281,7 @@ class RaySampler:
     started: GCS, raylet, workers) in a background thread; other Rays on the machine are
     left out."""
 
-    def __init__(self, interval_s: float = 0.5) -> None:
+    def __init__(self, interval_s: float = 0.1) -> None:
         import threading
 
         self.interval_s = interval_s
