@@ -117,8 +117,12 @@ def pipeline_run(items: Sequence[Any], cfg: FeatureConfig, *, workers: int,
             "files": manifest["counts"]["files_listed"], "windows": manifest["counts"]["windows"]}
 
 
-#: Files each plain process featurizes for the machine's 2-vs-1 ceiling (a few seconds).
-PLAIN_PROCESS_FILES = 150
+#: Files each plain process featurizes for the machine's 2-vs-1 ceiling (>= 10 s of work
+#: on devcorpus clips, so that neither side is mostly start or end).
+PLAIN_PROCESS_FILES = 400
+#: Files of the librosa loop each repeat (its rate is per audio second, so a share of the
+#: same shuffled mix will do; all 998 would take three minutes a repeat).
+BASELINE_FILES = 150
 
 
 def featurize_seconds(paths: Sequence[str], cfg_dict: dict[str, Any]) -> tuple[float, float]:
@@ -159,10 +163,12 @@ def extract_benchmark(paths: Sequence[str], cfg: FeatureConfig,
                       repeats: int = 1) -> list[dict[str, Any]]:
     """Rows of the extraction comparison (per-core throughput in audio s per wall s).
 
-    Each repeat runs the librosa loop, then the pipeline with 1 and with 2 workers, on the
-    same files, then the machine's 2-vs-1 ceiling on the first ``PLAIN_PROCESS_FILES`` of
-    them (:func:`plain_process_rows`); interleaving them puts the machine's slow spells
-    (other tenants, steal time) into every method rather than into one.
+    Each repeat runs the librosa loop on the first ``BASELINE_FILES``, then the pipeline
+    with 1 and with 2 workers on all of them, then the machine's 2-vs-1 ceiling on the first
+    ``PLAIN_PROCESS_FILES`` (:func:`plain_process_rows`), then a 2-file pipeline run (its
+    wall time is start-up: planning, the first task, publishing); interleaving them puts
+    the machine's slow spells (other tenants, steal time) into every method rather than
+    into one.
     """
     import multiprocessing
 
@@ -179,7 +185,7 @@ def extract_benchmark(paths: Sequence[str], cfg: FeatureConfig,
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         pool.starmap(featurize_seconds, [(paths[:2], cfg.to_dict())] * 2, chunksize=1)
         for repeat in range(1, repeats + 1):
-            base = librosa_loop(paths, cfg)
+            base = librosa_loop(paths[:BASELINE_FILES], cfg)
             rows.append({"repeat": repeat, "method": "librosa per-file loop (1 process)",
                          "cores": 1, **base})
             for workers in (1, 2):
@@ -188,6 +194,8 @@ def extract_benchmark(paths: Sequence[str], cfg: FeatureConfig,
                              "method": f"spoofray Ray Data, {workers} worker(s)",
                              "cores": workers, **res})
             rows += [{"repeat": repeat, **r} for r in plain_process_rows(pool, ceiling_paths, cfg)]
+            rows.append({"repeat": repeat, "method": "start-up: spoofray Ray Data, 2 files",
+                         "cores": 2, **pipeline_run(items[:2], cfg, workers=2)})
     for r in rows:
         r["audio_x_realtime_per_core"] = r["audio_s"] / r["wall_s"] / r["cores"]
         r["files_per_s"] = r["files"] / r["wall_s"]
@@ -199,13 +207,16 @@ def extract_ratios(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     the same 2-vs-1 throughput ratio for plain processes (the machine's ceiling)."""
     out = []
     for repeat in sorted({r["repeat"] for r in rows}):
-        base, one, two, plain_one, plain_two = [r for r in rows if r["repeat"] == repeat]
+        base, one, two, plain_one, plain_two, start = [r for r in rows if r["repeat"] == repeat]
+        plain = 2 * plain_one["wall_s"] / plain_two["wall_s"]
         out.append({"repeat": repeat,
                     "speedup_per_core": one["audio_x_realtime_per_core"]
                     / base["audio_x_realtime_per_core"],
                     "two_vs_one_workers": one["wall_s"] / two["wall_s"],
                     # each plain process does all of its files: twice the work in the pair
-                    "two_vs_one_plain_processes": 2 * plain_one["wall_s"] / plain_two["wall_s"]})
+                    "two_vs_one_plain_processes": plain,
+                    "workers_vs_plain_ceiling": one["wall_s"] / two["wall_s"] / plain,
+                    "start_up_s": start["wall_s"]})
     return out
 
 
@@ -266,9 +277,11 @@ def throughput_bundles(work: str, cfg: FeatureConfig, *, seed: int = 0) -> dict[
 
 
 class RaySampler:
-    """Samples the summed RSS of every Ray process on this machine in a background thread."""
+    """Samples the summed RSS of this process and all its descendants (the local Ray it
+    started: GCS, raylet, workers) in a background thread; other Rays on the machine are
+    left out."""
 
-    def __init__(self, interval_s: float = 0.5) -> None:
+    def __init__(self, interval_s: float = 0.1) -> None:
         import threading
 
         self.interval_s = interval_s
@@ -280,12 +293,13 @@ class RaySampler:
     def ray_rss() -> int:
         import psutil
 
+        me = psutil.Process()
         total = 0
-        for proc in psutil.process_iter(["cmdline", "memory_info", "pid"]):
-            cmd = " ".join(proc.info["cmdline"] or [])
-            if "ray" in cmd or proc.info["pid"] == os.getpid():
-                mem = proc.info["memory_info"]
-                total += mem.rss if mem else 0
+        for proc in [me, *me.children(recursive=True)]:
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:  # ended between listing and reading
+                pass
         return total
 
     def _run(self) -> None:
@@ -301,14 +315,16 @@ class RaySampler:
         self._thread.join()
 
 
-def score_run(items: Sequence[Any], bundle: str, *, cores: int) -> dict[str, Any]:
-    """Score ``items`` once with ``bundle``; wall time, audio seconds and peak Ray RSS."""
+def score_run(items: Sequence[Any], bundle: str, *, cores: int, **settings: Any
+              ) -> dict[str, Any]:
+    """Score ``items`` once with ``bundle`` (product defaults unless ``settings`` name
+    ScoreConfig fields); wall time, audio seconds and peak RSS of the local Ray."""
     from spoofray.pipeline.score import ScoreConfig, score_archive
 
     with tempfile.TemporaryDirectory(prefix="spoofray-bench-") as tmp, RaySampler() as sampler:
         started = time.perf_counter()
         summary = score_archive(ScoreConfig(input="benchmark files", output=tmp, bundle=bundle,
-                                            plots=False, concurrency=1), items=items)
+                                            plots=False, **settings), items=items)
         wall = time.perf_counter() - started
     audio_s = summary.get("audio_hours", 0.0) * 3600
     return {"wall_s": wall, "audio_s": audio_s, "files": len(items), "cores": cores,
@@ -316,20 +332,40 @@ def score_run(items: Sequence[Any], bundle: str, *, cores: int) -> dict[str, Any
             "peak_ray_rss_gib": sampler.peak_bytes / 1024**3}
 
 
+def linked_archive(paths: Sequence[str], folder: str, times: int) -> list[Any]:
+    """``paths`` listed ``times`` over under distinct URIs (symlinks, sizes filled as a
+    listing fills them): a larger archive of the same audio, without copies."""
+    from spoofray.sources import AudioItem
+
+    items = []
+    for rep in range(times):
+        sub = os.path.join(folder, f"x{times}-{rep}")
+        os.makedirs(sub)
+        for i, p in enumerate(paths):
+            link = os.path.join(sub, f"{i:05d}{os.path.splitext(p)[1]}")
+            os.symlink(os.path.abspath(p), link)
+            items.append(AudioItem(uri=link, size_bytes=os.path.getsize(p)))
+    return items
+
+
 # --- per-stage CPU cost (the ceiling) --------------------------------------------------------
 
 
-def stage_costs(paths: Sequence[str], bundle_dir: str, cfg: FeatureConfig) -> list[dict[str, Any]]:
-    """CPU seconds of each scoring stage over ``paths`` in this process (second pass: warm).
-
-    Run it with one thread per library (``OMP_NUM_THREADS=1`` and TensorFlow's intra/inter-op
-    threads 1, set by ``benchmarks/benchmark.py stages``) so that the rows are per core.
+def stage_costs(paths: Sequence[str], bundle_dir: str) -> list[dict[str, Any]]:
+    """CPU seconds of each scoring stage of ``bundle_dir`` over ``paths``, in this process
+    with one thread per library (threadpoolctl; second pass: warm), and their sum: the
+    one-core ceiling of scoring with that bundle.
     """
-    from spoofray import audio, features
-    from spoofray.reader import read_item_bytes
+    from threadpoolctl import threadpool_limits
+
+    from spoofray import audio
+    from spoofray.featurize import window_features
     from spoofray.models.bundle import Bundle
+    from spoofray.reader import read_item_bytes
 
     bundle = Bundle.load(bundle_dir)
+    cfg = bundle.feature_config
+    kinds = tuple(bundle.needed_kinds)
 
     def cpu_s(fn: Any) -> tuple[float, Any]:
         for _ in range(2):  # the first pass pays for caches and lazy imports
@@ -338,32 +374,69 @@ def stage_costs(paths: Sequence[str], bundle_dir: str, cfg: FeatureConfig) -> li
             spent = time.process_time() - started
         return spent, out
 
-    def decode_all() -> list[tuple[np.ndarray, float]]:
-        out = []
-        for p in paths:
-            loaded = audio.load(read_item_bytes({"uri": p}, cfg), p, cfg.audio)
-            out.append((audio.frame_windows(loaded.samples, cfg.audio)[0], loaded.duration_s))
-        return out
-
-    hop = cfg.audio.hop_samples  # each file's windows overlap, as in featurize_file
-    spent, decoded = cpu_s(decode_all)
-    windows = [w for w, _ in decoded]
-    audio_s = sum(d for _, d in decoded)
-    rows = [{"stage": "read + decode + resample + window", "cpu_s": spent}]
-    for kinds in (("logmel",), ("stats",), bundle.needed_kinds, cfg.kinds):
-        kcfg = with_kinds(cfg, kinds)
-        spent, _ = cpu_s(lambda kcfg=kcfg: [features.extract(w, kcfg, window_hop=hop)
-                                            for w in windows])
-        rows.append({"stage": "features " + " + ".join(kinds), "cpu_s": spent})
-    needed = with_kinds(cfg, bundle.needed_kinds)
-    feats = [features.extract(w, needed, window_hop=hop) for w in windows]
-    joined = {k: np.concatenate([f[k] for f in feats]) for k in bundle.needed_kinds}
-    for m in bundle.members:
-        spent, _ = cpu_s(lambda m=m: m.model.predict_proba(joined))
-        rows.append({"stage": f"member {m.name} ({m.kind}) inference", "cpu_s": spent})
-    n_windows = sum(len(w) for w in windows)
+    rows = []
+    with threadpool_limits(limits=1):
+        spent, decoded = cpu_s(lambda: [audio.load(read_item_bytes({"uri": p}, cfg), p,
+                                                   cfg.audio) for p in paths])
+        rows.append({"stage": "read + decode + resample", "cpu_s": spent})
+        spent, feats = cpu_s(lambda: [window_features(d.samples, cfg, kinds)[0]
+                                      for d in decoded])
+        rows.append({"stage": "trim + window + features " + " + ".join(kinds), "cpu_s": spent})
+        joined = {k: np.concatenate([f[k] for f in feats]) for k in kinds}
+        for m in bundle.members:
+            spent, _ = cpu_s(lambda m=m: m.model.predict_proba(joined))
+            rows.append({"stage": f"member {m.name} ({m.kind})", "cpu_s": spent})
+    rows.append({"stage": "ceiling (sum of the above)", "cpu_s": sum(r["cpu_s"] for r in rows)})
+    audio_s = sum(d.duration_s for d in decoded)
+    n_windows = len(next(iter(joined.values())))
     for r in rows:
         r.update(files=len(paths), audio_s=audio_s, windows=n_windows,
                  ms_per_window=1000 * r["cpu_s"] / n_windows,
                  audio_x_realtime_one_core=audio_s / r["cpu_s"])
     return rows
+
+
+def score_benchmark(paths: Sequence[str], work: str, *, repeats: int, cores: int
+                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Each repeat, side by side: the one-core stage ceiling of the shipped bundle; the
+    shipped bundle end to end on the archive x1, x10 and x40 (product defaults: one
+    stage), on x10 with ``--stages two``; a fused ML + CNN bundle on x10; a 4-file run
+    (start-up). Returns (ceiling rows, run rows, per-repeat ratios)."""
+    from spoofray.config import FeatureConfig
+    from spoofray.models.registry import resolve_bundle
+
+    shipped = resolve_bundle(None)[0]
+    fused = throughput_bundles(os.path.join(work, "bundles"), FeatureConfig())["fused ml+cnn"]
+    archives = {t: linked_archive(paths, os.path.join(work, "archive"), t) for t in (1, 10, 40)}
+    runs = [("shipped", shipped, 1, {}), ("shipped", shipped, 10, {}),
+            ("shipped", shipped, 40, {}), ("shipped, --stages two", shipped, 10,
+                                           {"stages": "two"}),
+            ("fused ml+cnn (two stages)", fused, 10, {})]
+    for bundle in (shipped, fused):  # worker start-up and imports, as on a running cluster
+        score_run(archives[1][:8], bundle, cores=cores)
+    ceilings, rows, ratios = [], [], []
+    for repeat in range(1, repeats + 1):
+        ceiling = stage_costs(paths, shipped)
+        ceilings += [{"repeat": repeat, **r} for r in ceiling]
+        one_core = ceiling[-1]["audio_x_realtime_one_core"]
+        start = score_run(archives[1][:4], shipped, cores=cores)
+        rows.append({"repeat": repeat, "bundle": "shipped", "archive": "4 files", **start})
+        got = {}
+        for name, bundle, times, settings in runs:
+            got[name, times] = score_run(archives[times], bundle, cores=cores, **settings)
+            rows.append({"repeat": repeat, "bundle": name, "archive": f"x{times}",
+                         **got[name, times]})
+        x10, x40 = got["shipped", 10], got["shipped", 40]
+        steady = (x40["audio_s"] - x10["audio_s"]) / (x40["wall_s"] - x10["wall_s"]) / cores
+        ratios.append({
+            "repeat": repeat, "ceiling_one_core": one_core,
+            "x10_per_core": x10["audio_x_realtime_per_core"],
+            "x40_per_core": x40["audio_x_realtime_per_core"],
+            "steady_per_core": steady,
+            "x40_vs_ceiling": x40["audio_x_realtime_per_core"] / one_core,
+            "steady_vs_ceiling": steady / one_core,
+            "one_vs_two_stages": got["shipped, --stages two", 10]["wall_s"] / x10["wall_s"],
+            "start_up_s": start["wall_s"],
+            "rss_x10_vs_x1": x10["peak_ray_rss_gib"] / got["shipped", 1]["peak_ray_rss_gib"],
+            "rss_x40_vs_x1": x40["peak_ray_rss_gib"] / got["shipped", 1]["peak_ray_rss_gib"]})
+    return ceilings, rows, ratios

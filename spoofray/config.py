@@ -30,6 +30,7 @@ PAD_MODES = ("zeros", "repeat")
 #: How scoring treats multi-channel audio: ``mix`` down to mono, score ``each`` channel
 #: apart, or ``auto``: each for 2-channel files (a call's two sides), mix otherwise.
 CHANNEL_MODES = ("auto", "mix", "each")
+SCORING_STAGES = ("auto", "one", "two")
 
 #: The DEEP-VOICE summary feature names, in the column order of its public CSV.
 STATS_NAMES = (
@@ -367,7 +368,8 @@ class ScoreSettings(Config):
 
     _constraints = {
         "threshold": [None, Interval(float, 0, 1)],
-        "files_per_task": [Interval(int, 1)],
+        "files_per_task": [None, Interval(int, 1)],
+        "stages": [Options(SCORING_STAGES)],
         "featurize_concurrency": [None, Interval(int, 1)],
         "featurize_memory_mb": [Interval(int, 1)],
         "batch_size": [Interval(int, 1)],
@@ -383,8 +385,13 @@ class ScoreSettings(Config):
 
     threshold: float | None = setting(None, "decision threshold overriding the bundle's",
                                       default_help="the bundle's")
-    #: Long recordings make tasks long; keep it small.
-    files_per_task: int = setting(4, "files per featurize task")
+    files_per_task: int | None = setting(
+        None, "files per featurize task", default_help="128 when scoring in one stage, 4 in "
+        "two (its windows then travel to the scoring actors, and a long recording has many)")
+    stages: str = setting("auto", "one (featurize and score in the same task), two "
+                          "(featurize tasks hand windows to scoring actors) or auto (one "
+                          "when every member is a scikit-learn model and no GPU is asked "
+                          "for)")
     featurize_concurrency: int | None = setting(None, "most featurize tasks at once",
                                                 default_help="as many as CPUs allow")
     #: A long recording is decoded whole.

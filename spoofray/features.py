@@ -49,7 +49,7 @@ import math
 import numpy as np
 import scipy.fft
 
-from spoofray.config import STATS_NAMES, FeatureConfig
+from spoofray.config import FEATURE_KINDS, STATS_NAMES, FeatureConfig
 from spoofray.errors import ConfigError
 
 __all__ = ["extract", "lfcc", "log_mel", "mfcc", "summary_stats"]
@@ -294,14 +294,15 @@ def _magnitude_spectrogram(
     return _frames_magnitude(_centred_frames(windows, n_fft, win_length, hop, pad_mode), n_fft)
 
 
-def _frames_magnitude(framed: np.ndarray, n_fft: int) -> np.ndarray:
-    """``|rfft|`` of hann-windowed frames ``(..., win_length)`` zero-padded to ``n_fft``."""
+def _frames_magnitude(framed: np.ndarray, n_fft: int, bins: slice = slice(None)) -> np.ndarray:
+    """``|rfft|[..., bins]`` of hann-windowed frames ``(..., win_length)`` zero-padded to
+    ``n_fft``."""
     win_length = framed.shape[-1]
     # Window straight into the zero-padded FFT buffer: one copy of the frames, not two.
     make = np.zeros if win_length < n_fft else np.empty
     buffer = make((*framed.shape[:-1], n_fft), np.float32)
     np.multiply(framed, _hann(win_length), out=buffer[..., :win_length])
-    return np.abs(scipy.fft.rfft(buffer, axis=-1, overwrite_x=True))
+    return np.abs(scipy.fft.rfft(buffer, axis=-1, overwrite_x=True)[..., bins])
 
 
 def _to_db(power: np.ndarray) -> np.ndarray:
@@ -355,32 +356,55 @@ def _delta(x: np.ndarray, order: int) -> np.ndarray:
     return np.concatenate([head, inner, tail], axis=1)
 
 
-def _frame_features(power: np.ndarray, cfg: FeatureConfig, kinds) -> dict[str, np.ndarray]:
+def _filterbanks_t(cfg: FeatureConfig, kinds) -> dict[str, np.ndarray]:
+    """The transposed filterbank of each of ``logmel``/``lfcc`` that ``kinds`` need
+    (``mfcc`` reads the mel bands)."""
+    sr, fmax = cfg.audio.sample_rate, _check_config(cfg)
+    out = {}
+    if "logmel" in kinds or "mfcc" in kinds:
+        out["mel"] = _mel_filterbank_t(sr, cfg.n_fft, cfg.n_mels, cfg.fmin, fmax)
+    if "lfcc" in kinds:
+        out["linear"] = _linear_filterbank_t(sr, cfg.n_fft, cfg.n_linear_filters, cfg.fmin,
+                                             fmax)
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _bins_read(cfg: FeatureConfig, kinds: tuple[str, ...]) -> slice:
+    """The FFT bins the filterbanks of ``kinds`` weigh (a sub-band front end such as the
+    shipped 4-8 kHz LFCC reads half of them: the rest need no magnitude or product)."""
+    used = np.flatnonzero(np.any([fb.any(axis=1) for fb in _filterbanks_t(cfg, kinds).values()],
+                                 axis=0))
+    return slice(int(used[0]), int(used[-1]) + 1) if used.size else slice(None)
+
+
+def _frame_features(power: np.ndarray, cfg: FeatureConfig, kinds,
+                    bins: slice = slice(None)) -> dict[str, np.ndarray]:
     """Per-frame ``logmel`` and the ``mfcc``/``lfcc`` coefficients (no deltas yet).
 
-    ``power`` is ``(..., n_frames, n_fft // 2 + 1)``; outputs are ``(..., n_frames, rows)``.
-    Nothing here looks across frames, so frames shared by overlapping windows can go
-    through it once.
+    ``power`` is ``(..., n_frames, n_bins)``: the ``bins`` of the ``n_fft // 2 + 1``;
+    outputs are ``(..., n_frames, rows)``. Nothing here looks across frames, so frames
+    shared by overlapping windows can go through it once.
     """
-    sr, fmax = cfg.audio.sample_rate, _check_config(cfg)
+    banks = _filterbanks_t(cfg, kinds)
     out: dict[str, np.ndarray] = {}
-    if "logmel" in kinds or "mfcc" in kinds:
-        mel = _to_db(power @ _mel_filterbank_t(sr, cfg.n_fft, cfg.n_mels, cfg.fmin, fmax))
+    if "mel" in banks:
+        mel = _to_db(power @ banks["mel"][bins])
         if "logmel" in kinds:
             out["logmel"] = mel
         if "mfcc" in kinds:
             out["mfcc"] = _cepstrum(mel, cfg.n_mfcc)
-    if "lfcc" in kinds:
-        fb = _linear_filterbank_t(sr, cfg.n_fft, cfg.n_linear_filters, cfg.fmin, fmax)
-        out["lfcc"] = _cepstrum(_to_db(power @ fb), cfg.n_lfcc)
+    if "linear" in banks:
+        out["lfcc"] = _cepstrum(_to_db(power @ banks["linear"][bins]), cfg.n_lfcc)
     return out
 
 
 def _framed_features(framed: np.ndarray, cfg: FeatureConfig, kinds) -> dict[str, np.ndarray]:
     """:func:`_frame_features` of frames ``(..., win_length)`` of samples."""
-    power = _frames_magnitude(framed, cfg.n_fft)
+    bins = _bins_read(cfg, tuple(k for k in FEATURE_KINDS if k in kinds))
+    power = _frames_magnitude(framed, cfg.n_fft, bins)
     np.square(power, out=power)
-    return _frame_features(power, cfg, kinds)
+    return _frame_features(power, cfg, kinds, bins)
 
 
 def _window_frame_features(windows: np.ndarray, cfg: FeatureConfig, kinds) -> dict[str, np.ndarray]:
@@ -435,8 +459,7 @@ class _OverlapPlan:
             _frames(signal[None, start:], cfg.win_length, hop, n_shared)[0], cfg, kinds)
 
         edges = np.r_[0 : self.first, self.last + 1 : self.n_frames]
-        framed = _centred_frames(windows, cfg.n_fft, cfg.win_length, hop, "reflect")
-        own = _framed_features(framed[:, edges], cfg, kinds)
+        own = _framed_features(self._edge_frames(windows, cfg), cfg, kinds)
 
         interior = np.arange(n_windows)[:, None] * self.step + np.arange(n_interior)[None, :]
         out = {}
@@ -446,6 +469,27 @@ class _OverlapPlan:
             joined[:, edges] = own[kind]
             out[kind] = joined
         return out
+
+
+    def _edge_frames(self, windows: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+        """The frames of :func:`_centred_frames` (reflect) before ``first`` and after
+        ``last``, ``(B, n_edge, win_length)``: only the two ends get padded, not whole
+        windows (padding every window was ~10 % of featurizing)."""
+        half, hop, win = cfg.n_fft // 2, cfg.hop_length, cfg.win_length
+        offset = (cfg.n_fft - win) // 2
+        n_samples = windows.shape[1]
+        # Head: padded[:, :stop] is the reflect pad then windows[:, :stop - half].
+        stop = offset + (self.first - 1) * hop + win
+        head = np.pad(windows[:, : max(stop - half, half + 1)], ((0, 0), (half, 0)),
+                      mode="reflect")
+        # Tail: padded from frame last + 1 on; ``start`` in window samples.
+        begin = offset + (self.last + 1) * hop - half
+        start = min(begin, n_samples - half - 1)
+        tail = np.pad(windows[:, start:], ((0, 0), (0, half)), mode="reflect")
+        return np.concatenate([
+            _frames(head[:, offset:], win, hop, self.first),
+            _frames(tail[:, begin - start :], win, hop,
+                    self.n_frames - self.last - 1)], axis=1)
 
 
 def _check_overlap(windows: np.ndarray, window_hop: int) -> None:

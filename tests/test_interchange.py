@@ -98,12 +98,16 @@ def test_the_spoofray_command_is_declared_and_maps_to_the_jobs(capsys):
     assert "usage: spoofray export" in capsys.readouterr().out
 
 
-def _readme_lines(tag: str) -> list[str]:
+def _readme_block(tag: str, language: str = "bash") -> str:
     with open(os.path.join(REPO, "README.md")) as fh:
         text = fh.read()
-    block = re.search(rf"<!-- README-test: {tag} .*?-->\n```bash\n(.*?)```", text, re.S)
+    block = re.search(rf"<!-- README-test: {tag} .*?-->\n```{language}\n(.*?)```", text, re.S)
     assert block, f"README block {tag!r} not found"
-    return [line for line in block.group(1).splitlines() if line.strip()]
+    return block.group(1)
+
+
+def _readme_lines(tag: str) -> list[str]:
+    return [line for line in _readme_block(tag).splitlines() if line.strip()]
 
 
 def test_readme_interchange_lines_run(ray_session, devcorpus, tmp_path, monkeypatch):
@@ -137,3 +141,12 @@ def test_readme_interchange_lines_run(ray_session, devcorpus, tmp_path, monkeypa
     assert all(s["duration"] > 0 and s["custom"]["label"] == "spoof" for s in sups)
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert math.isfinite(metrics["metrics"][0]["min_tdcf"])
+
+    # The README's way to read a run, on this run: plain pandas and read_report agree.
+    code = _readme_block("read-report", "python")
+    assert 'run = "out/reports/run_id=<id>"' in code
+    scope: dict = {}
+    exec(code.replace("out/reports/run_id=<id>", "reports/run_id=first"), scope)
+    plain = pd.read_parquet("reports/run_id=first/report")
+    assert len(scope["report"]) == len(plain) >= 6
+    assert sorted(scope["report"]["uri"]) == sorted(plain["uri"])

@@ -118,6 +118,30 @@ def test_mixed_archive_every_file_exactly_once(ray_session, tmp_path):
     assert summary["spoof_rate"] == pytest.approx((ok["predicted_label"] == "spoof").mean())
 
 
+def test_one_stage_and_two_stage_scoring_write_the_same_report(ray_session, tmp_path):
+    """A scikit-learn bundle scores in the featurizing tasks by default (--stages auto);
+    handing the windows to scoring actors instead must not change a row."""
+    archive = make_demo_archive(tmp_path / "archive", seed=1, n_bonafide=4, n_spoof=4,
+                                duration_range_s=(1.0, 3.0))
+    bundle_uri = make_audio_bundle(tmp_path)
+    got = {}
+    for stages in ("auto", "two"):
+        score_archive(ScoreConfig(input=archive.root, output=str(tmp_path / stages),
+                                  bundle=bundle_uri, stages=stages, batch_size=3,
+                                  run_id="r", plots=False))
+        got[stages] = (reports.read_report(str(tmp_path / stages / "run_id=r"))
+                       .sort_values(["uri", "channel"], na_position="first")
+                       .reset_index(drop=True))
+    one, two = got["auto"], got["two"]
+    assert len(one) == len(two) > len(archive.items)  # every file, plus 2-channel sides
+    assert (one["status"] == "error").sum() == len(archive.broken)
+    for col in ("uri", "channel", "status", "error_type", "predicted_label", "n_windows",
+                "decision_rule"):
+        pd.testing.assert_series_equal(one[col], two[col])
+    for col in ("spoof_score", "max_window_score"):
+        np.testing.assert_allclose(one[col], two[col], rtol=1e-6)
+
+
 def test_s3_input_bundle_and_output_with_threshold_override(ray_session, s3_bucket, tmp_path,
                                                             monkeypatch):
     import s3fs

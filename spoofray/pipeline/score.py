@@ -67,6 +67,13 @@ log = logging.getLogger(__name__)
 #: Report rows buffered on the driver before a part file is written.
 ROWS_PER_PART = 200_000
 
+#: Files per task when each task also scores (``--files-per-task`` unset): long enough
+#: that Ray's per-task cost is small (docs/benchmarks.md, "Scoring").
+ONE_STAGE_FILES_PER_TASK = 128
+#: Files per featurize task when windows travel to scoring actors: a long recording has
+#: thousands of windows, all held until the task ends.
+TWO_STAGE_FILES_PER_TASK = 4
+
 ITEM_KEYS = ("uri", "label", "attack", "speaker", "group", "size_bytes")
 
 
@@ -683,27 +690,74 @@ def _scoring_dataset(cfg: ScoreConfig, bundle: BundleSpec, bundle_uri: str, thre
                      rule: scoring.SegmentRule) -> Any:
     import ray
 
+    featurize = {"features": bundle.feature_config.to_dict(), "kinds": kinds,
+                 "channels": cfg.channels}
+    scorer = {"payload": [ray.put(bundle.payload())], "bundle_uri": bundle_uri,
+              "threshold": threshold, "run_id": run_id, "segment_rule": rule.to_dict()}
+    task = dict(batch_format="pyarrow", num_cpus=1,
+                # Its own memory request also keeps Ray from fusing these CPU tasks into
+                # the scoring actors, which would serialise featurizing behind the pool.
+                memory=cfg.featurize_memory_mb * 1024 * 1024,
+                compute=ray.data.TaskPoolStrategy(size=cfg.featurize_concurrency)
+                if cfg.featurize_concurrency else None)
+    if scores_in_one_stage(cfg, bundle):
+        # As extraction: largest files first, two tasks per slot at least, and one block
+        # per task (batch_size=None; a batch_size would merge shorter blocks).
+        slots = cfg.featurize_concurrency or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        work = plan.plan(items, files_per_task=cfg.files_per_task or ONE_STAGE_FILES_PER_TASK,
+                         slots=slots)
+        ds = ray.data.from_items(work.rows(), override_num_blocks=work.n_blocks)
+        return ds.map_batches(score_files_batch, batch_size=None, **task, fn_kwargs={
+            **featurize, "scorer": scorer, "files_per_call": cfg.batch_size})
     # Listed order, and no spreading over workers: the featurize stage takes batches of
     # files_per_task (long recordings make tasks long), which merges shorter blocks anyway.
-    work = plan.plan(items, files_per_task=cfg.files_per_task, largest_first_order=False)
+    files_per_task = cfg.files_per_task or TWO_STAGE_FILES_PER_TASK
+    work = plan.plan(items, files_per_task=files_per_task, largest_first_order=False)
     ds = ray.data.from_items(work.rows(), override_num_blocks=work.n_blocks)
-    ds = ds.map_batches(
-        featurize_batch, fn_kwargs={"features": bundle.feature_config.to_dict(), "kinds": kinds,
-                                    "channels": cfg.channels},
-        batch_size=cfg.files_per_task, batch_format="pyarrow", num_cpus=1,
-        # Its own memory request also keeps Ray from fusing these CPU tasks into the
-        # scoring actors, which would serialise featurizing behind the actor pool.
-        memory=cfg.featurize_memory_mb * 1024 * 1024,
-        compute=ray.data.TaskPoolStrategy(size=cfg.featurize_concurrency)
-        if cfg.featurize_concurrency else None)
+    ds = ds.map_batches(featurize_batch, fn_kwargs=featurize, batch_size=files_per_task, **task)
     return ds.map_batches(
-        BundleScorer,
-        fn_constructor_kwargs={"payload": [ray.put(bundle.payload())], "bundle_uri": bundle_uri,
-                               "threshold": threshold, "run_id": run_id,
-                               "segment_rule": rule.to_dict()},
+        BundleScorer, fn_constructor_kwargs=scorer,
         batch_size=cfg.batch_size, batch_format="pyarrow", zero_copy_batch=True,
         num_cpus=cfg.num_cpus_per_actor, num_gpus=cfg.num_gpus or None,
         compute=ray.data.ActorPoolStrategy(size=cfg.concurrency))
+
+
+def scores_in_one_stage(cfg: ScoreSettings, bundle: BundleSpec) -> bool:
+    """Whether featurize and score run in the same task (``cfg.stages``; ``auto``: when
+    every member is a scikit-learn model and no GPU is asked for).
+
+    Scikit-learn members score a window in microseconds, so handing windows to a
+    scoring actor would cost far more (copies through the object store, a CPU the actor
+    holds) than scoring them where they were made. Deep members are loaded once per actor
+    and batch windows across tasks, on a GPU when there is one: two stages.
+    """
+    if cfg.stages != "auto":
+        return cfg.stages == "one"
+    return not cfg.num_gpus and all(m.kind == "sklearn" for m in bundle.members)
+
+
+#: The scorer of the last run this worker process scored for (see score_files_batch).
+_CACHED_SCORER: dict[tuple, BundleScorer] = {}
+
+
+def score_files_batch(batch: pa.Table, *, features: dict[str, Any], kinds: list[str],
+                      channels: str, scorer: dict[str, Any], files_per_call: int) -> pa.Table:
+    """Ray Data batch function of one-stage scoring: listed files → report rows.
+
+    The bundle is loaded once per worker process and run (a task worker runs many tasks of
+    one run); files are featurized and scored ``files_per_call`` at a time, so a task
+    holds the windows of only that many files at once, however many it scores.
+    """
+    key = (scorer["payload"][0].hex(), scorer["threshold"], scorer["run_id"],
+           json.dumps(scorer["segment_rule"], sort_keys=True))
+    if key not in _CACHED_SCORER:
+        _CACHED_SCORER.clear()
+        _CACHED_SCORER[key] = BundleScorer(**scorer)
+    score = _CACHED_SCORER[key]
+    parts = [score(featurize_batch(batch.slice(start, files_per_call), features=features,
+                                   kinds=kinds, channels=channels))
+             for start in range(0, batch.num_rows, files_per_call)]
+    return pa.concat_tables(parts) if parts else score.schema.empty_table()
 
 
 def _gathered(blocks: Iterator[pa.Table], *, every_s: float) -> Iterator[pa.Table]:
