@@ -120,9 +120,6 @@ def pipeline_run(items: Sequence[Any], cfg: FeatureConfig, *, workers: int,
 #: Files each plain process featurizes for the machine's 2-vs-1 ceiling (>= 10 s of work
 #: on devcorpus clips, so that neither side is mostly start or end).
 PLAIN_PROCESS_FILES = 400
-#: Files of the librosa loop each repeat (its rate is per audio second, so a share of the
-#: same shuffled mix will do; all 998 would take three minutes a repeat).
-BASELINE_FILES = 150
 
 
 def featurize_seconds(paths: Sequence[str], cfg_dict: dict[str, Any]) -> tuple[float, float]:
@@ -163,8 +160,8 @@ def extract_benchmark(paths: Sequence[str], cfg: FeatureConfig,
                       repeats: int = 1) -> list[dict[str, Any]]:
     """Rows of the extraction comparison (per-core throughput in audio s per wall s).
 
-    Each repeat runs the librosa loop on the first ``BASELINE_FILES``, then the pipeline
-    with 1 and with 2 workers on all of them, then the machine's 2-vs-1 ceiling on the first
+    Each repeat runs the librosa loop, then the pipeline with 1 and with 2 workers, on the
+    same files, then the machine's 2-vs-1 ceiling on the first
     ``PLAIN_PROCESS_FILES`` (:func:`plain_process_rows`), then a 2-file pipeline run (its
     wall time is start-up: planning, the first task, publishing); interleaving them puts
     the machine's slow spells (other tenants, steal time) into every method rather than
@@ -185,7 +182,7 @@ def extract_benchmark(paths: Sequence[str], cfg: FeatureConfig,
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         pool.starmap(featurize_seconds, [(paths[:2], cfg.to_dict())] * 2, chunksize=1)
         for repeat in range(1, repeats + 1):
-            base = librosa_loop(paths[:BASELINE_FILES], cfg)
+            base = librosa_loop(paths, cfg)
             rows.append({"repeat": repeat, "method": "librosa per-file loop (1 process)",
                          "cores": 1, **base})
             for workers in (1, 2):

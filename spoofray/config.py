@@ -386,7 +386,7 @@ class ScoreSettings(Config):
     threshold: float | None = setting(None, "decision threshold overriding the bundle's",
                                       default_help="the bundle's")
     files_per_task: int | None = setting(
-        None, "files per featurize task", default_help="128 when scoring in one stage, 4 in "
+        None, "files per featurize task", default_help="512 when scoring in one stage, 4 in "
         "two (its windows then travel to the scoring actors, and a long recording has many)")
     stages: str = setting("auto", "one (featurize and score in the same task), two "
                           "(featurize tasks hand windows to scoring actors) or auto (one "

@@ -67,9 +67,14 @@ log = logging.getLogger(__name__)
 #: Report rows buffered on the driver before a part file is written.
 ROWS_PER_PART = 200_000
 
-#: Files per task when each task also scores (``--files-per-task`` unset): long enough
-#: that Ray's per-task cost is small (docs/benchmarks.md, "Scoring").
-ONE_STAGE_FILES_PER_TASK = 128
+#: Files per task when each task also scores (``--files-per-task`` unset): Ray Data
+#: leaves a worker idle ~0.2 s between tasks, so a task should run for seconds (512
+#: clips of ~8 s are ~2.5 s of one core; docs/benchmarks.md, "Scoring"). A task's memory
+#: does not grow with it (see WINDOWS_PER_CALL).
+ONE_STAGE_FILES_PER_TASK = 512
+#: Most windows a one-stage task holds before it scores them (~100 MB of the shipped
+#: bundle's LFCC tensors; one longer file is scored alone).
+WINDOWS_PER_CALL = 1024
 #: Files per featurize task when windows travel to scoring actors: a long recording has
 #: thousands of windows, all held until the task ends.
 TWO_STAGE_FILES_PER_TASK = 4
@@ -745,8 +750,9 @@ def score_files_batch(batch: pa.Table, *, features: dict[str, Any], kinds: list[
     """Ray Data batch function of one-stage scoring: listed files → report rows.
 
     The bundle is loaded once per worker process and run (a task worker runs many tasks of
-    one run); files are featurized and scored ``files_per_call`` at a time, so a task
-    holds the windows of only that many files at once, however many it scores.
+    one run). Files are featurized one by one and scored together once ``files_per_call``
+    files or :data:`WINDOWS_PER_CALL` windows have gathered, so a task holds the windows of
+    that much audio at once (or of one longer file), however many files it scores.
     """
     key = (scorer["payload"][0].hex(), scorer["threshold"], scorer["run_id"],
            json.dumps(scorer["segment_rule"], sort_keys=True))
@@ -754,9 +760,15 @@ def score_files_batch(batch: pa.Table, *, features: dict[str, Any], kinds: list[
         _CACHED_SCORER.clear()
         _CACHED_SCORER[key] = BundleScorer(**scorer)
     score = _CACHED_SCORER[key]
-    parts = [score(featurize_batch(batch.slice(start, files_per_call), features=features,
-                                   kinds=kinds, channels=channels))
-             for start in range(0, batch.num_rows, files_per_call)]
+    parts, waiting, windows = [], [], 0
+    for i in range(batch.num_rows):
+        waiting.append(featurize_batch(batch.slice(i, 1), features=features, kinds=kinds,
+                                       channels=channels))
+        windows += waiting[-1]["n_windows"][0].as_py() or 0
+        if len(waiting) >= files_per_call or windows >= WINDOWS_PER_CALL or \
+                i == batch.num_rows - 1:
+            parts.append(score(pa.concat_tables(waiting)))
+            waiting, windows = [], 0
     return pa.concat_tables(parts) if parts else score.schema.empty_table()
 
 
