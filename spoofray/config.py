@@ -397,10 +397,11 @@ class ScoreSettings(Config):
     #: A long recording is decoded whole.
     featurize_memory_mb: int = setting(1024, "memory reserved per featurize task (MiB)")
     #: Their windows are scored together, in one model call.
-    batch_size: int = setting(16, "files per scoring batch")
-    concurrency: int = setting(1, "scoring actors (a fixed pool size)")
-    num_gpus: float = setting(0.0, "GPUs per scoring actor")
-    num_cpus_per_actor: float = setting(1.0, "CPUs per scoring actor")
+    batch_size: int = setting(16, "files scored in one model call (one stage: "
+                                      "also at most 1024 windows)")
+    concurrency: int = setting(1, "scoring actors (two stages; a fixed pool size)")
+    num_gpus: float = setting(0.0, "GPUs per scoring actor (more than 0: two stages)")
+    num_cpus_per_actor: float = setting(1.0, "CPUs per scoring actor (two stages)")
     plots: bool = setting(True, "write the report's PNG plots")
     channels: str = setting("auto", "multi-channel files: mix (down to mono, one row), each "
                             "(one row per channel plus the file's roll-up row) or auto (each "

@@ -44,6 +44,18 @@ def test_plan_orders_largest_first_and_sizes_the_tasks():
     assert listed.n_blocks == 2
 
 
+def test_balanced_plan_deals_sizes_so_equal_count_blocks_hold_like_bytes():
+    items = _items([(f"f{i}", size) for i, size in enumerate([1, 9, 2, 8, 3, 7, 4, 6, 5, 0])])
+    p = plan(items, files_per_task=5, slots=1, balanced=True)
+    assert p.n_blocks == 2
+    first, second = p.items[:5], p.items[5:]  # the equal-count blocks from_items cuts
+    assert [it.size_bytes for it in first] == [9, 7, 5, 3, 1]
+    assert [it.size_bytes for it in second] == [8, 6, 4, 2, 0]
+    assert sorted(it.uri for it in p.items) == sorted(it.uri for it in items)
+    # Largest first in 2 blocks would give 9+8+7+6+5 = 35 bytes against 10.
+    assert sum(it.size_bytes for it in first) - sum(it.size_bytes for it in second) == 5
+
+
 def test_accounting_passes_each_listed_uri_exactly_once_in_any_order():
     check_accounting(["a", "b", "c"], ["c", "a", "b"])
     check_accounting([], [])

@@ -52,6 +52,14 @@ def largest_first(items: Sequence[AudioItem]) -> list[AudioItem]:
     return sorted(items, key=lambda it: (it.size_bytes is None, -(it.size_bytes or 0)))
 
 
+def dealt(items: Sequence[AudioItem], n_blocks: int) -> list[AudioItem]:
+    """``items`` largest first, dealt round-robin into ``n_blocks`` runs of consecutive
+    items (the equal-count blocks ``ray.data.from_items`` cuts): every block gets a like
+    share of large and small files, so that few long tasks end together."""
+    ordered = largest_first(items)
+    return [it for k in range(n_blocks) for it in ordered[k::n_blocks]]
+
+
 def task_count(n_files: int, files_per_task: int, slots: int = 1) -> int:
     """Tasks for ``n_files``: at most ``files_per_task`` files each, and with several
     parallel workers (``slots``) at least two each when there are files for them; never
@@ -62,7 +70,7 @@ def task_count(n_files: int, files_per_task: int, slots: int = 1) -> int:
 
 
 def plan(items: Sequence[AudioItem], *, files_per_task: int, slots: int = 1,
-         largest_first_order: bool = True) -> Plan:
+         largest_first_order: bool = True, balanced: bool = False) -> Plan:
     """Order ``items`` and size their tasks.
 
     Parameters
@@ -74,9 +82,16 @@ def plan(items: Sequence[AudioItem], *, files_per_task: int, slots: int = 1,
         there are files for them). 1 turns that spreading off.
     largest_first_order : bool
         Send the largest files first (:func:`largest_first`); False keeps the listed order.
+    balanced : bool
+        Instead, give every block a like share of the bytes (:func:`dealt`): for runs of
+        few long tasks, where largest-first would leave one task much longer than the rest.
     """
-    ordered = largest_first(items) if largest_first_order else list(items)
-    return Plan(items=tuple(ordered), n_blocks=task_count(len(ordered), files_per_task, slots))
+    n_blocks = task_count(len(items), files_per_task, slots)
+    if balanced:
+        ordered = dealt(items, n_blocks)
+    else:
+        ordered = largest_first(items) if largest_first_order else list(items)
+    return Plan(items=tuple(ordered), n_blocks=n_blocks)
 
 
 def check_accounting(listed: Iterable[str], returned: Iterable[str], *,

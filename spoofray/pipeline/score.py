@@ -706,11 +706,11 @@ def _scoring_dataset(cfg: ScoreConfig, bundle: BundleSpec, bundle_uri: str, thre
                 compute=ray.data.TaskPoolStrategy(size=cfg.featurize_concurrency)
                 if cfg.featurize_concurrency else None)
     if scores_in_one_stage(cfg, bundle):
-        # As extraction: largest files first, two tasks per slot at least, and one block
+        # Few long tasks: blocks of like bytes, two tasks per slot at least, and one block
         # per task (batch_size=None; a batch_size would merge shorter blocks).
         slots = cfg.featurize_concurrency or max(1, int(ray.cluster_resources().get("CPU", 1)))
         work = plan.plan(items, files_per_task=cfg.files_per_task or ONE_STAGE_FILES_PER_TASK,
-                         slots=slots)
+                         slots=slots, balanced=True)
         ds = ray.data.from_items(work.rows(), override_num_blocks=work.n_blocks)
         return ds.map_batches(score_files_batch, batch_size=None, **task, fn_kwargs={
             **featurize, "scorer": scorer, "files_per_call": cfg.batch_size})
