@@ -283,7 +283,7 @@ def test_scoring_survives_losing_a_node(cluster, archive, bundle, tmp_path, reco
                        logs / "score-clean.log"), logs / "score-clean.log")
     clean_wall_s = round(time.monotonic() - started, 1)
     kill = _run_and_kill("score_archive.py", [*common, "--run-id", "lost"], node,
-                         "featurize_batch", logs / "score-lost.log")
+                         "score_files_batch", logs / "score-lost.log")
     assert kill["driver_running_at_kill"], kill
 
     report = reports.read_report(os.path.join(out, "run_id=lost")).sort_values("uri")
