@@ -417,3 +417,9 @@ class ScoreSettings(Config):
         30.0, "write the report rows gathered so far as a part at least this often "
         "(seconds; 0: after every scored block): a killed run resumed with --resume scores "
         "again at most what came back since its last part")
+
+    def _check(self) -> None:
+        if self.stages == "one" and self.num_gpus:
+            raise ConfigError(
+                f"--stages one scores in the CPU tasks that featurize, so --num-gpus "
+                f"{self.num_gpus} would go unused; use --stages two (or auto) for GPUs")

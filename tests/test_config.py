@@ -85,6 +85,10 @@ def test_cross_field_checks_still_run_after_the_table():
         AudioConfig(window_s=1.0, hop_s=2.0)
     with pytest.raises(ConfigError, match="needs both input and output"):
         ScoreConfig(input="", output="o")
+    with pytest.raises(ConfigError, match="--num-gpus 1.0 would go unused"):
+        ScoreConfig(input="i", output="o", stages="one", num_gpus=1.0)
+    with pytest.raises(ConfigError, match="use --stages two"):
+        ScoreSettings(stages="one", num_gpus=0.5)  # the audit's scoring settings too
 
 
 def test_every_constraint_names_a_field():

@@ -113,6 +113,7 @@ class ScoreConfig(ScoreSettings):
                            "the bundle, threshold or feature config differ)")
 
     def _check(self) -> None:
+        super()._check()
         if not self.input or not self.output:
             raise ConfigError("ScoreConfig needs both input and output")
         if self.resume and not self.run_id:
