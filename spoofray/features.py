@@ -470,7 +470,6 @@ class _OverlapPlan:
             out[kind] = joined
         return out
 
-
     def _edge_frames(self, windows: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
         """The frames of :func:`_centred_frames` (reflect) before ``first`` and after
         ``last``, ``(B, n_edge, win_length)``: only the two ends get padded, not whole
