@@ -56,6 +56,17 @@ def test_balanced_plan_deals_sizes_so_equal_count_blocks_hold_like_bytes():
     assert sum(it.size_bytes for it in first) - sum(it.size_bytes for it in second) == 5
 
 
+def test_blocks_are_the_dealt_runs_each_task_gets():
+    # 7 files in 3 blocks: dealt 0,3,6 / 1,4 / 2,5 (sizes 6..0), cut 3 + 2 + 2.
+    items = _items([(f"f{i}", size) for i, size in enumerate([6, 5, 4, 3, 2, 1, 0])])
+    p = plan(items, files_per_task=3, slots=1, balanced=True)
+    assert p.n_blocks == 3
+    blocks = p.blocks()
+    assert [[r["size_bytes"] for r in b] for b in blocks] == [[6, 3, 0], [5, 2], [4, 1]]
+    assert [r for b in blocks for r in b] == p.rows()  # every file once, in plan order
+    assert [len(b) for b in plan(items[:2], files_per_task=1, slots=4).blocks()] == [1, 1]
+
+
 def test_accounting_passes_each_listed_uri_exactly_once_in_any_order():
     check_accounting(["a", "b", "c"], ["c", "a", "b"])
     check_accounting([], [])

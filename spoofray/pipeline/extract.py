@@ -1,7 +1,7 @@
 """Ray Data feature extraction: any listing of audio → the feature dataset of ``dataset.py``.
 
-Stages: list (driver) → ``from_items`` → ``map_batches`` of :func:`extract_batch` (read,
-decode, resample, window, features; CPU tasks) → per-file summary rows back to the driver.
+Stages: list (driver) → :func:`extract_batch` as plain Ray tasks (read, decode, resample,
+window, features; :mod:`~spoofray.pipeline.tasks`) → per-file summary rows back to the driver.
 
 Files go out largest first in tasks sized by :func:`spoofray.pipeline.plan.plan`. Tasks
 write under a temporary sibling of the output (``storage.temporary_sibling``). Each task
@@ -40,7 +40,7 @@ from spoofray import preflight as preflight_checks
 from spoofray.config import Config, FeatureConfig, Interval, setting
 from spoofray.errors import ConfigError, OutputExistsError, StorageUnavailableError
 from spoofray.featurize import FileFeatures, featurize_file
-from spoofray.pipeline import plan, resume, runtime
+from spoofray.pipeline import plan, resume, runtime, tasks
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +70,8 @@ class ExtractConfig(Config):
     audio_root: str | None = setting(None, "audio folder of an ASVspoof protocol",
                                      default_help="the protocol's folder", path=True)
     features: FeatureConfig = dataclasses.field(default_factory=FeatureConfig)
-    #: With several tasks running, Ray Data leaves a worker idle ~0.2 s after each (it
-    #: waits up to 100 ms for *all* running tasks before it looks at finished ones), so a
-    #: task should run for seconds: 128 typical clips take ~4 s on one core. Measured in
+    #: A task should run for seconds (each costs a submission, a summary frame and at
+    #: least one part file): 128 typical clips take ~2 s on one core. Measured in
     #: docs/benchmarks.md.
     files_per_task: int = setting(128, "most files per Ray task (bigger tasks idle less "
                                   "between them)")
@@ -81,7 +80,7 @@ class ExtractConfig(Config):
         512, "a task closes a features part after the file that brings it to this many "
         "windows, so its memory stays bounded whatever its files' lengths")
     concurrency: int | None = setting(None, "most parallel tasks",
-                                      default_help="Ray Data decides from the free CPUs")
+                                      default_help="the cluster's CPUs / --num-cpus-per-task")
     num_cpus_per_task: float = setting(1.0, "CPUs reserved per task")
     overwrite: bool = setting(False, "replace an existing output (and discard the parts of an "
                               "unfinished attempt at it)")
@@ -99,16 +98,16 @@ class ExtractConfig(Config):
                               "discards them: pass one of them")
 
 
-def extract_batch(batch: pd.DataFrame, *, features: dict[str, Any], output: str,
+def extract_batch(items: Sequence[dict[str, Any]], *, features: dict[str, Any], output: str,
                   max_windows_per_part: int = ExtractConfig.max_windows_per_part) -> pd.DataFrame:
-    """Ray Data batch function: listed files → parts written + one summary row per file.
+    """The task of extraction: listed files (``AudioItem`` dicts) → parts written + one
+    summary row per file.
 
     Windows are written once ``max_windows_per_part`` have gathered (never splitting a
     file), as parts ``<key>``, ``<key>-1``, ... where ``key`` hashes the batch's URIs; a
     retried task makes the same cuts and so rewrites the same parts.
     """
     cfg = FeatureConfig.from_dict(features)
-    items = [_clean(item) for item in batch.to_dict("records")]
     key = dataset.part_key([item["uri"] for item in items])
     summary: list[dict[str, Any]] = [{} for _ in items]
     pending: list[tuple[int, FileFeatures]] = []  # (position in batch, result) not yet written
@@ -142,20 +141,6 @@ def extract_batch(batch: pd.DataFrame, *, features: dict[str, Any], output: str,
         for i, r in bad:
             summary[i] = _summary_row(r, None, key)
     return pd.DataFrame(summary, columns=list(SUMMARY_COLUMNS))
-
-
-def _clean(item: dict[str, Any]) -> dict[str, Any]:
-    """pandas turns missing strings into NaN/None inconsistently; make them None."""
-    out = {}
-    for k, v in item.items():
-        if isinstance(v, float) and np.isnan(v):
-            v = None
-        elif v is pd.NA:
-            v = None
-        out[k] = v
-    if out.get("size_bytes") is not None:
-        out["size_bytes"] = int(out["size_bytes"])
-    return out
 
 
 def _windows_table(results: Sequence[FileFeatures], cfg: FeatureConfig):
@@ -341,7 +326,7 @@ def extract_features(cfg: ExtractConfig,
     try:
         if todo:
             try:
-                new = _summaries(_extraction_dataset(cfg, todo, tmp), todo)
+                new = _summaries(cfg, todo, tmp)
             except Exception as exc:  # an outage that outlasted the retries must read as one
                 runtime.raise_if_storage_outage(
                     exc, stopped="extraction",
@@ -376,14 +361,22 @@ def extract_features(cfg: ExtractConfig,
     return manifest
 
 
-def _summaries(ds: Any, items: Sequence[sources.AudioItem]) -> pd.DataFrame:
-    """The per-file summary rows as tasks finish, with the driver's progress line."""
+def _summaries(cfg: ExtractConfig, items: Sequence[sources.AudioItem], tmp: str
+               ) -> pd.DataFrame:
+    """Extract ``items`` into ``tmp``: the per-file summary rows as tasks finish, with the
+    driver's progress line."""
     sizes = {it.uri: it.size_bytes for it in items}
     shown = progress.Progress(
         len(items), total_bytes=None if None in sizes.values() else sum(sizes.values()),
         verb="extracted")
+    work = plan.plan(items, files_per_task=cfg.files_per_task,
+                     slots=tasks.slots(cfg.num_cpus_per_task, cfg.concurrency))
     frames = []
-    for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
+    for batch in tasks.run_blocks(
+            extract_batch, work.blocks(),
+            kwargs={"features": cfg.features.to_dict(), "output": tmp,
+                    "max_windows_per_part": cfg.max_windows_per_part},
+            num_cpus=cfg.num_cpus_per_task, concurrency=cfg.concurrency):
         ok = batch["status"] == "ok"
         shown.add(len(batch), audio_s=float(batch.loc[ok, "duration_s"].fillna(0).sum()),
                   size_bytes=sum(sizes.get(u) or 0 for u in batch["uri"]))
@@ -391,26 +384,6 @@ def _summaries(ds: Any, items: Sequence[sources.AudioItem]) -> pd.DataFrame:
     shown.close()
     return (pd.concat(frames, ignore_index=True) if frames
             else pd.DataFrame(columns=list(SUMMARY_COLUMNS)))
-
-
-def _extraction_dataset(cfg: ExtractConfig, items: Sequence[sources.AudioItem], tmp: str
-                        ) -> Any:
-    import ray
-
-    slots = cfg.concurrency or int(ray.cluster_resources().get("CPU", 1) // cfg.num_cpus_per_task)
-    work = plan.plan(items, files_per_task=cfg.files_per_task, slots=slots)
-    # One block per task: batch_size=None hands each block whole to one task (a batch_size
-    # would merge blocks shorter than it, making tasks up to twice as long as asked).
-    ds = ray.data.from_items(work.rows(), override_num_blocks=work.n_blocks)
-    return ds.map_batches(
-        extract_batch,
-        fn_kwargs={"features": cfg.features.to_dict(), "output": tmp,
-                   "max_windows_per_part": cfg.max_windows_per_part},
-        batch_size=None,
-        batch_format="pandas",
-        num_cpus=cfg.num_cpus_per_task,
-        compute=ray.data.TaskPoolStrategy(size=cfg.concurrency) if cfg.concurrency else None,
-    )
 
 
 def _manifest(cfg: ExtractConfig, items: Sequence[sources.AudioItem], summary: pd.DataFrame,

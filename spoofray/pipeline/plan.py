@@ -1,20 +1,20 @@
 """The plan of a pipeline run: which files go out, in which order, cut into how many tasks;
 and the check afterwards that every planned file came back exactly once.
 
-Extraction (:mod:`spoofray.pipeline.extract`) and scoring (:mod:`spoofray.pipeline.score`)
-both hand :func:`plan`'s items to ``ray.data.from_items(..., override_num_blocks=
-plan.n_blocks)``; extraction, scoring and the nightly audit (:mod:`spoofray.audit`) all end
-with :func:`check_accounting`. No Ray here: sizing is arithmetic on the listing.
+Extraction and one-stage scoring run :meth:`Plan.blocks` as Ray tasks
+(:mod:`spoofray.pipeline.tasks`); two-stage scoring and copy-synthesis hand :meth:`Plan.rows`
+to ``ray.data.from_items(..., override_num_blocks=plan.n_blocks)``, which cuts the same
+blocks. Extraction, scoring and the nightly audit (:mod:`spoofray.audit`) all end with
+:func:`check_accounting`. No Ray here: sizing is arithmetic on the listing.
 
 Why the numbers are what they are (measured in docs/benchmarks.md):
 
-* Ray Data leaves a worker idle ~0.2 s after each task (it waits up to 100 ms for *all*
-  running tasks before it looks at finished ones), so a task should run for seconds:
-  extraction's 128 files per task are ~4 s of one core for typical clips.
-* Workers do not finish together on their own: Ray Data runs a new dataset's first task
-  alone for about a second, and tasks run at different speeds. Files going out largest
-  first, with at least two tasks per worker when there are several, leave the short tasks
-  for the end, so the worker that started late or ran slow ends on a short one.
+* Every task costs a submission, a result and (in extraction) its own part files, and Ray
+  Data leaves a worker idle ~0.2 s between tasks, so a task should run for seconds:
+  extraction's 128 files per task are ~2 s of one core for typical clips.
+* Workers do not finish together on their own: tasks run at different speeds. Files going
+  out largest first, with at least two tasks per worker when there are several, leave the
+  short tasks for the end, so the worker that ran slow ends on a short one.
 * Beyond a few thousand blocks, block bookkeeping costs more than the balance it buys:
   never more than :data:`MAX_BLOCKS`.
 """
@@ -39,8 +39,17 @@ class Plan:
     n_blocks: int
 
     def rows(self) -> list[dict]:
-        """The items as ``ray.data.from_items`` rows."""
+        """The items as dicts (``ray.data.from_items`` rows)."""
         return [it.to_dict() for it in self.items]
+
+    def blocks(self) -> list[list[dict]]:
+        """:meth:`rows` cut into ``n_blocks`` runs of consecutive rows, the longer ones
+        first (as ``ray.data.from_items(rows, override_num_blocks=n_blocks)`` cuts them):
+        one task's files each."""
+        rows = self.rows()
+        size, longer = divmod(len(rows), self.n_blocks)
+        bounds = [k * size + min(k, longer) for k in range(self.n_blocks + 1)]
+        return [rows[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
 
 
 def largest_first(items: Sequence[AudioItem]) -> list[AudioItem]:
@@ -54,7 +63,7 @@ def largest_first(items: Sequence[AudioItem]) -> list[AudioItem]:
 
 def dealt(items: Sequence[AudioItem], n_blocks: int) -> list[AudioItem]:
     """``items`` largest first, dealt round-robin into ``n_blocks`` runs of consecutive
-    items (the equal-count blocks ``ray.data.from_items`` cuts): every block gets a like
+    items (the equal-count blocks of :meth:`Plan.blocks`): every block gets a like
     share of large and small files, so that few long tasks end together."""
     ordered = largest_first(items)
     return [it for k in range(n_blocks) for it in ordered[k::n_blocks]]

@@ -1,10 +1,16 @@
-"""Ray Data streaming scorer: an audio archive → one report row per file, published atomically.
+"""Streaming scorer on Ray: an audio archive → one report row per file, published atomically.
 
-Stages::
+Stages, for a bundle with deep members (two stages, a Ray Data dataset)::
 
     list (driver) → from_items → featurize_batch (CPU tasks: read, decode, resample,
     window, the bundle's feature kinds) → BundleScorer (actor pool; bundle loaded once
     per actor; batched inference; per-file aggregation) → report parts (driver)
+
+and for a bundle of scikit-learn members only, the shipped one among them (one stage,
+plain Ray tasks, :func:`scores_in_one_stage`)::
+
+    list (driver) → score_files_batch (CPU tasks: featurize_batch then BundleScorer, the
+    bundle loaded once per worker process) → report parts (driver)
 
 Rows are per FILE all the way: a featurized row carries the file's stacked window
 tensors (``(n_windows, *shape)`` float32 as raw bytes, the shape being fixed by the
@@ -59,7 +65,7 @@ from spoofray.errors import (ConfigError, OutputExistsError, SpoofrayError,
 from spoofray.featurize import FileFeatures, featurize_file
 from spoofray.models.bundle import BundleSpec, load_payload
 from spoofray.models.registry import LATEST, bundle_note, resolve_bundle
-from spoofray.pipeline import plan, resume, runtime
+from spoofray.pipeline import plan, resume, runtime, tasks
 from spoofray.reports import PLOTS_DIR, REPORT_DIR, SEGMENTS_DIR, SUCCESS_MARKER, SUMMARY_NAME
 
 log = logging.getLogger(__name__)
@@ -459,11 +465,11 @@ def _discard(uri: str, what: str) -> None:
                                                           "readers ignore it")
 
 
-def _report_blocks(ds: Any, *, left: str) -> Iterator[pa.Table]:
+def _report_blocks(blocks: Iterator[pa.Table], *, left: str) -> Iterator[pa.Table]:
     """The scored blocks as they finish; a storage outage that stopped a task is re-raised
     as :class:`~spoofray.errors.StorageUnavailableError` saying what was ``left``."""
     try:
-        yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")
+        yield from blocks
     except Exception as exc:
         runtime.raise_if_storage_outage(exc, stopped="scoring",
                                         left=f"{left}, once storage is back")
@@ -582,7 +588,7 @@ def score_archive(cfg: ScoreConfig,
             sizes = [it.size_bytes for it in todo]
             shown = progress.Progress(len(todo), total_bytes=sum(sizes) if None not in sizes
                                       else None, verb="scored")
-            blocks = _report_blocks(_scoring_dataset(cfg, bundle, bundle_uri, threshold, run_id,
+            blocks = _report_blocks(_scored_blocks(cfg, bundle, bundle_uri, threshold, run_id,
                                                      kinds, todo, rule), left=left)
             for scored in _gathered(_counted(blocks, shown), every_s=cfg.part_every_s):
                 part, spans = split_segments(scored)
@@ -691,41 +697,47 @@ def _earlier_rows(tmp: str, items: Sequence[sources.AudioItem]) -> pd.DataFrame:
     return rows
 
 
-def _scoring_dataset(cfg: ScoreConfig, bundle: BundleSpec, bundle_uri: str, threshold: float,
-                     run_id: str, kinds: list[str], items: Sequence[sources.AudioItem],
-                     rule: scoring.SegmentRule) -> Any:
+def _scored_blocks(cfg: ScoreConfig, bundle: BundleSpec, bundle_uri: str, threshold: float,
+                   run_id: str, kinds: list[str], items: Sequence[sources.AudioItem],
+                   rule: scoring.SegmentRule) -> Iterator[pa.Table]:
+    """Report rows of ``items``, a block at a time as they finish: one stage on plain Ray
+    tasks (:func:`scores_in_one_stage`, :mod:`~spoofray.pipeline.tasks`), else a Ray Data
+    dataset of two stages."""
     import ray
 
     featurize = {"features": bundle.feature_config.to_dict(), "kinds": kinds,
                  "channels": cfg.channels}
     scorer = {"payload": [ray.put(bundle.payload())], "bundle_uri": bundle_uri,
               "threshold": threshold, "run_id": run_id, "segment_rule": rule.to_dict()}
-    task = dict(batch_format="pyarrow", num_cpus=1,
-                # Its own memory request also keeps Ray from fusing these CPU tasks into
-                # the scoring actors, which would serialise featurizing behind the pool.
-                memory=cfg.featurize_memory_mb * 1024 * 1024,
-                compute=ray.data.TaskPoolStrategy(size=cfg.featurize_concurrency)
-                if cfg.featurize_concurrency else None)
+    memory = cfg.featurize_memory_mb * 1024 * 1024
     if scores_in_one_stage(cfg, bundle):
-        # Few long tasks: blocks of like bytes, two tasks per slot at least, and one block
-        # per task (batch_size=None; a batch_size would merge shorter blocks).
-        slots = cfg.featurize_concurrency or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        # Few long tasks: blocks of like bytes, two tasks per slot at least.
         work = plan.plan(items, files_per_task=cfg.files_per_task or ONE_STAGE_FILES_PER_TASK,
-                         slots=slots, balanced=True)
-        ds = ray.data.from_items(work.rows(), override_num_blocks=work.n_blocks)
-        return ds.map_batches(score_files_batch, batch_size=None, **task, fn_kwargs={
-            **featurize, "scorer": scorer, "files_per_call": cfg.batch_size})
+                         slots=tasks.slots(concurrency=cfg.featurize_concurrency),
+                         balanced=True)
+        return tasks.run_blocks(
+            score_files_batch, (pa.Table.from_pylist(rows) for rows in work.blocks()),
+            kwargs={**featurize, "scorer": scorer, "files_per_call": cfg.batch_size},
+            memory_bytes=memory, concurrency=cfg.featurize_concurrency)
     # Listed order, and no spreading over workers: the featurize stage takes batches of
     # files_per_task (long recordings make tasks long), which merges shorter blocks anyway.
     files_per_task = cfg.files_per_task or TWO_STAGE_FILES_PER_TASK
     work = plan.plan(items, files_per_task=files_per_task, largest_first_order=False)
     ds = ray.data.from_items(work.rows(), override_num_blocks=work.n_blocks)
-    ds = ds.map_batches(featurize_batch, fn_kwargs=featurize, batch_size=files_per_task, **task)
+    ds = ds.map_batches(featurize_batch, fn_kwargs=featurize, batch_size=files_per_task,
+                        batch_format="pyarrow", num_cpus=1,
+                        # Its own memory request also keeps Ray from fusing these CPU tasks
+                        # into the scoring actors, which would serialise featurizing behind
+                        # the pool.
+                        memory=memory,
+                        compute=ray.data.TaskPoolStrategy(size=cfg.featurize_concurrency)
+                        if cfg.featurize_concurrency else None)
     return ds.map_batches(
         BundleScorer, fn_constructor_kwargs=scorer,
         batch_size=cfg.batch_size, batch_format="pyarrow", zero_copy_batch=True,
         num_cpus=cfg.num_cpus_per_actor, num_gpus=cfg.num_gpus or None,
-        compute=ray.data.ActorPoolStrategy(size=cfg.concurrency))
+        compute=ray.data.ActorPoolStrategy(size=cfg.concurrency)
+    ).iter_batches(batch_size=None, batch_format="pyarrow")
 
 
 def scores_in_one_stage(cfg: ScoreSettings, bundle: BundleSpec) -> bool:
@@ -748,7 +760,7 @@ _CACHED_SCORER: dict[tuple, BundleScorer] = {}
 
 def score_files_batch(batch: pa.Table, *, features: dict[str, Any], kinds: list[str],
                       channels: str, scorer: dict[str, Any], files_per_call: int) -> pa.Table:
-    """Ray Data batch function of one-stage scoring: listed files → report rows.
+    """The task of one-stage scoring: listed files → report rows.
 
     The bundle is loaded once per worker process and run (a task worker runs many tasks of
     one run). Files are featurized one by one and scored together once ``files_per_call``
