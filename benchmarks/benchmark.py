@@ -4,7 +4,8 @@
         pipeline (1 and 2 workers) vs a librosa loop; 2 vs 1 plain processes (machine ceiling)
   python benchmarks/benchmark.py score [--files 100] [--repeats 3]
         the shipped bundle's one-core stage ceiling; it end to end on the archive x1, x10,
-        x40 (one stage) and x10 (two stages); a fused ML + CNN bundle; peak RSS
+        x40 (one stage) and x10 (two stages); a fused ML + CNN bundle; start-up (4 files on
+        warm workers, and right after the fused run); peak RSS
 
 Uses the devcorpus (../shared/data/devcorpus) when present, else a generated archive. The
 measurements themselves are in benchmarks/measure.py; nothing here is installed with spoofray.

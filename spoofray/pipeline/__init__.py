@@ -1,1 +1,2 @@
-"""Ray Data stages. The only spoofray package besides ``training`` that imports Ray."""
+"""The Ray pipelines (plain Ray tasks, and Ray Data where stages stream into an actor pool).
+The only spoofray package besides ``training`` that imports Ray."""

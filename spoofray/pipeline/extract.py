@@ -1,4 +1,4 @@
-"""Ray Data feature extraction: any listing of audio → the feature dataset of ``dataset.py``.
+"""Feature extraction on Ray: any listing of audio → the feature dataset of ``dataset.py``.
 
 Stages: list (driver) → :func:`extract_batch` as plain Ray tasks (read, decode, resample,
 window, features; :mod:`~spoofray.pipeline.tasks`) → per-file summary rows back to the driver.
@@ -71,10 +71,10 @@ class ExtractConfig(Config):
                                      default_help="the protocol's folder", path=True)
     features: FeatureConfig = dataclasses.field(default_factory=FeatureConfig)
     #: A task should run for seconds (each costs a submission, a summary frame and at
-    #: least one part file): 128 typical clips take ~2 s on one core. Measured in
+    #: least one part file): 128 typical clips take 2-4 s of one core. Measured in
     #: docs/benchmarks.md.
-    files_per_task: int = setting(128, "most files per Ray task (bigger tasks idle less "
-                                  "between them)")
+    files_per_task: int = setting(128, "most files per Ray task (each task writes its own "
+                                  "parts: bigger tasks, fewer and larger parts)")
     #: 512 windows of the default features are ~150 MB of float32.
     max_windows_per_part: int = setting(
         512, "a task closes a features part after the file that brings it to this many "

@@ -11,7 +11,7 @@ Why the numbers are what they are (measured in docs/benchmarks.md):
 
 * Every task costs a submission, a result and (in extraction) its own part files, and Ray
   Data leaves a worker idle ~0.2 s between tasks, so a task should run for seconds:
-  extraction's 128 files per task are ~2 s of one core for typical clips.
+  extraction's 128 files per task are 2-4 s of one core for typical clips.
 * Workers do not finish together on their own: tasks run at different speeds. Files going
   out largest first, with at least two tasks per worker when there are several, leave the
   short tasks for the end, so the worker that ran slow ends on a short one.

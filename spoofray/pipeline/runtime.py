@@ -1,5 +1,5 @@
 """Connecting to Ray (the embedded local default, or a cluster named by address), and
-reading what a failed Ray Data run was really about."""
+reading what a failed Ray run (tasks or a Ray Data dataset) was really about."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def quiet_ray_data() -> None:
 
 
 def raise_if_storage_outage(exc: BaseException, *, stopped: str, left: str) -> None:
-    """Re-raise a failed Ray Data run as the storage outage behind it, if that is what it was.
+    """Re-raise a failed Ray run as the storage outage behind it, if that is what it was.
 
     Ray re-raises a task's exception wrapped (``RayTaskError(UserCodeException)``) and
     cuts its cause chain, so the :class:`~spoofray.errors.StorageUnavailableError` object
@@ -111,7 +111,7 @@ def raise_if_storage_outage(exc: BaseException, *, stopped: str, left: str) -> N
     Parameters
     ----------
     exc : BaseException
-        What iterating or collecting the dataset raised.
+        What collecting the tasks' results (or iterating the dataset) raised.
     stopped : str
         What stopped, e.g. ``"extraction"``.
     left : str

@@ -73,10 +73,10 @@ log = logging.getLogger(__name__)
 #: Report rows buffered on the driver before a part file is written.
 ROWS_PER_PART = 200_000
 
-#: Files per task when each task also scores (``--files-per-task`` unset): Ray Data
-#: leaves a worker idle ~0.2 s between tasks, so a task should run for seconds (512
-#: clips of ~8 s are ~2.5 s of one core; docs/benchmarks.md, "Scoring"). A task's memory
-#: does not grow with it (see WINDOWS_PER_CALL).
+#: Files per task when each task also scores (``--files-per-task`` unset): tasks of
+#: seconds (512 clips of ~8 s are 2.5-4 s of one core), the plan's balancing evens out
+#: the last ones; 64 and 128 scored no faster (docs/benchmarks.md, "Scoring"). A task's
+#: memory does not grow with it (see WINDOWS_PER_CALL).
 ONE_STAGE_FILES_PER_TASK = 512
 #: Most windows a one-stage task holds before it scores them (~100 MB of the shipped
 #: bundle's LFCC tensors; one longer file is scored alone).
@@ -306,10 +306,12 @@ def rollup_rows(file_row: dict[str, Any], channel_rows: list[dict[str, Any]]
 
 
 class BundleScorer:
-    """Ray Data callable class: featurized file rows → report rows.
+    """Featurized file rows → report rows: a Ray Data callable class for two stages, and
+    what :func:`score_files_batch` calls for one.
 
     The bundle arrives as a payload in the object store (so actors on any node get it, even
-    when the driver read it from a local folder) and is verified and loaded once per actor.
+    when the driver read it from a local folder) and is verified and loaded once per actor
+    (once per worker process, for one stage).
     ``threshold`` is the run's decision threshold, worked out once by the driver.
     """
 
