@@ -9,8 +9,8 @@ blocks. Extraction, scoring and the nightly audit (:mod:`spoofray.audit`) all en
 
 Why the numbers are what they are (measured in docs/benchmarks.md):
 
-* Every task costs a submission, a result and (in extraction) its own part files, and Ray
-  Data leaves a worker idle ~0.2 s between tasks, so a task should run for seconds:
+* Every task costs a submission, a result and (in extraction) its own part files (and on
+  Ray Data a worker idles ~0.2 s between tasks), so a task should run for seconds:
   extraction's 128 files per task are 2-4 s of one core for typical clips.
 * Workers do not finish together on their own: tasks run at different speeds. Files going
   out largest first, with at least two tasks per worker when there are several, leave the
