@@ -455,7 +455,7 @@ def score_benchmark(paths: Sequence[str], work: str, *, repeats: int, cores: int
     import multiprocessing
 
     for bundle in (shipped, fused):  # worker start-up and imports, as on a running cluster
-        score_run(archives[1][:8], bundle, cores=cores)
+        score_run(archives["8 files"], bundle, cores=cores)
     ceilings, rows, ratios = [], [], []
     # The ceiling in a plain process of its own (not the driver, whose Ray threads run).
     ceiling_pool = multiprocessing.get_context("spawn").Pool(2)

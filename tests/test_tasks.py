@@ -31,13 +31,13 @@ def test_every_block_comes_back_once_and_concurrency_bounds_the_running_tasks(
 
     blocks = [[1, 2], [3], [4, 5, 6], [7]]
     (tmp_path / "a").mkdir()
-    got = list(run_blocks(square_all, blocks, kwargs={"folder": str(tmp_path / "a"),
-                                                      "pause_s": 0.0}))
+    got = list(run_blocks(square_all, blocks, slots=2,
+                          kwargs={"folder": str(tmp_path / "a"), "pause_s": 0.0}))
     assert sorted(x for result in got for x in result) == [x * x for x in range(1, 8)]
     assert len(got) == 4
 
     (tmp_path / "b").mkdir()
-    one_at_a_time = list(run_blocks(square_all, blocks, concurrency=1,
+    one_at_a_time = list(run_blocks(square_all, blocks, slots=1, concurrency=1,
                                     kwargs={"folder": str(tmp_path / "b"), "pause_s": 0.3}))
     assert one_at_a_time == [[1, 4], [9], [16, 25, 36], [49]]  # submitted and done in order
     spans = _spans(tmp_path / "b")
@@ -54,7 +54,7 @@ def test_a_task_that_raises_stops_the_run_and_later_blocks_never_start(ray_sessi
         return block
 
     with pytest.raises(ValueError, match="block 'bad' is bad"):
-        list(run_blocks(check, ["bad", "b", "c", "d"], concurrency=1,
+        list(run_blocks(check, ["bad", "b", "c", "d"], slots=1, concurrency=1,
                         kwargs={"folder": str(tmp_path)}))
     assert os.listdir(tmp_path) == ["bad"]
 
@@ -66,7 +66,7 @@ def test_stopping_early_cancels_the_tasks_still_running(ray_session):
         time.sleep(seconds)
         return seconds
 
-    results = run_blocks(nap, [0.0, 120.0, 120.0], concurrency=2, kwargs={})
+    results = run_blocks(nap, [0.0, 120.0, 120.0], slots=2, concurrency=2, kwargs={})
     assert next(results) == 0.0  # a 120 s nap is running now
     results.close()
     # A task that needs every CPU of the cluster runs only once the nap is gone.

@@ -369,14 +369,14 @@ def _summaries(cfg: ExtractConfig, items: Sequence[sources.AudioItem], tmp: str
     shown = progress.Progress(
         len(items), total_bytes=None if None in sizes.values() else sum(sizes.values()),
         verb="extracted")
-    work = plan.plan(items, files_per_task=cfg.files_per_task,
-                     slots=tasks.slots(cfg.num_cpus_per_task, cfg.concurrency))
+    slots = tasks.slots(cfg.num_cpus_per_task, cfg.concurrency)
+    work = plan.plan(items, files_per_task=cfg.files_per_task, slots=slots)
     frames = []
     for batch in tasks.run_blocks(
             extract_batch, work.blocks(),
             kwargs={"features": cfg.features.to_dict(), "output": tmp,
                     "max_windows_per_part": cfg.max_windows_per_part},
-            num_cpus=cfg.num_cpus_per_task, concurrency=cfg.concurrency):
+            slots=slots, concurrency=cfg.concurrency, num_cpus=cfg.num_cpus_per_task):
         ok = batch["status"] == "ok"
         shown.add(len(batch), audio_s=float(batch.loc[ok, "duration_s"].fillna(0).sum()),
                   size_bytes=sum(sizes.get(u) or 0 for u in batch["uri"]))

@@ -714,13 +714,13 @@ def _scored_blocks(cfg: ScoreConfig, bundle: BundleSpec, bundle_uri: str, thresh
     memory = cfg.featurize_memory_mb * 1024 * 1024
     if scores_in_one_stage(cfg, bundle):
         # Few long tasks: blocks of like bytes, two tasks per slot at least.
+        slots = tasks.slots(concurrency=cfg.featurize_concurrency)
         work = plan.plan(items, files_per_task=cfg.files_per_task or ONE_STAGE_FILES_PER_TASK,
-                         slots=tasks.slots(concurrency=cfg.featurize_concurrency),
-                         balanced=True)
+                         slots=slots, balanced=True)
         return tasks.run_blocks(
             score_files_batch, (pa.Table.from_pylist(rows) for rows in work.blocks()),
             kwargs={**featurize, "scorer": scorer, "files_per_call": cfg.batch_size},
-            memory_bytes=memory, concurrency=cfg.featurize_concurrency)
+            slots=slots, concurrency=cfg.featurize_concurrency, memory_bytes=memory)
     # Listed order, and no spreading over workers: the featurize stage takes batches of
     # files_per_task (long recordings make tasks long), which merges shorter blocks anyway.
     files_per_task = cfg.files_per_task or TWO_STAGE_FILES_PER_TASK

@@ -37,8 +37,8 @@ def slots(num_cpus_per_task: float = 1.0, concurrency: int | None = None) -> int
 
 
 def run_blocks(fn: Callable[..., Any], blocks: Iterable[Any], *, kwargs: dict[str, Any],
-               num_cpus: float = 1.0, memory_bytes: int | None = None,
-               concurrency: int | None = None) -> Iterator[Any]:
+               slots: int, concurrency: int | None = None, num_cpus: float = 1.0,
+               memory_bytes: int | None = None) -> Iterator[Any]:
     """``fn(block, **kwargs)`` for every block as a Ray task; the results as they finish.
 
     Parameters
@@ -49,11 +49,13 @@ def run_blocks(fn: Callable[..., Any], blocks: Iterable[Any], *, kwargs: dict[st
         One task's input each, submitted in this order.
     kwargs : dict
         The same keyword arguments for every task (large ones as ``ray.put`` references).
+    slots : int
+        Tasks that can run at once (:func:`slots`, which also sized the plan).
+    concurrency : int, optional
+        Most tasks running at once; by default every slot has :data:`IN_FLIGHT_PER_SLOT`
+        submitted.
     num_cpus, memory_bytes : float, int or None
         What each task reserves.
-    concurrency : int, optional
-        Most tasks running at once; by default every slot (:func:`slots`) has
-        :data:`IN_FLIGHT_PER_SLOT` submitted.
 
     Raises
     ------
@@ -63,7 +65,7 @@ def run_blocks(fn: Callable[..., Any], blocks: Iterable[Any], *, kwargs: dict[st
     """
     import ray
 
-    in_flight = concurrency or IN_FLIGHT_PER_SLOT * slots(num_cpus)
+    in_flight = concurrency or IN_FLIGHT_PER_SLOT * slots
     remote = ray.remote(fn).options(num_cpus=num_cpus, memory=memory_bytes,
                                     max_retries=MAX_RETRIES)
     pending: list[Any] = []
@@ -86,8 +88,8 @@ def _cancel(refs: list[Any]) -> None:
 
     A cancel that reaches a task just as it starts is lost (ray-project/ray#32954,
     #24359; here a plain cancel missed in 3 of 6 tries and a forced one in 1 of 12; asked
-    again, 20 of 20 ended, 2 of them at the second cancel). Forcing ends the worker process, which Ray replaces; a cancelled
-    task is never retried."""
+    again, 20 of 20 ended, 2 of them at the second cancel). Forcing ends the worker
+    process, which Ray replaces; a cancelled task is never retried."""
     import ray
 
     for _ in range(CANCEL_TRIES):
