@@ -9,12 +9,13 @@ Stages, for a bundle with deep members (two stages, a Ray Data dataset)::
 and for a bundle of scikit-learn members only, the shipped one among them (one stage,
 plain Ray tasks, :func:`scores_in_one_stage`)::
 
-    list (driver) → score_files_batch (CPU tasks: featurize_batch then BundleScorer, the
-    bundle loaded once per worker process) → report parts (driver)
+    list (driver) → score_files_batch (CPU tasks: featurized_file then
+    BundleScorer.score_rows, the bundle loaded once per worker process) → report parts
+    (driver)
 
 Rows are per FILE all the way: a featurized row carries the file's stacked window
-tensors (``(n_windows, *shape)`` float32 as raw bytes, the shape being fixed by the
-bundle's feature config), so aggregation needs no shuffle. Bad files are error rows from
+tensors (``(n_windows, *shape)`` float32, the shape being fixed by the bundle's feature
+config; raw bytes in an Arrow column between two stages), so aggregation needs no shuffle. Bad files are error rows from
 the first stage on and flow through untouched.
 
 Output (``<output>/run_id=<id>/``, written under ``<output>/_tmp_run_id=<id>/`` and then
@@ -157,44 +158,59 @@ def _clean_item(raw: dict[str, Any]) -> dict[str, Any]:
     return item
 
 
-def featurize_batch(batch: pa.Table, *, features: dict[str, Any], kinds: list[str],
-                    channels: str = "mix") -> pa.Table:
-    """Ray Data batch function: listed files → one featurized row per file (a file whose
-    channels are featurized apart, see ``channels``, holds all their windows).
+def featurized_file(raw: dict[str, Any], cfg: FeatureConfig, kinds: tuple[str, ...],
+                    channels: str) -> tuple[dict[str, Any], dict[str, np.ndarray] | None]:
+    """One listed file → its featurized row (metadata and window times, no tensors) and its
+    window tensors by kind (None for an error row).
 
     Never raises for a per-file problem (that is the file's error row). Raises
     :class:`~spoofray.errors.StorageUnavailableError` when the store stayed unreachable
     for the whole retry budget: every file would fail alike, so the run must fail and
     publish nothing rather than report good files as errors.
     """
-    cfg = FeatureConfig.from_dict(features)
+    item = _clean_item(raw)
+    try:
+        r = featurize_file(item, cfg, kinds=kinds, channels=channels)
+    except StorageUnavailableError:
+        raise
+    except Exception as exc:  # a decoder bug on one file must not fail an archive run
+        r = FileFeatures(item=item, status="error", error_type=type(exc).__name__,
+                         error_message=f"{item['uri']}: unexpected {type(exc).__name__} "
+                         f"while featurizing: {exc}")
+    row = {**item, "status": r.status, "error_type": r.error_type,
+           "error_message": r.error_message, "duration_s": r.duration_s,
+           "sample_rate": r.sample_rate, "channels": r.channels, "n_windows": r.n_windows,
+           "start_s": None, "end_s": None, "window_channel": None}
+    if r.status != "ok":
+        return row, None
+    row["start_s"] = np.asarray(r.start_s, np.float64)
+    row["end_s"] = np.asarray(r.end_s, np.float64)
+    if r.window_channel is not None:
+        row["window_channel"] = np.asarray(r.window_channel, np.int64)
     shapes = cfg.feature_shapes()
+    tensors = {}
+    for k in kinds:
+        tensors[k] = np.ascontiguousarray(r.features[k], dtype=np.float32)
+        if tensors[k].shape != (r.n_windows, *shapes[k]):
+            raise SpoofrayError(f"{item['uri']}: feature {k} has shape {tensors[k].shape}, "
+                                f"expected {(r.n_windows, *shapes[k])}")
+    return row, tensors
+
+
+def featurize_batch(batch: pa.Table, *, features: dict[str, Any], kinds: list[str],
+                    channels: str = "mix") -> pa.Table:
+    """Ray Data batch function of two-stage scoring: listed files → one featurized row per
+    file (:func:`featurized_file`; a file whose channels are featurized apart, see
+    ``channels``, holds all their windows), its tensors as raw bytes."""
+    cfg = FeatureConfig.from_dict(features)
     rows = []
     for raw in batch.to_pylist():
-        item = _clean_item(raw)
-        try:
-            r = featurize_file(item, cfg, kinds=tuple(kinds), channels=channels)
-        except StorageUnavailableError:
-            raise
-        except Exception as exc:  # a decoder bug on one file must not fail an archive run
-            r = FileFeatures(item=item, status="error", error_type=type(exc).__name__,
-                             error_message=f"{item['uri']}: unexpected {type(exc).__name__} "
-                             f"while featurizing: {exc}")
-        row = {**item, "status": r.status, "error_type": r.error_type,
-               "error_message": r.error_message, "duration_s": r.duration_s,
-               "sample_rate": r.sample_rate, "channels": r.channels, "n_windows": r.n_windows,
-               "start_s": None, "end_s": None, "window_channel": None}
-        if r.status == "ok":
-            row["start_s"] = np.asarray(r.start_s, np.float64).tolist()
-            row["end_s"] = np.asarray(r.end_s, np.float64).tolist()
-            if r.window_channel is not None:
-                row["window_channel"] = np.asarray(r.window_channel, np.int64).tolist()
-            for k in kinds:
-                arr = np.ascontiguousarray(r.features[k], dtype=np.float32)
-                if arr.shape != (r.n_windows, *shapes[k]):
-                    raise SpoofrayError(f"{item['uri']}: feature {k} has shape {arr.shape}, "
-                                        f"expected {(r.n_windows, *shapes[k])}")
-                row[f"tensor_{k}"] = arr.tobytes()
+        row, tensors = featurized_file(raw, cfg, tuple(kinds), channels)
+        for key in ("start_s", "end_s", "window_channel"):
+            if row[key] is not None:
+                row[key] = row[key].tolist()
+        for k in kinds:
+            row[f"tensor_{k}"] = tensors[k].tobytes() if tensors is not None else None
         rows.append(row)
     return pa.Table.from_pylist(rows, schema=files_schema(kinds))
 
@@ -355,14 +371,24 @@ class BundleScorer:
             return results
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        """A batch of featurized rows (:func:`featurize_batch`) → report rows."""
         meta = batch.drop_columns([c for c in batch.column_names if c.startswith("tensor_")])
         rows = meta.to_pylist()
+        tensors = [self._tensors(batch, i, r["n_windows"])
+                   if r["status"] == "ok" and r["n_windows"] else None
+                   for i, r in enumerate(rows)]
+        return self.score_rows(rows, tensors)
+
+    def score_rows(self, rows: list[dict[str, Any]],
+                   tensors: Sequence[dict[str, np.ndarray] | None]) -> pa.Table:
+        """Featurized rows and their window tensors (:func:`featurized_file`) → report rows,
+        the files' windows scored in one model call."""
         for r in rows:
             if r["status"] == "ok" and not r["n_windows"]:
                 r.update(status="error", error_type="InvalidAudioError",
                          error_message=f"{r['uri']}: no windows to score")
         ok = [i for i, r in enumerate(rows) if r["status"] == "ok"]
-        feats = [self._tensors(batch, i, rows[i]["n_windows"]) for i in ok]
+        feats = [tensors[i] for i in ok]
         scored = dict(zip(ok, self._score(feats))) if ok else {}
         now = _dt.datetime.now(_dt.timezone.utc)
         b = self.bundle
@@ -767,7 +793,8 @@ def score_files_batch(batch: pa.Table, *, features: dict[str, Any], kinds: list[
     The bundle is loaded once per worker process and run (a task worker runs many tasks of
     one run). Files are featurized one by one and scored together once ``files_per_call``
     files or :data:`WINDOWS_PER_CALL` windows have gathered, so a task holds the windows of
-    that much audio at once (or of one longer file), however many files it scores.
+    that much audio at once (or of one longer file), however many files it scores. The
+    windows stay arrays: no Arrow row per file, as two stages need (:func:`featurize_batch`).
     """
     key = (scorer["payload"][0].hex(), scorer["threshold"], scorer["run_id"],
            json.dumps(scorer["segment_rule"], sort_keys=True))
@@ -775,15 +802,17 @@ def score_files_batch(batch: pa.Table, *, features: dict[str, Any], kinds: list[
         _CACHED_SCORER.clear()
         _CACHED_SCORER[key] = BundleScorer(**scorer)
     score = _CACHED_SCORER[key]
-    parts, waiting, windows = [], [], 0
-    for i in range(batch.num_rows):
-        waiting.append(featurize_batch(batch.slice(i, 1), features=features, kinds=kinds,
-                                       channels=channels))
-        windows += waiting[-1]["n_windows"][0].as_py() or 0
-        if len(waiting) >= files_per_call or windows >= WINDOWS_PER_CALL or \
-                i == batch.num_rows - 1:
-            parts.append(score(pa.concat_tables(waiting)))
-            waiting, windows = [], 0
+    cfg = FeatureConfig.from_dict(features)
+    raws = batch.to_pylist()
+    parts, rows, tensors, windows = [], [], [], 0
+    for i, raw in enumerate(raws):
+        row, feats = featurized_file(raw, cfg, tuple(kinds), channels)
+        rows.append(row)
+        tensors.append(feats)
+        windows += row["n_windows"] or 0
+        if len(rows) >= files_per_call or windows >= WINDOWS_PER_CALL or i == len(raws) - 1:
+            parts.append(score.score_rows(rows, tensors))
+            rows, tensors, windows = [], [], 0
     return pa.concat_tables(parts) if parts else score.schema.empty_table()
 
 
