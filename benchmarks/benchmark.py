@@ -3,9 +3,10 @@
   python benchmarks/benchmark.py extract [--files 998] [--repeats 3]
         pipeline (1 and 2 workers) vs a librosa loop; 2 vs 1 plain processes (machine ceiling)
   python benchmarks/benchmark.py score [--files 100] [--repeats 3]
-        the shipped bundle's one-core stage ceiling; it end to end on the archive x1, x10,
-        x40 (one stage) and x10 (two stages); a fused ML + CNN bundle; start-up (4 files on
-        warm workers, and right after the fused run); peak RSS
+        the shipped bundle end to end on the archive x1, x10, x40 (one stage) and x10 (two
+        stages); its one-core stage ceiling right before x10 and right after x40; a fused
+        ML + CNN bundle; start-up (4 files on warm workers, and right after the fused
+        run); peak RSS
 
 Uses the devcorpus (../shared/data/devcorpus) when present, else a generated archive. The
 measurements themselves are in benchmarks/measure.py; nothing here is installed with spoofray.
@@ -83,12 +84,12 @@ def score(args: argparse.Namespace) -> None:
         ceilings, rows, ratios = score_benchmark(paths, tmp, repeats=args.repeats, cores=cores)
     print(json.dumps({"machine": machine_info(), "ceilings": ceilings, "rows": rows,
                       "ratios": ratios}, indent=2))
-    print(markdown_table(ceilings, ["repeat", "stage", "cpu_s", "ms_per_window",
+    print(markdown_table(ceilings, ["repeat", "when", "stage", "cpu_s", "ms_per_window",
                                     "audio_x_realtime_one_core"]))
     print(markdown_table(rows, ["repeat", "bundle", "archive", "files", "audio_s", "wall_s",
                                 "audio_x_realtime_per_core", "peak_ray_rss_gib"]))
     print(markdown_table(ratios, list(ratios[0])))
-    for key in list(ratios[0])[1:]:
+    for key in [k for k, v in ratios[0].items() if k != "repeat" and not isinstance(v, str)]:
         values = sorted(r[key] for r in ratios)
         print(f"{key}: median {statistics.median(values):.2f} "
               f"(range {values[0]:.2f}-{values[-1]:.2f} over {len(values)} repeats)")
