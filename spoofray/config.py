@@ -401,7 +401,9 @@ class ScoreSettings(Config):
                                       "also at most 1024 windows)")
     concurrency: int = setting(1, "scoring actors (two stages; a fixed pool size)")
     num_gpus: float = setting(0.0, "GPUs per scoring actor (more than 0: two stages)")
-    num_cpus_per_actor: float = setting(1.0, "CPUs per scoring actor (two stages)")
+    num_cpus_per_actor: float = setting(1.0, "CPUs per scoring actor (two stages; less "
+                                        "when the actors would hold every CPU of the "
+                                        "cluster, leaving none to featurize)")
     plots: bool = setting(True, "write the report's PNG plots")
     channels: str = setting("auto", "multi-channel files: mix (down to mono, one row), each "
                             "(one row per channel plus the file's roll-up row) or auto (each "

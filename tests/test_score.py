@@ -7,6 +7,7 @@ with what the generated archive is known to hold (formats, rates, channels, fail
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,7 @@ from spoofray.errors import ConfigError, OutputExistsError
 from spoofray.featurize import featurize_file
 from spoofray.models.assemble import AssembleConfig, assemble_bundle
 from spoofray.models.bundle import Bundle
-from spoofray.pipeline.score import ScoreConfig, score_archive
+from spoofray.pipeline.score import ScoreConfig, actor_cpus, score_archive
 from spoofray.testing.bundles import AUDIO_CFG, make_audio_bundle
 from spoofray.testing.datasets import SMALL, synthetic_features
 from spoofray.testing.members import make_keras_model, save_keras_member, save_ml_member, train_ml
@@ -140,6 +141,41 @@ def test_one_stage_and_two_stage_scoring_write_the_same_report(ray_session, tmp_
         pd.testing.assert_series_equal(one[col], two[col])
     for col in ("spoof_score", "max_window_score"):
         np.testing.assert_allclose(one[col], two[col], rtol=1e-6)
+
+
+def test_actor_cpus_leave_one_featurize_task_a_cpu():
+    two = ScoreConfig(input="x", output="y", concurrency=2, num_cpus_per_actor=1.0)
+    assert actor_cpus(two, 4.0) == 1.0  # 2 actors + 1 task fit
+    assert actor_cpus(two, 3.0) == 1.0
+    assert actor_cpus(two, 2.0) == 0.5  # the 1 CPU left after a task, shared
+    assert actor_cpus(ScoreConfig(input="x", output="y"), 1.0) == 0.0  # 1-CPU Ray
+    assert actor_cpus(two, 0.0) == 1.0  # no CPU yet: an autoscaler's to add
+
+
+def test_two_stages_with_actors_on_every_cpu_still_finish(ray_session, tmp_path):
+    """Two scoring actors of 1 CPU on the session's 2-CPU Ray held both CPUs: no
+    featurize task could start and the run waited forever."""
+    archive = make_demo_archive(tmp_path / "archive", seed=5, n_bonafide=2, n_spoof=2,
+                                duration_range_s=(1.0, 2.0), broken=False)
+    cfg = ScoreConfig(input=archive.root, output=str(tmp_path / "out"),
+                      bundle=make_audio_bundle(tmp_path), stages="two", concurrency=2,
+                      num_cpus_per_actor=1.0, run_id="r", plots=False)
+    done: dict = {}
+
+    def score() -> None:
+        try:
+            done["summary"] = score_archive(cfg)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            done["raised"] = exc
+
+    run = threading.Thread(target=score, daemon=True)
+    run.start()
+    run.join(timeout=300)
+    assert not run.is_alive(), "two-stage scoring made no progress in 300 s"
+    if "raised" in done:
+        raise done["raised"]
+    counts = done["summary"]["counts"]
+    assert counts["files"] == len(archive.items) and counts["error"] == 0
 
 
 def test_s3_input_bundle_and_output_with_threshold_override(ray_session, s3_bucket, tmp_path,

@@ -747,6 +747,14 @@ def _scored_blocks(cfg: ScoreConfig, bundle: BundleSpec, bundle_uri: str, thresh
             score_files_batch, (pa.Table.from_pylist(rows) for rows in work.blocks()),
             kwargs={**featurize, "scorer": scorer, "files_per_call": cfg.batch_size},
             slots=slots, concurrency=cfg.featurize_concurrency, memory_bytes=memory)
+    cpus = ray.cluster_resources().get("CPU", 0.0)
+    per_actor = actor_cpus(cfg, cpus)
+    if per_actor != cfg.num_cpus_per_actor:
+        log.warning("this Ray has %g CPU(s): %d scoring actor(s) of %g CPU would leave no "
+                    "CPU to the featurize tasks that feed them, and the run would wait "
+                    "forever; each actor reserves %.3g CPU instead (give Ray more CPUs or "
+                    "lower --concurrency to keep them apart)", cpus, cfg.concurrency,
+                    cfg.num_cpus_per_actor, per_actor)
     # Listed order, and no spreading over workers: the featurize stage takes batches of
     # files_per_task (long recordings make tasks long), which merges shorter blocks anyway.
     files_per_task = cfg.files_per_task or TWO_STAGE_FILES_PER_TASK
@@ -763,9 +771,22 @@ def _scored_blocks(cfg: ScoreConfig, bundle: BundleSpec, bundle_uri: str, thresh
     return ds.map_batches(
         BundleScorer, fn_constructor_kwargs=scorer,
         batch_size=cfg.batch_size, batch_format="pyarrow", zero_copy_batch=True,
-        num_cpus=cfg.num_cpus_per_actor, num_gpus=cfg.num_gpus or None,
+        num_cpus=per_actor, num_gpus=cfg.num_gpus or None,
         compute=ray.data.ActorPoolStrategy(size=cfg.concurrency)
     ).iter_batches(batch_size=None, batch_format="pyarrow")
+
+
+def actor_cpus(cfg: ScoreSettings, cluster_cpus: float) -> float:
+    """CPUs each scoring actor reserves (two stages): ``cfg.num_cpus_per_actor``, or less
+    when the actors would hold every CPU the cluster has but one featurize task's: no
+    featurize task could then start, and the actors would wait for windows forever. They
+    then share what one featurize task leaves (nothing on a 1-CPU Ray: they run beside
+    it unreserved). A cluster with no CPU yet is left alone: its autoscaler adds nodes
+    for both."""
+    wanted = cfg.concurrency * cfg.num_cpus_per_actor
+    if cluster_cpus <= 0 or wanted + 1 <= cluster_cpus:
+        return cfg.num_cpus_per_actor
+    return max(0.0, cluster_cpus - 1) / cfg.concurrency
 
 
 def scores_in_one_stage(cfg: ScoreSettings, bundle: BundleSpec) -> bool:
