@@ -778,11 +778,10 @@ def _scored_blocks(cfg: ScoreConfig, bundle: BundleSpec, bundle_uri: str, thresh
 
 def actor_cpus(cfg: ScoreSettings, cluster_cpus: float) -> float:
     """CPUs each scoring actor reserves (two stages): ``cfg.num_cpus_per_actor``, or less
-    when the actors would hold every CPU the cluster has but one featurize task's: no
-    featurize task could then start, and the actors would wait for windows forever. They
-    then share what one featurize task leaves (nothing on a 1-CPU Ray: they run beside
-    it unreserved). A cluster with no CPU yet is left alone: its autoscaler adds nodes
-    for both."""
+    when the actors would leave under one CPU for the featurize tasks (1 CPU each): none
+    could start, and the actors would wait for windows forever. They then share what one
+    featurize task leaves (nothing on a 1-CPU Ray: they run beside it unreserved). A
+    cluster with no CPU yet is left alone: its autoscaler adds nodes for both."""
     wanted = cfg.concurrency * cfg.num_cpus_per_actor
     if cluster_cpus <= 0 or wanted + 1 <= cluster_cpus:
         return cfg.num_cpus_per_actor
