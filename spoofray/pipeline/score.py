@@ -15,8 +15,8 @@ plain Ray tasks, :func:`scores_in_one_stage`)::
 
 Rows are per FILE all the way: a featurized row carries the file's stacked window
 tensors (``(n_windows, *shape)`` float32, the shape being fixed by the bundle's feature
-config; raw bytes in an Arrow column between two stages), so aggregation needs no shuffle. Bad files are error rows from
-the first stage on and flow through untouched.
+config; raw bytes in an Arrow column between two stages), so aggregation needs no
+shuffle. Bad files are error rows from the first stage on and flow through untouched.
 
 Output (``<output>/run_id=<id>/``, written under ``<output>/_tmp_run_id=<id>/`` and then
 published; ``_SUCCESS`` last)::
@@ -85,6 +85,8 @@ WINDOWS_PER_CALL = 1024
 #: Files per featurize task when windows travel to scoring actors: a long recording has
 #: thousands of windows, all held until the task ends.
 TWO_STAGE_FILES_PER_TASK = 4
+#: CPUs a two-stage featurize task reserves (the scoring actors leave it at least this).
+FEATURIZE_TASK_CPUS = 1
 
 ITEM_KEYS = ("uri", "label", "attack", "speaker", "group", "size_bytes")
 
@@ -202,10 +204,10 @@ def featurize_batch(batch: pa.Table, *, features: dict[str, Any], kinds: list[st
     """Ray Data batch function of two-stage scoring: listed files → one featurized row per
     file (:func:`featurized_file`; a file whose channels are featurized apart, see
     ``channels``, holds all their windows), its tensors as raw bytes."""
-    cfg = FeatureConfig.from_dict(features)
+    cfg, wanted = FeatureConfig.from_dict(features), tuple(kinds)
     rows = []
     for raw in batch.to_pylist():
-        row, tensors = featurized_file(raw, cfg, tuple(kinds), channels)
+        row, tensors = featurized_file(raw, cfg, wanted, channels)
         for key in ("start_s", "end_s", "window_channel"):
             if row[key] is not None:
                 row[key] = row[key].tolist()
@@ -761,7 +763,7 @@ def _scored_blocks(cfg: ScoreConfig, bundle: BundleSpec, bundle_uri: str, thresh
     work = plan.plan(items, files_per_task=files_per_task, largest_first_order=False)
     ds = ray.data.from_items(work.rows(), override_num_blocks=work.n_blocks)
     ds = ds.map_batches(featurize_batch, fn_kwargs=featurize, batch_size=files_per_task,
-                        batch_format="pyarrow", num_cpus=1,
+                        batch_format="pyarrow", num_cpus=FEATURIZE_TASK_CPUS,
                         # Its own memory request also keeps Ray from fusing these CPU tasks
                         # into the scoring actors, which would serialise featurizing behind
                         # the pool.
@@ -778,14 +780,15 @@ def _scored_blocks(cfg: ScoreConfig, bundle: BundleSpec, bundle_uri: str, thresh
 
 def actor_cpus(cfg: ScoreSettings, cluster_cpus: float) -> float:
     """CPUs each scoring actor reserves (two stages): ``cfg.num_cpus_per_actor``, or less
-    when the actors would leave under one CPU for the featurize tasks (1 CPU each): none
-    could start, and the actors would wait for windows forever. They then share what one
-    featurize task leaves (nothing on a 1-CPU Ray: they run beside it unreserved). A
-    cluster with no CPU yet is left alone: its autoscaler adds nodes for both."""
+    when the actors would leave less than one featurize task's
+    :data:`FEATURIZE_TASK_CPUS`: no featurize task could start, and the actors would wait
+    for windows forever. They then share what one featurize task leaves (nothing on a
+    1-CPU Ray: they run beside it unreserved). A cluster with no CPU yet is left alone:
+    its autoscaler adds nodes for both."""
     wanted = cfg.concurrency * cfg.num_cpus_per_actor
-    if cluster_cpus <= 0 or wanted + 1 <= cluster_cpus:
+    if cluster_cpus <= 0 or wanted + FEATURIZE_TASK_CPUS <= cluster_cpus:
         return cfg.num_cpus_per_actor
-    return max(0.0, cluster_cpus - 1) / cfg.concurrency
+    return max(0.0, cluster_cpus - FEATURIZE_TASK_CPUS) / cfg.concurrency
 
 
 def scores_in_one_stage(cfg: ScoreSettings, bundle: BundleSpec) -> bool:
@@ -822,11 +825,11 @@ def score_files_batch(batch: pa.Table, *, features: dict[str, Any], kinds: list[
         _CACHED_SCORER.clear()
         _CACHED_SCORER[key] = BundleScorer(**scorer)
     score = _CACHED_SCORER[key]
-    cfg = FeatureConfig.from_dict(features)
+    cfg, wanted = FeatureConfig.from_dict(features), tuple(kinds)
     raws = batch.to_pylist()
     parts, rows, tensors, windows = [], [], [], 0
     for i, raw in enumerate(raws):
-        row, feats = featurized_file(raw, cfg, tuple(kinds), channels)
+        row, feats = featurized_file(raw, cfg, wanted, channels)
         rows.append(row)
         tensors.append(feats)
         windows += row["n_windows"] or 0
