@@ -25,7 +25,17 @@ from spoofray.errors import ConfigError
 
 T = TypeVar("T", bound="Config")
 
-FEATURE_KINDS = ("logmel", "mfcc", "lfcc", "stats")
+#: Feature kinds. ``lfcc_narrow`` is the LFCC of the telephone band only
+#: (:data:`TELEPHONE_BAND_HZ`): what a narrowband member reads.
+FEATURE_KINDS = ("logmel", "mfcc", "lfcc", "lfcc_narrow", "stats")
+#: What extraction computes when not told otherwise.
+DEFAULT_FEATURE_KINDS = ("logmel", "mfcc", "lfcc", "stats")
+#: The bands a file is routed by (:func:`spoofray.audio.measure_band`): ``wide`` has speech
+#: energy above 4 kHz, ``narrow`` (telephone: 8 kHz files, or copies of them at a higher
+#: rate) has none, so no model may read evidence from there.
+BANDS = ("wide", "narrow")
+#: The band a telephone channel passes (ITU-T G.712), where narrowband features live.
+TELEPHONE_BAND_HZ = (300.0, 3400.0)
 PAD_MODES = ("zeros", "repeat")
 #: How scoring treats multi-channel audio: ``mix`` down to mono, score ``each`` channel
 #: apart, or ``auto``: each for 2-channel files (a call's two sides), mix otherwise.
@@ -301,10 +311,12 @@ class FeatureConfig(Config):
         "n_linear_filters": [Interval(int, 1)],
         "deltas": [bool],
         "store_float16": [bool],
+        "narrow_fmin": [Interval(float, 0)],
+        "narrow_fmax": [Interval(float, 0, 4000.0, closed="right")],
     }
 
     audio: AudioConfig = dataclasses.field(default_factory=AudioConfig)
-    kinds: tuple[str, ...] = setting(FEATURE_KINDS, "feature kinds",
+    kinds: tuple[str, ...] = setting(DEFAULT_FEATURE_KINDS, "feature kinds",
                                      flag="features")
     n_fft: int = setting(512, "STFT size")
     win_length: int = setting(400, "STFT window in samples (25 ms at 16 kHz)")
@@ -321,6 +333,11 @@ class FeatureConfig(Config):
     #: Kernels always compute in float32.
     store_float16: bool = setting(False, "store tensors as float16 (half size)",
                                   flag="float16")
+    narrow_fmin: float = setting(TELEPHONE_BAND_HZ[0], "lowest frequency of the lfcc_narrow "
+                                 "filterbank (Hz)", omit_default=True)
+    narrow_fmax: float = setting(TELEPHONE_BAND_HZ[1], "highest frequency of the lfcc_narrow "
+                                 "filterbank (Hz; at most 4 kHz, the top of an 8 kHz file)",
+                                 omit_default=True)
 
     def _check(self) -> None:
         unknown = [k for k in self.kinds if k not in FEATURE_KINDS]
@@ -337,6 +354,9 @@ class FeatureConfig(Config):
         if not 1 <= self.n_lfcc <= self.n_linear_filters:
             raise ConfigError(f"need 1 <= n_lfcc <= n_linear_filters, got n_lfcc={self.n_lfcc}, "
                               f"n_linear_filters={self.n_linear_filters}")
+        if not self.narrow_fmin < self.narrow_fmax:
+            raise ConfigError(f"need narrow_fmin < narrow_fmax, got {self.narrow_fmin}, "
+                              f"{self.narrow_fmax}")
 
     @property
     def n_frames(self) -> int:
@@ -350,6 +370,7 @@ class FeatureConfig(Config):
             "logmel": (self.n_mels, self.n_frames),
             "mfcc": (rows * self.n_mfcc, self.n_frames),
             "lfcc": (rows * self.n_lfcc, self.n_frames),
+            "lfcc_narrow": (rows * self.n_lfcc, self.n_frames),
             "stats": (len(STATS_NAMES),),
         }
         return {k: all_shapes[k] for k in self.kinds}

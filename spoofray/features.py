@@ -27,6 +27,10 @@ lfcc
     The ASVspoof LFCC baseline: ``n_linear_filters`` unit-height triangular filters evenly
     spaced in Hz over ``[fmin, fmax]`` on the same power spectrum, the same dB log as
     ``logmel``, DCT-II (orthonormal), first ``n_lfcc`` rows, deltas as for ``mfcc``.
+lfcc_narrow
+    ``lfcc`` with its filters over ``[narrow_fmin, narrow_fmax]`` (the telephone band,
+    300-3400 Hz) instead of ``[fmin, fmax]``: the features of a narrowband member, present
+    in an 8 kHz call and in wideband speech alike.
 stats
     The 26 DEEP-VOICE features (:data:`~spoofray.config.STATS_NAMES`), each a mean over the
     frames of one window, as ``np.mean(librosa.feature.<name>(y=window, sr=sr))`` with
@@ -366,6 +370,9 @@ def _filterbanks_t(cfg: FeatureConfig, kinds) -> dict[str, np.ndarray]:
     if "lfcc" in kinds:
         out["linear"] = _linear_filterbank_t(sr, cfg.n_fft, cfg.n_linear_filters, cfg.fmin,
                                              fmax)
+    if "lfcc_narrow" in kinds:
+        out["linear_narrow"] = _linear_filterbank_t(sr, cfg.n_fft, cfg.n_linear_filters,
+                                                    cfg.narrow_fmin, cfg.narrow_fmax)
     return out
 
 
@@ -396,6 +403,8 @@ def _frame_features(power: np.ndarray, cfg: FeatureConfig, kinds,
             out["mfcc"] = _cepstrum(mel, cfg.n_mfcc)
     if "linear" in banks:
         out["lfcc"] = _cepstrum(_to_db(power @ banks["linear"][bins]), cfg.n_lfcc)
+    if "linear_narrow" in banks:
+        out["lfcc_narrow"] = _cepstrum(_to_db(power @ banks["linear_narrow"][bins]), cfg.n_lfcc)
     return out
 
 
@@ -513,6 +522,7 @@ def _spectral_batch(windows: np.ndarray, cfg: FeatureConfig, kinds,
         "logmel": cfg.n_mels,
         "mfcc": cfg.n_mfcc * (3 if cfg.deltas else 1),
         "lfcc": cfg.n_lfcc * (3 if cfg.deltas else 1),
+        "lfcc_narrow": cfg.n_lfcc * (3 if cfg.deltas else 1),
     }
     n_frames = 1 + windows.shape[1] // cfg.hop_length
     out = {k: np.empty((windows.shape[0], shapes[k], n_frames), np.float32) for k in kinds}
@@ -830,7 +840,7 @@ def extract(windows: np.ndarray, cfg: FeatureConfig,
             f"{cfg.audio.window_samples}-sample windows; cut windows with the same AudioConfig"
         )
     out: dict[str, np.ndarray] = {}
-    spectral = tuple(k for k in ("logmel", "mfcc", "lfcc") if k in cfg.kinds)
+    spectral = tuple(k for k in ("logmel", "mfcc", "lfcc", "lfcc_narrow") if k in cfg.kinds)
     if spectral:
         out.update(_spectral_batch(windows, cfg, spectral, window_hop))
     if "stats" in cfg.kinds:

@@ -41,6 +41,7 @@ INPUTS = {
     "logmel_pooled": "logmel",
     "mfcc_dynamics": "mfcc",
     "lfcc_dynamics": "lfcc",
+    "lfcc_narrow_dynamics": "lfcc_narrow",
 }
 
 #: Members that see standardised inputs (distance- and margin-based).
