@@ -50,6 +50,11 @@ class AudioTooLongError(InputFileError):
     """Longer (or larger) than the configured limit; raise the limit to process it."""
 
 
+class UnsupportedBandError(InputFileError):
+    """The bundle has no model for the file's band (e.g. an 8 kHz call and a bundle that
+    judges only wideband audio): no score rather than one read from a band that is not there."""
+
+
 # --- refusals: stop before work starts ----------------------------------------------------
 
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from spoofray import audio, features
-from spoofray.config import CHANNEL_MODES, AudioConfig, FeatureConfig
-from spoofray.errors import InputFileError, InvalidAudioError
+from spoofray.config import CHANNEL_MODES, FEATURE_KINDS, AudioConfig, FeatureConfig
+from spoofray.errors import InputFileError, InvalidAudioError, UnsupportedBandError
 from spoofray.reader import read_item_bytes
 
 
@@ -36,6 +36,11 @@ class FileFeatures:
         Which channel each window comes from when the channels were featurized apart
         (``channels="each"``; a digitally silent channel has no windows); None when the
         file was mixed down to mono.
+    band, upper_band_db : str, float
+        The band of the audio that was featurized (:func:`spoofray.audio.measure_band`):
+        of the mix, or of the first channel featurized apart.
+    channel_bands : dict of int -> (band, upper_band_db), or None
+        Each channel's band when the channels were featurized apart.
     """
 
     item: dict[str, Any]
@@ -50,6 +55,9 @@ class FileFeatures:
     error_message: str | None = None
     seconds: float = 0.0  # wall time spent on this file
     window_channel: np.ndarray | None = None
+    band: str | None = None
+    upper_band_db: float | None = None
+    channel_bands: dict[int, tuple[str, float]] | None = None
 
     @property
     def n_windows(self) -> int:
@@ -101,9 +109,31 @@ def window_features(samples: np.ndarray, cfg: FeatureConfig, kinds: tuple[str, .
     return feats, start_s + shift, end_s + shift
 
 
+def kinds_for_bands(uri: str, bands: Sequence[str],
+                    kinds_by_band: Mapping[str, Sequence[str]]) -> tuple[str, ...]:
+    """The feature kinds audio of these bands needs (their union, in FEATURE_KINDS order).
+
+    Raises
+    ------
+    UnsupportedBandError
+        A band that ``kinds_by_band`` (the bundle) has no model for.
+    """
+    missing = sorted(set(bands) - set(kinds_by_band))
+    if missing:
+        why = (f" (nothing above {audio.NARROW_EDGE_HZ / 1000:.1f} kHz, as in an 8 kHz call)"
+               if missing == ["narrow"] else "")
+        raise UnsupportedBandError(
+            f"{uri}: the audio is {'/'.join(missing)}band{why}, but the bundle judges only "
+            f"{'/'.join(sorted(kinds_by_band))}band audio: it has no model that sees this "
+            "file's band, so it gives no score. Use a bundle with a member for this band "
+            "(spoofray-base 1.2.0 or later has one for telephone audio)")
+    wanted = {k for b in bands for k in kinds_by_band[b]}
+    return tuple(k for k in FEATURE_KINDS if k in wanted)
+
+
 def featurize_file(item: Mapping[str, Any], cfg: FeatureConfig,
-                   kinds: tuple[str, ...] | None = None, *, channels: str = "mix"
-                   ) -> FileFeatures:
+                   kinds: tuple[str, ...] | None = None, *, channels: str = "mix",
+                   kinds_by_band: Mapping[str, Sequence[str]] | None = None) -> FileFeatures:
     """Turn one listed file into windowed features, or an error result.
 
     Parameters
@@ -111,27 +141,39 @@ def featurize_file(item: Mapping[str, Any], cfg: FeatureConfig,
     item : mapping
         A listing record; only ``uri`` is required.
     kinds : tuple of str, optional
-        Feature kinds to compute (default: ``cfg.kinds``); scoring asks only for what the
-        bundle's members read.
+        Feature kinds to compute (default: ``cfg.kinds``), whatever the file's band.
     channels : {'mix', 'each', 'auto'}
         See :data:`spoofray.config.CHANNEL_MODES`. Per-channel windows follow each other, channel by
         channel, and ``window_channel`` says whose each is.
+    kinds_by_band : mapping of band -> kinds, optional
+        Scoring: the kinds the bundle's members for each band read. The file gets the kinds
+        of its band (of every band among its channels, when they are featurized apart), and
+        a band not in the mapping makes it an :class:`UnsupportedBandError` row.
     """
     started = time.perf_counter()
     record = dict(item)
-    window_channel = None
+    window_channel = channel_bands = None
     try:
         data = read_item_bytes(record, cfg)
         decoded = audio.load(data, record["uri"], cfg.audio,
                              keep_channels=channels != "mix")
         if decoded.samples.ndim == 2 and splits_channels(channels, decoded.channels):
-            parts = [(c, window_features(x, cfg, kinds)) for c, x in enumerate(decoded.samples)
+            heard = [(c, x) for c, x in enumerate(decoded.samples)
                      if float(np.max(np.abs(x))) >= cfg.audio.silence_peak]
+            channel_bands = {c: audio.measure_band(x, cfg.audio.sample_rate) for c, x in heard}
+            if kinds_by_band is not None:
+                kinds = kinds_for_bands(record["uri"], [b for b, _ in channel_bands.values()],
+                                        kinds_by_band)
+            parts = [(c, window_features(x, cfg, kinds)) for c, x in heard]
             feats = {k: np.concatenate([p[0][k] for _, p in parts]) for k in parts[0][1][0]}
             start_s = np.concatenate([p[1] for _, p in parts])
             end_s = np.concatenate([p[2] for _, p in parts])
             window_channel = np.concatenate([np.full(len(p[1]), c, np.int64) for c, p in parts])
+            band, band_db = channel_bands[heard[0][0]]
         else:
+            band, band_db = decoded.band, decoded.upper_band_db
+            if kinds_by_band is not None:
+                kinds = kinds_for_bands(record["uri"], [band], kinds_by_band)
             mono = audio.to_mono(decoded.samples)
             feats, start_s, end_s = window_features(mono, cfg, kinds)
         _check_finite(record["uri"], feats, decoded.samples)
@@ -147,5 +189,6 @@ def featurize_file(item: Mapping[str, Any], cfg: FeatureConfig,
         item=record, status="ok", duration_s=decoded.duration_s,
         sample_rate=decoded.sample_rate_in, channels=decoded.channels,
         start_s=start_s, end_s=end_s, features=feats, seconds=time.perf_counter() - started,
-        window_channel=window_channel,
+        window_channel=window_channel, band=band, upper_band_db=band_db,
+        channel_bands=channel_bands,
     )
