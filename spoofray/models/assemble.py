@@ -31,7 +31,7 @@ import numpy as np
 
 import spoofray
 from spoofray import dataset, scoring, storage
-from spoofray.config import Config, FeatureConfig, Interval, Options, setting
+from spoofray.config import BANDS, Config, FeatureConfig, Interval, Options, setting
 from spoofray.errors import BundleIntegrityError, ConfigError, MetricError, OutputExistsError
 from spoofray.models.bundle import (
     BUNDLE_JSON, FORMAT_NAME, FORMAT_VERSION, MEMBER_KINDS, MEMBERS_DIR, Bundle,
@@ -382,10 +382,20 @@ class AssembleConfig(Config):
     evaluation: dict[str, Any] = setting(default_factory=dict, help="held-out evaluation of "
                                          "the recipe that made these members", cli=False)
     overwrite: bool = setting(False, "replace an existing bundle folder")
+    #: E.g. ``{"wide": ["ml"], "narrow": ["ml_narrow"]}``: each band gets its own threshold
+    #: (from the threshold reports' rows of that band). Empty: every band, every member.
+    bands: dict[str, tuple[str, ...]] = setting(
+        default_factory=dict, help="members that judge each band (wide, narrow)", cli=False)
 
     def _check(self) -> None:
         if not self.members:
             raise ConfigError("assemble needs at least one member (tune/train output or sidecar)")
+        unknown = sorted(set(self.bands) - set(BANDS))
+        if unknown:
+            raise ConfigError(f"bands {unknown} unknown; bands are {list(BANDS)}")
+        if self.bands and self.dev_features:
+            raise ConfigError("a bundle with bands takes its thresholds from threshold_reports "
+                              "(or threshold), not from dev_features")
         if self.fusion == "logistic" and not self.dev_features:
             raise ConfigError("logistic fusion is fitted on dev scores; give --dev-features")
         if self.threshold_reports and self.threshold_rule != "false_alarm_rate":
@@ -393,26 +403,32 @@ class AssembleConfig(Config):
                               "threshold_rule='false_alarm_rate' with them")
 
 
-def threshold_from_reports(reports: Sequence[str], target: float) -> tuple[float, dict[str, Any]]:
-    """A false-alarm-rate threshold from the labelled bona fide rows of scoring runs.
+def threshold_from_reports(reports: Sequence[str], target: float, band: str | None = None
+                           ) -> tuple[float, dict[str, Any]]:
+    """A false-alarm-rate threshold from the labelled bona fide rows of scoring runs (of
+    the rows of one ``band``, when given).
 
     The runs are the held-out folds of a cross-validation: each fold's bundle scored
     sources it never saw, so the threshold transfers to new recordings instead of sitting
     on the training data's own (optimistic) scores.
     """
-    from spoofray.reports import read_report
+    from spoofray.reports import file_rows, read_report
 
     scores, per_report = [], []
     for uri in reports:
-        rep = read_report(uri)
+        rep = file_rows(read_report(uri))
         ok = rep[(rep["status"] == "ok") & (rep["true_label"] == "bonafide")]
+        if band is not None:
+            ok = ok[ok["band"] == band]
         if ok.empty:
-            raise MetricError(f"{uri}: no bona fide rows with true_label to set a threshold "
-                              "on; score labelled held-out audio (a manifest with labels)")
+            raise MetricError(f"{uri}: no bona fide rows with true_label"
+                              + (f" judged as {band}band audio" if band else "")
+                              + " to set a threshold on; score labelled held-out audio "
+                              "(a manifest with labels)")
         scores.append(ok["spoof_score"].to_numpy(np.float64))
         per_report.append({"report": uri, "n_bonafide_files": int(len(ok))})
     threshold, achieved = scoring.threshold_at_false_alarm_rate(np.concatenate(scores), target)
-    return threshold, {"target_false_alarm_rate": target,
+    return threshold, {"target_false_alarm_rate": target, "band": band,
                        "held_out_false_alarm_rate": achieved,
                        "n_bonafide_files": int(sum(len(s) for s in scores)),
                        "reports": per_report}
@@ -431,6 +447,33 @@ def _default_threshold(members: Sequence[MemberSource]) -> tuple[float, str, dic
             return float(t), "ml_member_threshold", details
     return 0.5, "default_0.5", {"note": "no dev data and no member threshold; assemble with "
                                         "--dev-features to choose one at the dev EER"}
+
+
+def band_thresholds(cfg: AssembleConfig, members: Sequence[MemberSource],
+                    manifest: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``bundle.json``'s ``bands``: each band's members and threshold (a fixed
+    ``cfg.threshold``; else from the threshold reports' rows of that band; else the band's
+    sklearn member's own threshold)."""
+    names = [m.name for m in members]
+    out = {}
+    for band, chosen in cfg.bands.items():
+        unknown = sorted(set(chosen) - set(names))
+        if not chosen or unknown:
+            raise ConfigError(f"band {band!r} names members {list(chosen)}; the members are "
+                              f"{names}")
+        entry: dict[str, Any] = {"members": list(chosen)}
+        if cfg.threshold is not None:
+            entry.update(threshold=float(cfg.threshold), threshold_method="user")
+        elif cfg.threshold_reports:
+            t, details = threshold_from_reports(cfg.threshold_reports,
+                                                cfg.target_false_alarm_rate, band=band)
+            entry.update(threshold=t, threshold_method="false_alarm_rate_on_held_out_reports",
+                         threshold_details=details)
+        else:
+            t, method, details = _default_threshold([m for m in members if m.name in chosen])
+            entry.update(threshold=t, threshold_method=method, threshold_details=details)
+        out[band] = entry
+    return out
 
 
 def assemble_bundle(cfg: AssembleConfig) -> dict[str, Any]:
@@ -495,6 +538,11 @@ def assemble_bundle(cfg: AssembleConfig) -> dict[str, Any]:
                             threshold_details={"previous": {
                                 "threshold": manifest["threshold"],
                                 "method": manifest["threshold_method"]}})
+        if cfg.bands:
+            manifest["bands"] = band_thresholds(cfg, members, manifest)
+            if "wide" in manifest["bands"]:  # what a reader that knows no bands sees
+                manifest.update({k: manifest["bands"]["wide"][k]
+                                 for k in ("threshold", "threshold_method")})
         write_manifest(staging, manifest)
         Bundle.load(staging)  # the finished bundle must load as any reader will load it
         publish(staging, dest, overwrite=cfg.overwrite)

@@ -18,6 +18,14 @@ loads each member with its safe loader (skops trusted types, Keras ``safe_mode``
 the :class:`WindowMember` protocol and checks that it takes those shapes. Bundles made
 before input shapes were recorded get them from their feature config.
 
+Bands: a bundle may say which members judge which band of audio (``bands`` in
+``bundle.json``: ``{"wide": {"members": [...], "threshold": t, "threshold_method": ...,
+"segment_rule": {...}}, "narrow": {...}}``, bands of :data:`spoofray.config.BANDS`). Each
+band has its own members (fused with the bundle's rule over them), threshold and segment
+rule; a file of a band the bundle does not list is not scored
+(:class:`~spoofray.errors.UnsupportedBandError`). A bundle without ``bands`` (every 1.x
+bundle) judges every band with all its members and its one threshold.
+
 Feature configs: members are compatible when their configs differ at most in ``kinds``
 (which features a dataset stored) and ``store_float16`` (storage precision); the bundle's
 config is the members' config with ``kinds`` = the kinds its members read.
@@ -42,9 +50,9 @@ from typing import Any, Protocol, Self
 import numpy as np
 
 from spoofray import storage
-from spoofray.config import FEATURE_KINDS, FeatureConfig
+from spoofray.config import BANDS, FEATURE_KINDS, FeatureConfig
 from spoofray.errors import BundleIntegrityError, ConfigError
-from spoofray.models.fusion import Fusion
+from spoofray.models.fusion import Fusion, fusion_over
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +253,49 @@ class LoadedMember(MemberSpec):
     model: WindowMember = dataclasses.field(repr=False, compare=False)
 
 
+@dataclasses.dataclass(frozen=True)
+class BandSpec:
+    """How a bundle judges audio of one band: which members, fused how, and where it draws
+    the line."""
+
+    band: str
+    members: tuple[str, ...]
+    fusion: Fusion
+    threshold: float
+    threshold_method: str
+    #: As recorded (``{"threshold", "k", ...}``), or None: derived from the threshold.
+    segment_rule: Mapping[str, Any] | None = None
+
+
+def band_specs(manifest: Mapping[str, Any]) -> dict[str, BandSpec]:
+    """The bands of a ``bundle.json`` (checked); without ``bands``, every band of
+    :data:`BANDS` with all members, the bundle's threshold and segment rule."""
+    fusion = Fusion.from_dict(manifest["fusion"])
+    declared = manifest.get("bands")
+    if declared is None:
+        return {b: BandSpec(b, tuple(fusion.members), fusion, float(manifest["threshold"]),
+                            str(manifest["threshold_method"]), manifest.get("segment_rule"))
+                for b in BANDS}
+    if not isinstance(declared, Mapping) or not declared:
+        raise ConfigError(f"'bands' must map band names {list(BANDS)} to their members and "
+                          f"threshold; got {declared!r}")
+    out = {}
+    for band, spec in declared.items():
+        if band not in BANDS:
+            raise ConfigError(f"band {band!r} unknown; bands are {list(BANDS)}")
+        members = tuple(spec.get("members") or ())
+        threshold = spec.get("threshold")
+        if not members:
+            raise ConfigError(f"band {band!r} names no members")
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not (
+                0.0 <= threshold <= 1.0):
+            raise ConfigError(f"band {band!r}: threshold {threshold!r} is not a number in [0, 1]")
+        out[band] = BandSpec(band, members, fusion_over(fusion, members), float(threshold),
+                             str(spec.get("threshold_method", manifest["threshold_method"])),
+                             spec.get("segment_rule"))
+    return out
+
+
 # --- the bundle -------------------------------------------------------------------------
 
 
@@ -274,6 +325,8 @@ class BundleSpec:
     fusion: Fusion
     threshold: float
     threshold_method: str
+    #: How each band the bundle judges is scored (:func:`band_specs`).
+    bands: Mapping[str, BandSpec] = dataclasses.field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -291,6 +344,12 @@ class BundleSpec:
     @property
     def member_names(self) -> tuple[str, ...]:
         return tuple(m.name for m in self.members)
+
+    def kinds_by_band(self) -> dict[str, tuple[str, ...]]:
+        """Feature kinds the members of each band read."""
+        kinds = {m.name: m.kinds for m in self.members}
+        return {b: _ordered_kinds([k for name in spec.members for k in kinds[name]])
+                for b, spec in self.bands.items()}
 
     @classmethod
     def verify(cls, uri: str, *, dataset: str | None = None, cache_dir: str | None = None
@@ -324,7 +383,8 @@ class BundleSpec:
                           feature_config=cfg, members=members,
                           fusion=Fusion.from_dict(manifest["fusion"]),
                           threshold=float(manifest["threshold"]),
-                          threshold_method=str(manifest["threshold_method"]))
+                          threshold_method=str(manifest["threshold_method"]),
+                          bands=types.MappingProxyType(band_specs(manifest)))
         if dataset is not None:
             spec.check_dataset(dataset)
         return spec
@@ -348,10 +408,14 @@ class BundleSpec:
         return Bundle(**{**fields, "members": tuple(members)})
 
     def with_threshold(self, threshold: float, method: str = "user") -> Self:
-        """The same bundle with another decision threshold (e.g. ``--threshold``)."""
+        """The same bundle with another decision threshold (e.g. ``--threshold``), in every
+        band."""
         if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
             raise ConfigError(f"threshold must be in [0, 1], got {threshold}")
-        return dataclasses.replace(self, threshold=float(threshold), threshold_method=method)
+        bands = {b: dataclasses.replace(s, threshold=float(threshold), threshold_method=method)
+                 for b, s in self.bands.items()}
+        return dataclasses.replace(self, threshold=float(threshold), threshold_method=method,
+                                   bands=types.MappingProxyType(bands))
 
     def check_dataset(self, dataset_uri: str) -> None:
         """Raise :class:`BundleIntegrityError` unless a feature dataset fits this bundle."""
@@ -388,6 +452,8 @@ class BundleSpec:
                          "weight": x.weight} for x in self.members],
             "fusion": self.fusion.to_dict(), "threshold": self.threshold,
             "threshold_method": self.threshold_method,
+            "bands": {b: {"members": list(x.members), "threshold": x.threshold,
+                          "threshold_method": x.threshold_method} for b, x in self.bands.items()},
             "dev_metrics": m.get("dev_metrics"),
         }
 
@@ -411,11 +477,14 @@ class Bundle(BundleSpec):
         """
         return BundleSpec.verify(uri, dataset=dataset, cache_dir=cache_dir).load_models()
 
-    def member_scores(self, features: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Each member's P(spoof) per window: ``{name: ndarray (n,)}``."""
-        shapes = self.feature_config.feature_shapes()
+    def member_scores(self, features: Mapping[str, np.ndarray],
+                      members: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Each member's P(spoof) per window: ``{name: ndarray (n,)}`` (of ``members``, by
+        default all)."""
+        chosen = [m for m in self.members if members is None or m.name in members]
+        shapes = dataclasses.replace(self.feature_config, kinds=FEATURE_KINDS).feature_shapes()
         n = None
-        for kind in self.needed_kinds:
+        for kind in _ordered_kinds([k for m in chosen for k in m.kinds]):
             if kind not in features:
                 raise ConfigError(f"bundle {self.name} {self.version} needs feature {kind!r}; "
                                   f"got {sorted(features)}")
@@ -426,17 +495,22 @@ class Bundle(BundleSpec):
                     f"(n, {', '.join(map(str, shapes[kind]))}) with the same n for every kind")
             n = len(arr)
         if not n:
-            return {m.name: np.zeros(0, np.float64) for m in self.members}
+            return {m.name: np.zeros(0, np.float64) for m in chosen}
         return {m.name: np.asarray(m.model.predict_proba(features), dtype=np.float64)
-                for m in self.members}
+                for m in chosen}
 
-    def score_windows(self, features: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def score_windows(self, features: Mapping[str, np.ndarray], band: str | None = None
+                      ) -> dict[str, np.ndarray]:
         """Score windows.
 
         Parameters
         ----------
         features : mapping of kind to ndarray, shape (n, *feature_shape)
-            At least :attr:`needed_kinds`, computed with :attr:`feature_config`.
+            What the members read (:attr:`needed_kinds`, or ``kinds_by_band()[band]``),
+            computed with :attr:`feature_config`.
+        band : str, optional
+            The band of the audio: only that band's members, fused by its rule. Default:
+            every member, fused by the bundle's rule.
 
         Returns
         -------
@@ -444,8 +518,15 @@ class Bundle(BundleSpec):
             ``"spoof_score"``: fused P(spoof), shape (n,); ``"score_<member>"``: each
             member's P(spoof), shape (n,). All float64 (a Keras member computes in float32).
         """
-        per_member = self.member_scores(features)
-        out = {"spoof_score": self.fusion.apply(per_member)}
+        if band is None:
+            per_member, fusion = self.member_scores(features), self.fusion
+        elif band not in self.bands:
+            raise ConfigError(f"bundle {self.name} {self.version} judges bands "
+                              f"{sorted(self.bands)}, not {band!r}")
+        else:
+            spec = self.bands[band]
+            per_member, fusion = self.member_scores(features, spec.members), spec.fusion
+        out = {"spoof_score": fusion.apply(per_member)}
         out.update({f"score_{name}": s for name, s in per_member.items()})
         return out
 
@@ -560,6 +641,13 @@ def verify_bundle_dir(root: str, *, shown_as: str | None = None) -> dict[str, An
     threshold = manifest.get("threshold")
     if not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
         raise fail(f"threshold {threshold!r} is not a number in [0, 1]")
+    try:
+        bands = band_specs(manifest)
+    except (ConfigError, AttributeError, TypeError) as exc:
+        raise fail(f"bands invalid ({exc})") from exc
+    unknown = sorted({m for b in bands.values() for m in b.members} - set(names))
+    if unknown:
+        raise fail(f"bands name members {unknown} the bundle does not have ({list(names)})")
     return manifest
 
 

@@ -104,6 +104,26 @@ class Fusion(Config):
         return fused
 
 
+def fusion_over(fusion: Fusion, members: Sequence[str]) -> Fusion:
+    """The rule restricted to some of its members (the members of one band of a bundle).
+
+    ``mean`` keeps those members' weights (renormalised when applied); ``logistic`` was
+    fitted on all its members together, so it is only "restricted" to all of them.
+    """
+    members = tuple(members)
+    unknown = [m for m in members if m not in fusion.members]
+    if unknown:
+        raise ConfigError(f"members {unknown} are not in the fusion rule {list(fusion.members)}")
+    if members == fusion.members:
+        return fusion
+    if fusion.rule != "mean":
+        raise ConfigError(f"a {fusion.rule} fusion was fitted on members {list(fusion.members)} "
+                          f"together and cannot score {list(members)} alone; give every band "
+                          "all members, or fuse with the mean rule")
+    weights = dict(zip(fusion.members, fusion.weights))
+    return Fusion(rule="mean", members=members, weights=tuple(weights[m] for m in members))
+
+
 def mean_fusion(members: Sequence[str], weights: Sequence[float] | None = None) -> Fusion:
     """Weighted probability averaging (equal weights by default)."""
     members = tuple(members)

@@ -89,6 +89,8 @@ class TuneMLConfig(Config):
     storage_path: str | None = setting(None, "Ray Tune experiment storage, local or s3://",
                                        default_help="<output>/ray_results")
     name: str = setting("tune_ml", "experiment name")
+    member_name: str = setting("ml", "the model's name in a bundle (its report column is "
+                               "score_<name>)")
     group_by: str = setting("speaker", "what folds keep disjoint (missing speakers fall back "
                             "to the recording)")
     n_splits: int = setting(5, "folds")
@@ -460,7 +462,7 @@ def run_sweep(cfg: TuneMLConfig) -> dict[str, Any]:
         model, files, scores = ray.get(task.remote(data, params, cpus=cfg.cpus_per_trial,
                                                    seed=cfg.seed))
         summary["model"] = write_model(model, data, files, scores,
-                                       storage.join(cfg.output, "model"))
+                                       storage.join(cfg.output, "model"), cfg.member_name)
     summary["elapsed_s"] = round(time.perf_counter() - started, 2)
     summary = _json_safe(summary)
     storage.write_bytes_atomic(storage.join(cfg.output, "summary.json"),
@@ -580,7 +582,7 @@ def _write_best_config(params: dict[str, Any], best: dict[str, Any], uri: str) -
 
 
 def write_model(model: SpoofVotingEnsemble, data: cv_data.CvData, files: np.ndarray,
-                scores: np.ndarray, model_dir: str) -> dict[str, Any]:
+                scores: np.ndarray, model_dir: str, name: str = "ml") -> dict[str, Any]:
     """Save ``model/ensemble.skops`` and the sidecar ``model/member.json``; return the sidecar."""
     from spoofray.metrics import evaluate
 
@@ -588,7 +590,7 @@ def write_model(model: SpoofVotingEnsemble, data: cv_data.CvData, files: np.ndar
     oof = evaluate(labels, scores)  # threshold: the EER point of the out-of-fold scores
     save_ensemble(model, storage.join(model_dir, "ensemble.skops"))
     sidecar = {
-        "name": "ml",
+        "name": name,
         "kind": "sklearn",
         "file": "ensemble.skops",
         "inputs": list(model.inputs),
