@@ -30,7 +30,7 @@ import pandas as pd
 import pyarrow as pa
 
 from spoofray import storage
-from spoofray.config import Config, Interval, setting
+from spoofray.config import BANDS, Config, Interval, Options, setting
 from spoofray.errors import ConfigError, MetricError
 
 REPORT_DIR = "report"
@@ -49,16 +49,17 @@ QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 #: Report columns :func:`summarize_report` and :func:`report_plots` read.
 SUMMARY_COLUMNS = ("uri", "channel", "status", "error_type", "spoof_score", "predicted_label",
                    "decision_rule", "n_segments", "duration_s", "size_bytes",
-                   "top_window_start_s", "true_label")
+                   "top_window_start_s", "true_label", "band")
 #: How many files the "most suspicious" plot and summary list show.
 TOP_N = 20
 #: Report columns renamed since reports were first written, old name -> current name.
 #: Readers rename on read, so old reports stay readable.
-RENAMED_COLUMNS = {"label": "predicted_label"}
+RENAMED_COLUMNS = {"label": "predicted_label", "sample_rate": "source_sample_rate"}
 #: Report columns added since reports were first written, with what they hold for a report
 #: written before: readers fill them in, so old reports stay readable with today's columns.
 ADDED_COLUMNS = {"channel": None, "decision_rule": None, "n_segments": None,
-                 "segment_threshold": None, "segment_k": None}
+                 "segment_threshold": None, "segment_k": None, "band": None,
+                 "upper_band_db": None}
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -208,6 +209,8 @@ def summarize_report(report: pd.DataFrame, *, wall_s: float, input_uri: str, run
                                ok["decision_rule"].value_counts().items()}
                               if "decision_rule" in ok else {}),
             "segments": int(ok["n_segments"].fillna(0).sum()) if "n_segments" in ok else 0,
+            "by_band": ({str(k): int(v) for k, v in ok["band"].value_counts().items()}
+                        if "band" in ok else {}),
         },
         "spoof_rate": n_spoof / len(ok) if len(ok) else None,
         "score_quantiles": ({f"p{round(q * 100):02d}": float(np.quantile(scores, q))
@@ -374,7 +377,7 @@ METRIC_COLUMNS = ("scope", "attack", "n_bonafide", "n_spoof", "eer", "eer_thresh
 class EvaluateConfig(Config):
     """What :func:`evaluate_report` joins and where it writes."""
 
-    _constraints = {"threshold": [None, Interval(float, 0, 1)]}
+    _constraints = {"threshold": [None, Interval(float, 0, 1)], "band": [None, Options(BANDS)]}
 
     report: str = setting("", "run folder <output>/run_id=<id>/, its report/ folder or a "
                           "Parquet file (local or s3://)", path=True)
@@ -386,6 +389,8 @@ class EvaluateConfig(Config):
                                      default_help="the protocol's folder", path=True)
     threshold: float | None = setting(None, "operating point of accuracy/precision/recall/F1",
                                       default_help="the report's")
+    band: str | None = setting(None, "evaluate only the rows this band judged (wide or narrow), "
+                               "at that band's threshold", default_help="every row")
     asv_scores: str | None = setting(
         None, "ASV score file ('[speaker] [utt] key score', key target/nontarget/spoof): adds "
         "min t-DCF (ASVspoof 2019 cost model) to the overall row",
@@ -530,12 +535,22 @@ def evaluate_report(cfg: EvaluateConfig) -> dict[str, Any]:
 
     report = file_rows(read_report(cfg.report))
     joined = join_labels(report, cfg.labels, audio_root=cfg.audio_root)
+    if cfg.band is not None:
+        joined = joined[joined["band"] == cfg.band]
+        if joined.empty:
+            raise MetricError(f"{cfg.report}: no row was judged as {cfg.band}band audio; "
+                              "evaluate another band or every row (no --band)")
     if cfg.threshold is not None:
         threshold = float(cfg.threshold)
     else:
         known = joined["threshold"].dropna().unique()
         if len(known) != 1:
-            raise ConfigError(f"the report holds {len(known)} distinct thresholds; pass one")
+            by_band = (joined.dropna(subset=["threshold"]).groupby("band")["threshold"]
+                       .first().to_dict())
+            raise ConfigError(
+                f"the report holds {len(known)} distinct thresholds"
+                + (f" (one per band: {by_band})" if by_band else "")
+                + "; pass --band to evaluate one band at its own threshold, or --threshold")
         threshold = float(known[0])
     asv = None
     if cfg.asv_scores:
@@ -552,6 +567,7 @@ def evaluate_report(cfg: EvaluateConfig) -> dict[str, Any]:
         counts.update(matched_labels=joined.attrs["labels_matched"],
                       labels_listed=joined.attrs["labels_listed"])
     result = {"report": cfg.report, "labels": cfg.labels or "carried by the report",
+              "band": cfg.band,
               "asv_scores": cfg.asv_scores,
               "threshold": threshold, "counts": counts,
               "metrics": json.loads(table.to_json(orient="records"))}

@@ -147,6 +147,9 @@ def files_schema(kinds: Sequence[str]) -> pa.Schema:
         ("speaker", pa.string()), ("group", pa.string()), ("size_bytes", pa.int64()),
         ("status", pa.string()), ("error_type", pa.string()), ("error_message", pa.string()),
         ("duration_s", pa.float64()), ("sample_rate", pa.int64()), ("channels", pa.int64()),
+        ("band", pa.string()), ("upper_band_db", pa.float64()),
+        ("channel_bands", pa.list_(pa.string())),
+        ("channel_upper_band_db", pa.list_(pa.float64())),
         ("n_windows", pa.int64()), ("start_s", pa.list_(pa.float64())),
         ("end_s", pa.list_(pa.float64())), ("window_channel", pa.list_(pa.int64())),
         *[(f"tensor_{k}", pa.large_binary()) for k in kinds],
@@ -160,10 +163,12 @@ def _clean_item(raw: dict[str, Any]) -> dict[str, Any]:
     return item
 
 
-def featurized_file(raw: dict[str, Any], cfg: FeatureConfig, kinds: tuple[str, ...],
-                    channels: str) -> tuple[dict[str, Any], dict[str, np.ndarray] | None]:
-    """One listed file → its featurized row (metadata and window times, no tensors) and its
-    window tensors by kind (None for an error row).
+def featurized_file(raw: dict[str, Any], cfg: FeatureConfig,
+                    kinds_by_band: dict[str, tuple[str, ...]], channels: str
+                    ) -> tuple[dict[str, Any], dict[str, np.ndarray] | None]:
+    """One listed file → its featurized row (metadata, band and window times, no tensors)
+    and its window tensors by kind: the kinds its band's members read (None for an error
+    row; a band the bundle has none for is one, :class:`UnsupportedBandError`).
 
     Never raises for a per-file problem (that is the file's error row). Raises
     :class:`~spoofray.errors.StorageUnavailableError` when the store stayed unreachable
@@ -172,7 +177,7 @@ def featurized_file(raw: dict[str, Any], cfg: FeatureConfig, kinds: tuple[str, .
     """
     item = _clean_item(raw)
     try:
-        r = featurize_file(item, cfg, kinds=kinds, channels=channels)
+        r = featurize_file(item, cfg, channels=channels, kinds_by_band=kinds_by_band)
     except StorageUnavailableError:
         raise
     except Exception as exc:  # a decoder bug on one file must not fail an archive run
@@ -182,16 +187,22 @@ def featurized_file(raw: dict[str, Any], cfg: FeatureConfig, kinds: tuple[str, .
     row = {**item, "status": r.status, "error_type": r.error_type,
            "error_message": r.error_message, "duration_s": r.duration_s,
            "sample_rate": r.sample_rate, "channels": r.channels, "n_windows": r.n_windows,
-           "start_s": None, "end_s": None, "window_channel": None}
+           "band": r.band, "upper_band_db": r.upper_band_db, "channel_bands": None,
+           "channel_upper_band_db": None, "start_s": None, "end_s": None,
+           "window_channel": None}
     if r.status != "ok":
         return row, None
+    if r.channel_bands is not None:
+        heard = [r.channel_bands.get(c) for c in range(int(r.channels))]
+        row["channel_bands"] = [h[0] if h else None for h in heard]
+        row["channel_upper_band_db"] = [h[1] if h else None for h in heard]
     row["start_s"] = np.asarray(r.start_s, np.float64)
     row["end_s"] = np.asarray(r.end_s, np.float64)
     if r.window_channel is not None:
         row["window_channel"] = np.asarray(r.window_channel, np.int64)
-    shapes = cfg.feature_shapes()
+    shapes = dataclasses.replace(cfg, kinds=tuple(r.features)).feature_shapes()
     tensors = {}
-    for k in kinds:
+    for k in r.features:
         tensors[k] = np.ascontiguousarray(r.features[k], dtype=np.float32)
         if tensors[k].shape != (r.n_windows, *shapes[k]):
             raise SpoofrayError(f"{item['uri']}: feature {k} has shape {tensors[k].shape}, "
@@ -199,12 +210,15 @@ def featurized_file(raw: dict[str, Any], cfg: FeatureConfig, kinds: tuple[str, .
     return row, tensors
 
 
-def featurize_batch(batch: pa.Table, *, features: dict[str, Any], kinds: list[str],
-                    channels: str = "mix") -> pa.Table:
+def featurize_batch(batch: pa.Table, *, features: dict[str, Any],
+                    kinds_by_band: dict[str, list[str]], channels: str = "mix") -> pa.Table:
     """Ray Data batch function of two-stage scoring: listed files → one featurized row per
     file (:func:`featurized_file`; a file whose channels are featurized apart, see
-    ``channels``, holds all their windows), its tensors as raw bytes."""
-    cfg, wanted = FeatureConfig.from_dict(features), tuple(kinds)
+    ``channels``, holds all their windows), its tensors as raw bytes (None for the kinds
+    its band does not read)."""
+    cfg = FeatureConfig.from_dict(features)
+    wanted = {b: tuple(k) for b, k in kinds_by_band.items()}
+    kinds = union_kinds(wanted)
     rows = []
     for raw in batch.to_pylist():
         row, tensors = featurized_file(raw, cfg, wanted, channels)
@@ -212,9 +226,18 @@ def featurize_batch(batch: pa.Table, *, features: dict[str, Any], kinds: list[st
             if row[key] is not None:
                 row[key] = row[key].tolist()
         for k in kinds:
-            row[f"tensor_{k}"] = tensors[k].tobytes() if tensors is not None else None
+            row[f"tensor_{k}"] = (tensors[k].tobytes() if tensors is not None and k in tensors
+                                  else None)
         rows.append(row)
     return pa.Table.from_pylist(rows, schema=files_schema(kinds))
+
+
+def union_kinds(kinds_by_band: dict[str, Sequence[str]]) -> list[str]:
+    """Every kind some band reads, in FEATURE_KINDS order (the tensor columns)."""
+    from spoofray.config import FEATURE_KINDS
+
+    wanted = {k for ks in kinds_by_band.values() for k in ks}
+    return [k for k in FEATURE_KINDS if k in wanted]
 
 
 # --- stage 2: score (actor pool) -------------------------------------------------------------
@@ -230,11 +253,15 @@ def report_columns(member_names: Sequence[str]) -> pa.Schema:
     file's row and the channel index on the rows of a file scored per channel, whose file
     row is then their roll-up (:func:`scoring.channel_rollup`). ``true_label``/
     ``true_attack`` carry what the input listing knew (None when unlabelled).
+    ``source_sample_rate`` is the file's own rate; ``band`` (``wide``/``narrow``) and
+    ``upper_band_db`` say which of the bundle's bands judged the row and why
+    (:func:`spoofray.audio.measure_band`), and ``threshold`` is that band's.
     """
     return pa.schema([
         ("uri", pa.string()), ("channel", pa.int64()), ("size_bytes", pa.int64()),
         ("duration_s", pa.float64()),
-        ("sample_rate", pa.int64()), ("channels", pa.int64()), ("n_windows", pa.int64()),
+        ("source_sample_rate", pa.int64()), ("channels", pa.int64()),
+        ("band", pa.string()), ("upper_band_db", pa.float64()), ("n_windows", pa.int64()),
         ("spoof_score", pa.float64()), ("predicted_label", pa.string()),
         ("decision_rule", pa.string()), ("threshold", pa.float64()),
         ("n_segments", pa.int64()), ("segment_threshold", pa.float64()),
@@ -301,8 +328,8 @@ def aggregate_file(window: dict[str, np.ndarray], start_s: np.ndarray, end_s: np
 def rollup_rows(file_row: dict[str, Any], channel_rows: list[dict[str, Any]]
                 ) -> dict[str, Any]:
     """The file row of a file scored per channel, from its channel rows
-    (:func:`scoring.channel_rollup`); the most suspicious channel's scores and top window.
-    Only a file none of whose channels scored is an error row."""
+    (:func:`scoring.channel_rollup`); the most suspicious channel's scores, band, threshold
+    and top window. Only a file none of whose channels scored is an error row."""
     ok = [r for r in channel_rows if r["status"] == "ok"]
     if not ok:
         first = channel_rows[0]
@@ -314,6 +341,8 @@ def rollup_rows(file_row: dict[str, Any], channel_rows: list[dict[str, Any]]
     top = max(ok, key=lambda r: r["max_window_score"])
     out = {**file_row, **{k: v for k, v in worst.items() if k.startswith("score_")}}
     out.update(spoof_score=score, decision_rule=fired, predicted_label=scoring.label_of(fired),
+               band=worst["band"], upper_band_db=worst["upper_band_db"],
+               threshold=worst["threshold"],
                max_window_score=top["max_window_score"],
                top_window_start_s=top["top_window_start_s"],
                top_window_end_s=top["top_window_end_s"],
@@ -330,44 +359,53 @@ class BundleScorer:
     The bundle arrives as a payload in the object store (so actors on any node get it, even
     when the driver read it from a local folder) and is verified and loaded once per actor
     (once per worker process, for one stage).
-    ``threshold`` is the run's decision threshold, worked out once by the driver.
+    ``thresholds`` and ``segment_rules`` are the run's, per band, worked out once by the
+    driver. Each file (each channel, when they are scored apart) is judged by the members,
+    threshold and segment rule of its band.
     """
 
-    def __init__(self, payload: list, *, bundle_uri: str, threshold: float,
-                 run_id: str, segment_rule: dict[str, Any] | None = None) -> None:
+    def __init__(self, payload: list, *, bundle_uri: str, thresholds: dict[str, float],
+                 run_id: str, segment_rules: dict[str, dict[str, Any]]) -> None:
         import ray
 
         # A node-local cache in the temp dir: actors need model files on disk, and workers
         # must not depend on the driver's SPOOFRAY_HOME.
         cache = os.path.join(tempfile.gettempdir(), f"spoofray-bundles-{os.getuid()}")
         self.bundle = load_payload(ray.get(payload[0]), shown_as=bundle_uri, cache_dir=cache)
-        self.threshold = float(threshold)
-        self.rule = (scoring.SegmentRule(**segment_rule) if segment_rule else
-                     scoring.segment_rule_of(self.bundle.manifest, self.threshold))
+        self.thresholds = {b: float(t) for b, t in thresholds.items()}
+        # An error row has no band: it shows the run's threshold when every band shares one.
+        shared = set(self.thresholds.values())
+        self.error_threshold = shared.pop() if len(shared) == 1 else None
+        self.rules = {b: scoring.SegmentRule(**r) for b, r in segment_rules.items()}
         self.run_id = run_id
         self.schema = scorer_columns(self.bundle.member_names)
+        self.shapes = dataclasses.replace(self.bundle.feature_config,
+                                          kinds=tuple(self.bundle.needed_kinds)).feature_shapes()
 
     def _tensors(self, batch: pa.Table, i: int, n: int) -> dict[str, np.ndarray]:
-        shapes = self.bundle.feature_config.feature_shapes()
         out = {}
         for k in self.bundle.needed_kinds:
-            buf = batch.column(f"tensor_{k}")[i].as_buffer()
-            out[k] = np.frombuffer(buf, dtype=np.float32).reshape((n, *shapes[k]))
+            value = batch.column(f"tensor_{k}")[i]
+            if value.is_valid:  # kinds the file's band does not read are null
+                out[k] = np.frombuffer(value.as_buffer(), dtype=np.float32).reshape(
+                    (n, *self.shapes[k]))
         return out
 
-    def _score(self, feats: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray] | Exception]:
-        """Window scores of several files in one model call (one call per file on failure)."""
-        counts = [len(f[self.bundle.needed_kinds[0]]) for f in feats]
+    def _score(self, feats: list[dict[str, np.ndarray]], band: str
+               ) -> list[dict[str, np.ndarray] | Exception]:
+        """Window scores of several files of one band in one model call (one call per file
+        on failure)."""
+        counts = [len(next(iter(f.values()))) for f in feats]
         try:
-            joined = {k: np.concatenate([f[k] for f in feats]) for k in self.bundle.needed_kinds}
-            scores = self.bundle.score_windows(joined)
+            joined = {k: np.concatenate([f[k] for f in feats]) for k in feats[0]}
+            scores = self.bundle.score_windows(joined, band)
             bounds = np.cumsum([0, *counts])
             return [{k: v[a:b] for k, v in scores.items()} for a, b in zip(bounds, bounds[1:])]
         except Exception:  # find which file fails instead of failing the batch
             results: list[dict[str, np.ndarray] | Exception] = []
             for f in feats:
                 try:
-                    results.append(self.bundle.score_windows(f))
+                    results.append(self.bundle.score_windows(f, band))
                 except Exception as exc:  # noqa: BLE001 - becomes that file's error row
                     results.append(exc)
             return results
@@ -381,66 +419,96 @@ class BundleScorer:
                    for i, r in enumerate(rows)]
         return self.score_rows(rows, tensors)
 
+    def _units(self, rows: list[dict[str, Any]],
+               tensors: Sequence[dict[str, np.ndarray] | None]
+               ) -> list[tuple[int, int | None, str, dict[str, np.ndarray]]]:
+        """What is judged apart: ``(row, channel or None, band, window tensors)``."""
+        units = []
+        for i, r in enumerate(rows):
+            if r["status"] != "ok":
+                continue
+            if r["window_channel"] is None:
+                units.append((i, None, r["band"], tensors[i]))
+                continue
+            which = np.asarray(r["window_channel"])
+            for c, band in enumerate(r["channel_bands"]):
+                keep = which == c
+                if band is not None and keep.any():
+                    units.append((i, c, band, {k: v[keep] for k, v in tensors[i].items()}))
+        return units
+
     def score_rows(self, rows: list[dict[str, Any]],
                    tensors: Sequence[dict[str, np.ndarray] | None]) -> pa.Table:
         """Featurized rows and their window tensors (:func:`featurized_file`) → report rows,
-        the files' windows scored in one model call."""
+        the windows of each band scored in one model call."""
         for r in rows:
             if r["status"] == "ok" and not r["n_windows"]:
                 r.update(status="error", error_type="InvalidAudioError",
                          error_message=f"{r['uri']}: no windows to score")
-        ok = [i for i, r in enumerate(rows) if r["status"] == "ok"]
-        feats = [tensors[i] for i in ok]
-        scored = dict(zip(ok, self._score(feats))) if ok else {}
+        units = self._units(rows, tensors)
+        scored: dict[tuple[int, int | None], dict[str, np.ndarray] | Exception] = {}
+        for band in sorted({u[2] for u in units}):
+            group = [u for u in units if u[2] == band]
+            scored.update({(u[0], u[1]): res
+                           for u, res in zip(group, self._score([u[3] for u in group], band))})
         now = _dt.datetime.now(_dt.timezone.utc)
         b = self.bundle
         out = []
         for i, r in enumerate(rows):
             row = {"uri": r["uri"], "size_bytes": r["size_bytes"], "duration_s": r["duration_s"],
-                   "sample_rate": r["sample_rate"], "channels": r["channels"],
-                   "n_windows": r["n_windows"], "threshold": self.threshold,
+                   "source_sample_rate": r["sample_rate"], "channels": r["channels"],
+                   "band": r["band"], "upper_band_db": r["upper_band_db"],
+                   "n_windows": r["n_windows"],
+                   "threshold": self.thresholds.get(r["band"], self.error_threshold),
                    "status": r["status"], "error_type": r["error_type"],
                    "error_message": r["error_message"], "model_name": b.name,
                    "model_version": b.version, "run_id": self.run_id, "scored_at": now,
                    "true_label": r["label"], "true_attack": r["attack"]}
-            result = scored.get(i)
-            if isinstance(result, Exception):
-                row.update(status="error", error_type=type(result).__name__,
-                           error_message=f"{r['uri']}: scoring failed: {result}")
-            elif result is not None and r["window_channel"] is not None:
-                per = self._channel_rows(row, r, result)
+            if r["status"] == "ok" and r["window_channel"] is not None:
+                per = self._channel_rows(row, r, {c: res for (j, c), res in scored.items()
+                                                  if j == i})
                 out += [rollup_rows(row, per), *per]
                 continue
-            elif result is not None:
-                row.update(self._aggregate(r["uri"], result, r["start_s"], r["end_s"]))
+            if r["status"] == "ok":
+                row.update(self._judged(r["uri"], scored[(i, None)], r["band"], r["start_s"],
+                                        r["end_s"]))
             out.append(row)
         return pa.Table.from_pylist(out, schema=self.schema)
 
-    def _aggregate(self, uri: str, result: dict[str, np.ndarray], start_s: Any, end_s: Any
-                   ) -> dict[str, Any]:
-        agg = aggregate_file(result, np.asarray(start_s), np.asarray(end_s), self.threshold,
-                             self.rule)
+    def _judged(self, uri: str, result: dict[str, np.ndarray] | Exception, band: str,
+                start_s: Any, end_s: Any) -> dict[str, Any]:
+        """A file's (or channel's) scores, decision and spans at its band's threshold."""
+        if isinstance(result, Exception):
+            return {"status": "error", "error_type": type(result).__name__,
+                    "error_message": f"{uri}: scoring failed: {result}"}
+        agg = aggregate_file(result, np.asarray(start_s), np.asarray(end_s),
+                             self.thresholds[band], self.rules[band])
         if not np.isfinite(agg["spoof_score"]):
             return {"status": "error", "error_type": "ScoringError",
                     "error_message": f"{uri}: the model gave a non-finite score"}
         return agg
 
     def _channel_rows(self, row: dict[str, Any], r: dict[str, Any],
-                      result: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-        """One row per channel of a file scored per channel (a silent one as an error)."""
+                      scored: dict[int, dict[str, np.ndarray] | Exception]
+                      ) -> list[dict[str, Any]]:
+        """One row per channel of a file scored per channel (a silent one as an error);
+        ``scored``: each heard channel's window scores."""
         which = np.asarray(r["window_channel"])
         out = []
         for c in range(int(r["channels"])):
             keep = which == c
-            one = {**row, "channel": c, "n_windows": int(keep.sum())}
+            band = r["channel_bands"][c]
+            one = {**row, "channel": c, "n_windows": int(keep.sum()), "band": band,
+                   "upper_band_db": r["channel_upper_band_db"][c],
+                   "threshold": self.thresholds.get(band, self.error_threshold)}
             if not keep.any():
                 one.update(status="error", error_type="InvalidAudioError",
                            error_message=f"{r['uri']}: channel {c} is digital silence; "
                            "nothing to judge")
             else:
-                one.update(self._aggregate(
-                    r["uri"], {k: v[keep] for k, v in result.items()},
-                    np.asarray(r["start_s"])[keep], np.asarray(r["end_s"])[keep]))
+                one.update(self._judged(r["uri"], scored[c], band,
+                                        np.asarray(r["start_s"])[keep],
+                                        np.asarray(r["end_s"])[keep]))
             out.append(one)
         return out
 
@@ -582,9 +650,11 @@ def score_archive(cfg: ScoreConfig,
     checksum = bundle_checksum(bundle)  # the bundle as shipped, before a threshold override
     if cfg.threshold is not None:
         bundle = bundle.with_threshold(cfg.threshold)
-    threshold = bundle.threshold  # the run's one threshold, handed to every actor
-    rule = scoring.segment_rule_of(bundle.manifest, threshold, threshold=cfg.segment_threshold,
-                                   k=cfg.segment_k)
+    # The run's thresholds and segment rules, one per band, handed to every actor.
+    thresholds = {b: spec.threshold for b, spec in bundle.bands.items()}
+    rules = {b: scoring.segment_rule_of({"segment_rule": spec.segment_rule}, spec.threshold,
+                                        threshold=cfg.segment_threshold, k=cfg.segment_k)
+             for b, spec in bundle.bands.items()}
 
     if items is None:
         items = sources.resolve_inputs(cfg.input, audio_root=cfg.audio_root)
@@ -596,7 +666,7 @@ def score_archive(cfg: ScoreConfig,
     tmp = storage.join(cfg.output, f"_tmp_run_id={run_id}")
     check_run_free(final)
     resumed = resume.open_tmp(
-        tmp, resume_settings(cfg, bundle, checksum, threshold), resume=cfg.resume,
+        tmp, resume_settings(cfg, bundle, checksum, thresholds), resume=cfg.resume,
         what=f"scoring run {run_id!r}", restart_hint=f"choose another --run-id (or delete {tmp})")
     earlier = _earlier_rows(tmp, items) if resumed else None
     done = set() if earlier is None else set(earlier["uri"])
@@ -607,7 +677,6 @@ def score_archive(cfg: ScoreConfig,
              f" (resumed: {len(done)} of {len(items)} files are in finished parts)"
              if earlier is not None else "")
 
-    kinds = list(bundle.needed_kinds)
     schema = report_columns(bundle.member_names)
     kept: list[pa.Table] = []  # the new rows' summary columns, for accounting + summary
     left = (f"Nothing was published ({final} has no {SUCCESS_MARKER}); the finished report "
@@ -618,8 +687,8 @@ def score_archive(cfg: ScoreConfig,
             sizes = [it.size_bytes for it in todo]
             shown = progress.Progress(len(todo), total_bytes=sum(sizes) if None not in sizes
                                       else None, verb="scored")
-            blocks = _report_blocks(_scored_blocks(cfg, bundle, bundle_uri, threshold, run_id,
-                                                     kinds, todo, rule), left=left)
+            blocks = _report_blocks(_scored_blocks(cfg, bundle, bundle_uri, thresholds, run_id,
+                                                     todo, rules), left=left)
             for scored in _gathered(_counted(blocks, shown), every_s=cfg.part_every_s):
                 part, spans = split_segments(scored)
                 _write_parts(tmp, part, spans)
@@ -644,9 +713,13 @@ def score_archive(cfg: ScoreConfig,
             report, wall_s=wall_s, input_uri=cfg.input, run_id=run_id,
             started_at=started_at.isoformat(timespec="seconds"),
             bundle={"uri": bundle_uri, "name": bundle.name, "version": bundle.version,
-                    "source": bundle_source, "threshold": threshold,
+                    "source": bundle_source, "threshold": bundle.threshold,
                     "threshold_method": bundle.threshold_method,
-                    "segment_rule": rule.to_dict()})
+                    "segment_rule": rules[next(iter(rules))].to_dict(),
+                    "bands": {b: {"members": list(spec.members), "threshold": thresholds[b],
+                                  "threshold_method": spec.threshold_method,
+                                  "segment_rule": rules[b].to_dict()}
+                              for b, spec in bundle.bands.items()}})
         summary.update(run_uri=final, score_config=cfg.to_dict(),
                        finished_at=_dt.datetime.now(_dt.timezone.utc).isoformat(
                            timespec="seconds"),
@@ -656,7 +729,7 @@ def score_archive(cfg: ScoreConfig,
         storage.write_bytes_atomic(storage.join(tmp, SUMMARY_NAME),
                                    json.dumps(summary, indent=2).encode())
         if cfg.plots:
-            for name, png in reports.report_plots(report, threshold=threshold,
+            for name, png in reports.report_plots(report, threshold=bundle.threshold,
                                                   input_uri=cfg.input).items():
                 storage.write_bytes_atomic(storage.join(tmp, PLOTS_DIR, name), png)
         publish_run(tmp, final)
@@ -669,11 +742,16 @@ def score_archive(cfg: ScoreConfig,
     return summary
 
 
-def resume_settings(cfg: ScoreConfig, bundle: BundleSpec, checksum: str, threshold: float
-                    ) -> dict[str, Any]:
+def resume_settings(cfg: ScoreConfig, bundle: BundleSpec, checksum: str,
+                    thresholds: dict[str, float]) -> dict[str, Any]:
     """What a scoring run's report parts depend on: a ``--resume`` must find the same."""
+    shared = set(thresholds.values())
     return {"bundle_name": bundle.name, "bundle_version": bundle.version,
-            "bundle_checksum": checksum, "threshold": float(threshold),
+            "bundle_checksum": checksum,
+            # One number when every band shares it (as unfinished runs of bundles without
+            # bands recorded it), else one per band.
+            "threshold": float(shared.pop()) if len(shared) == 1 else
+            {b: float(t) for b, t in sorted(thresholds.items())},
             "feature_config_hash": bundle.feature_config.config_hash(),
             "input": cfg.input, "audio_root": cfg.audio_root, "limit": cfg.limit,
             "channels": cfg.channels, "segment_threshold": cfg.segment_threshold,
@@ -727,18 +805,21 @@ def _earlier_rows(tmp: str, items: Sequence[sources.AudioItem]) -> pd.DataFrame:
     return rows
 
 
-def _scored_blocks(cfg: ScoreConfig, bundle: BundleSpec, bundle_uri: str, threshold: float,
-                   run_id: str, kinds: list[str], items: Sequence[sources.AudioItem],
-                   rule: scoring.SegmentRule) -> Iterator[pa.Table]:
+def _scored_blocks(cfg: ScoreConfig, bundle: BundleSpec, bundle_uri: str,
+                   thresholds: dict[str, float], run_id: str,
+                   items: Sequence[sources.AudioItem],
+                   rules: dict[str, scoring.SegmentRule]) -> Iterator[pa.Table]:
     """Report rows of ``items``, a block at a time as they finish: one stage on plain Ray
     tasks (:func:`scores_in_one_stage`, :mod:`~spoofray.pipeline.tasks`), else a Ray Data
     dataset of two stages."""
     import ray
 
-    featurize = {"features": bundle.feature_config.to_dict(), "kinds": kinds,
+    featurize = {"features": bundle.feature_config.to_dict(),
+                 "kinds_by_band": {b: list(k) for b, k in bundle.kinds_by_band().items()},
                  "channels": cfg.channels}
     scorer = {"payload": [ray.put(bundle.payload())], "bundle_uri": bundle_uri,
-              "threshold": threshold, "run_id": run_id, "segment_rule": rule.to_dict()}
+              "thresholds": thresholds, "run_id": run_id,
+              "segment_rules": {b: r.to_dict() for b, r in rules.items()}}
     memory = cfg.featurize_memory_mb * 1024 * 1024
     if scores_in_one_stage(cfg, bundle):
         # Few long tasks: blocks of like bytes, two tasks per slot at least.
@@ -809,8 +890,9 @@ def scores_in_one_stage(cfg: ScoreSettings, bundle: BundleSpec) -> bool:
 _CACHED_SCORER: dict[tuple, BundleScorer] = {}
 
 
-def score_files_batch(batch: pa.Table, *, features: dict[str, Any], kinds: list[str],
-                      channels: str, scorer: dict[str, Any], files_per_call: int) -> pa.Table:
+def score_files_batch(batch: pa.Table, *, features: dict[str, Any],
+                      kinds_by_band: dict[str, list[str]], channels: str,
+                      scorer: dict[str, Any], files_per_call: int) -> pa.Table:
     """The task of one-stage scoring: listed files → report rows.
 
     The bundle is loaded once per worker process and run (a task worker runs many tasks of
@@ -819,13 +901,14 @@ def score_files_batch(batch: pa.Table, *, features: dict[str, Any], kinds: list[
     that much audio at once (or of one longer file), however many files it scores. The
     windows stay arrays: no Arrow row per file, as two stages need (:func:`featurize_batch`).
     """
-    key = (scorer["payload"][0].hex(), scorer["threshold"], scorer["run_id"],
-           json.dumps(scorer["segment_rule"], sort_keys=True))
+    key = (scorer["payload"][0].hex(), json.dumps(scorer["thresholds"], sort_keys=True),
+           scorer["run_id"], json.dumps(scorer["segment_rules"], sort_keys=True))
     if key not in _CACHED_SCORER:
         _CACHED_SCORER.clear()
         _CACHED_SCORER[key] = BundleScorer(**scorer)
     score = _CACHED_SCORER[key]
-    cfg, wanted = FeatureConfig.from_dict(features), tuple(kinds)
+    cfg = FeatureConfig.from_dict(features)
+    wanted = {b: tuple(k) for b, k in kinds_by_band.items()}
     raws = batch.to_pylist()
     parts, rows, tensors, windows = [], [], [], 0
     for i, raw in enumerate(raws):
