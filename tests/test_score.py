@@ -89,7 +89,7 @@ def test_mixed_archive_every_file_exactly_once(ray_session, tmp_path):
 
     long = rows.loc[long_uri]
     assert long.duration_s == pytest.approx(1800.0)
-    assert (long.sample_rate, long.channels) == (sr_long, 1)
+    assert (long.source_sample_rate, long.channels) == (sr_long, 1)
     assert long.n_windows == audio.window_count(1800 * 16000, AUDIO_CFG.audio) == 900
     for uri in two:  # the file row rolls its channels up: the higher score decides
         chans = per_channel[per_channel["uri"] == uri]
@@ -97,7 +97,7 @@ def test_mixed_archive_every_file_exactly_once(ray_session, tmp_path):
         assert rows.loc[uri, "n_windows"] == chans["n_windows"].sum()
     for it in archive.good_items:
         row = rows.loc[os.path.join(archive.root, it.path)]
-        assert (row.sample_rate, row.channels) == (it.sample_rate, it.channels)
+        assert (row.source_sample_rate, row.channels) == (it.sample_rate, it.channels)
         assert row.true_label == it.label
         if it.label == "spoof":
             assert row.true_attack == it.attack
