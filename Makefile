@@ -39,7 +39,8 @@ demo: system-deps venv
 GEN_WORK ?= /tmp/spoofray-generalisation
 default-bundle: system-deps venv
 	$(PY) experiments/generalisation.py --work $(GEN_WORK) --ship
-	$(PY) experiments/segment_rule.py --work $(GEN_WORK) --write-bundle
+	$(PY) experiments/segment_rule.py --work $(GEN_WORK) --band wide --write-bundle
+	$(PY) experiments/segment_rule.py --work $(GEN_WORK) --band narrow --write-bundle
 
 test: system-deps venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)

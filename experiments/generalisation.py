@@ -46,8 +46,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import pool as pool_mod  # noqa: E402
 
 #: Version of the bundle ``--ship`` puts into the package, and the recipe it is trained with.
-SHIPPED_VERSION = "1.1.0"
-SHIPPED = "subband-high-no-stats"
+SHIPPED_VERSION = "1.2.0"
+SHIPPED = "banded"
 #: The three tiny real-only sources are one fold.
 SMALL_REAL = {"CorentinJ/Real-Time-Voice-Cloning", "Uberi/speech_recognition",
               "voxserv/audio_quality_testing_samples"}
@@ -57,6 +57,11 @@ TELEPHONE = ("telephone:mulaw", "telephone:alaw", "telephone:mulaw+noise:30",
 #: Other channels: codecs, RawBoost, noise, reverberation, level.
 OTHER_CHANNELS = ("codec:mp3:32k", "codec:opus:16k", "rawboost:1", "rawboost:3",
                   "noise:15", "reverb:0.4", "gain:random+rawboost:2", "rawboost:1+noise:25")
+#: Telephone files (8 kHz, written as files and read back like user input): a codec of
+#: telephone.TELEPHONE_FILE_CODECS, the telephone band-pass or only the resampler's
+#: low-pass, and a 16 kHz effect before (none, noise, level, RawBoost).
+TELFILE_CODECS = ("mulaw", "alaw", "pcm16", "gsm", "opus", "mulaw-ffmpeg")
+TELFILE_EFFECTS = ("none", "noise:30", "gain:random", "rawboost:3", "none", "noise:20")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,12 +83,20 @@ class Recipe:
     target_false_alarm_rate: float = 0.01
     #: FeatureConfig overrides, e.g. a sub-band filterbank: ``(("fmin", 4000.0),)``.
     feature_overrides: tuple[tuple[str, object], ...] = ()
+    #: A narrowband member (its inputs; none: one member judges every band): trained on
+    #: the telephone files and telephone copies of the training clips, it judges the files
+    #: measured narrow, the first member the wide ones.
+    narrow_inputs: tuple[str, ...] = ()
+    #: The narrowband member's estimators (default: ``members``).
+    narrow_members: tuple[tuple[str, object], ...] = ()
 
-    def feature_kinds(self) -> tuple[str, ...]:
-        from spoofray.models.ml import INPUTS
 
-        return tuple(k for k in ("logmel", "mfcc", "lfcc", "stats")
-                     if k in {INPUTS[i] for i in self.inputs})
+def kinds_of(inputs: tuple[str, ...]) -> tuple[str, ...]:
+    """The feature kinds model inputs are computed from, in FEATURE_KINDS order."""
+    from spoofray.config import FEATURE_KINDS
+    from spoofray.models.ml import INPUTS
+
+    return tuple(k for k in FEATURE_KINDS if k in {INPUTS[i] for i in inputs})
 
 
 BASE = Recipe("base")
@@ -111,7 +124,15 @@ RECIPES = {r.name: r for r in (
     dataclasses.replace(BASE, name="lr-c-1", members=(
         ("weight_lr", 1.0), ("lr__C", 1.0), ("lr__class_weight", "balanced"))),
     dataclasses.replace(BASE, name="cap-300", cap_per_source_label=300),
+    # subband-high-no-stats (1.1.0) for wideband files, and a narrowband member on the
+    # telephone band for files measured narrow (8 kHz calls).
+    dataclasses.replace(BASE, name="banded", inputs=("lfcc_dynamics",),
+                        feature_overrides=(("fmin", 4000.0),),
+                        narrow_inputs=("lfcc_narrow_dynamics",)),
 )}
+RECIPES["banded-narrow-hgb"] = dataclasses.replace(
+    RECIPES["banded"], name="banded-narrow-hgb", narrow_members=BASE.members + (
+        ("weight_hgb", 1.0), ("hgb__class_weight", "balanced"), ("hgb__max_iter", 150)))
 
 
 #: What each recipe changes against ``base`` (the ablation table's second column).
@@ -137,6 +158,11 @@ ABOUT = {
     "lr-c-0.01": "LR C = 0.01 (stronger regularisation)",
     "lr-c-1": "LR C = 1 (weaker regularisation)",
     "cap-300": "cap 300 per (source, label)",
+    "banded": "subband-high-no-stats for wideband files + a narrowband member (LFCC dynamics "
+              "over 0.3-3.4 kHz, trained on 8 kHz telephone files of both classes) for files "
+              "measured narrow; shipped as spoofray-base 1.2.0",
+    "banded-narrow-hgb": "banded, its narrowband member with a HistGradientBoosting estimator "
+                         "beside the LR (equal weight)",
 }
 
 
@@ -190,6 +216,53 @@ def channel_copies(root: str, clips: pd.DataFrame, kinds: tuple[str, ...]) -> pd
     return pd.DataFrame(rows, columns=[*clips.columns])
 
 
+def _telephone_file(args: tuple[str, str, str, str, bool, int]) -> None:
+    import soundfile as sf
+
+    from spoofray import augment, telephone
+
+    src, dst, codec, effect, band_pass, seed = args
+    if os.path.exists(dst):
+        return
+    y, sr = sf.read(src, dtype="float32")
+    y = y if y.ndim == 1 else y.mean(axis=1)
+    if effect != "none":
+        y = augment.apply_channel(y, sr, effect, np.random.default_rng(seed))
+    peak = float(np.max(np.abs(y)))
+    data, _ = telephone.telephone_file(y * (0.99 / peak) if peak > 0.99 else y, sr, codec,
+                                       band_pass=band_pass)
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    with open(dst + ".tmp", "wb") as fh:
+        fh.write(data)
+    os.replace(dst + ".tmp", dst)
+
+
+def telephone_files(root: str, clips: pd.DataFrame) -> pd.DataFrame:
+    """An 8 kHz telephone file of every clip, label kept (role ``telfile``; ``channel``
+    names codec, band-pass and effect), drawn from a hash of its path like
+    :func:`channel_copies`."""
+    from spoofray import telephone
+
+    rows, jobs = [], []
+    for row in clips.itertuples(index=False):
+        stem = os.path.splitext(row.path)[0]
+        seed = int(hashlib.sha256(row.path.encode()).hexdigest()[:8], 16)
+        codec = TELFILE_CODECS[seed % len(TELFILE_CODECS)]
+        effect = TELFILE_EFFECTS[(seed // 7) % len(TELFILE_EFFECTS)]
+        band_pass = (seed // 11) % 3 != 0
+        rel = f"aug/telfile/{stem}{telephone.TELEPHONE_FILE_CODECS[codec][0]}"
+        jobs.append((os.path.join(root, row.path), os.path.join(root, rel), codec, effect,
+                     band_pass, seed))
+        rows.append({**row._asdict(), "path": rel, "role": "telfile",
+                     "channel": f"{codec}{'' if band_pass else '+fullband'}+{effect}",
+                     "origin": row.path, "codec": codec})
+    started = time.perf_counter()
+    with concurrent.futures.ProcessPoolExecutor(max_workers=os.cpu_count() or 2) as ex:
+        list(ex.map(_telephone_file, jobs, chunksize=16))
+    print(f"telephone files: {len(jobs)} files in {time.perf_counter() - started:.0f} s")
+    return pd.DataFrame(rows, columns=[*clips.columns, "codec"])
+
+
 def copy_syntheses(root: str, clips: pd.DataFrame, recipe: Recipe, seed: int) -> pd.DataFrame:
     """Copy-synthesis spoofs of some bona fide clips, through ``make_spoofs`` (Ray)."""
     from spoofray import augment, sources
@@ -221,52 +294,74 @@ def copy_syntheses(root: str, clips: pd.DataFrame, recipe: Recipe, seed: int) ->
     return made
 
 
-def extract(root: str, rows: pd.DataFrame, out: str, recipe: Recipe) -> str:
+def extract(root: str, rows: pd.DataFrame, work: str, recipe: Recipe,
+            kinds: tuple[str, ...]) -> str:
+    """The feature dataset of ``rows`` (kinds ``kinds``, the recipe's other settings) in
+    ``work``, extracted once."""
     from spoofray import dataset
     from spoofray.config import AudioConfig, FeatureConfig
     from spoofray.pipeline.extract import ExtractConfig, extract_features
 
+    name = f"features-pad{recipe.pad}-trim{recipe.trim_db}-{'-'.join(kinds)}"
+    name += "".join(f"-{k}{v}" for k, v in recipe.feature_overrides)
+    out = os.path.join(work, name)
     if os.path.exists(os.path.join(out, dataset.MANIFEST_NAME)):
         return out
-    manifest = pool_mod.write_manifest(rows, os.path.join(root, f"extract-{recipe.name}.csv"))
+    manifest = pool_mod.write_manifest(rows, os.path.join(root, f"extract-{name}.csv"))
     extract_features(ExtractConfig(input=manifest, output=out, overwrite=True, features=FeatureConfig(
         audio=AudioConfig(pad=recipe.pad, trim_db=recipe.trim_db),
-        kinds=recipe.feature_kinds(), store_float16=True, **dict(recipe.feature_overrides))))
+        kinds=kinds, store_float16=True, **dict(recipe.feature_overrides))))
     return out
 
 
 # --- one fold ------------------------------------------------------------------------------
 
 
-def train_bundle(features: str, train: pd.DataFrame, work: str, recipe: Recipe, seed: int,
-                 *, name: str, version: str, threshold_reports: tuple[str, ...] = (),
-                 evaluation: dict | None = None) -> str:
+def _sweep(features: str, rows: pd.DataFrame, work: str, inputs: tuple[str, ...],
+           estimators: tuple[tuple[str, object], ...], seed: int, member: str) -> str:
+    """``run_sweep`` of the recipe's constant space on ``rows`` → the sweep folder."""
     import yaml
 
-    from spoofray.models.assemble import AssembleConfig, assemble_bundle
     from spoofray.training.tune import TuneMLConfig, run_sweep
     from quality import subset_dataset
+
+    suffix = "" if member == "ml" else f"-{member}"
+    train_ds = os.path.join(work, f"train_features{suffix}")
+    shutil.rmtree(train_ds, ignore_errors=True)
+    subset_dataset(features, rows["uri"].tolist(), train_ds)
+    space = os.path.join(work, f"space{suffix}.yaml")
+    members = {f"weight_{m}": 0.0 for m in ("rf", "hgb", "svc", "knn", "dt")}
+    members.update(dict(estimators))
+    with open(space, "w") as fh:
+        yaml.safe_dump({"inputs": list(inputs), **members}, fh)
+    sweep = os.path.join(work, f"sweep{suffix}")
+    run_sweep(TuneMLConfig(space=space, output=sweep, dataset=train_ds, group_by="group",
+                           n_splits=2, num_samples=1, seed=seed, overwrite=True, verbose=0,
+                           member_name=member))
+    shutil.rmtree(train_ds, ignore_errors=True)
+    return sweep
+
+
+def train_bundle(features: str, train: pd.DataFrame, work: str, recipe: Recipe, seed: int,
+                 *, name: str, version: str, threshold_reports: tuple[str, ...] = (),
+                 evaluation: dict | None = None, narrow_train: pd.DataFrame | None = None,
+                 narrow_features: str | None = None) -> str:
+    from spoofray.models.assemble import AssembleConfig, assemble_bundle
 
     bundle = os.path.join(work, "bundle")
     if os.path.exists(os.path.join(bundle, "bundle.json")):
         return bundle
-    train_ds = os.path.join(work, "train_features")
-    shutil.rmtree(train_ds, ignore_errors=True)
-    subset_dataset(features, train["uri"].tolist(), train_ds)
-    space = os.path.join(work, "space.yaml")
-    members = {f"weight_{m}": 0.0 for m in ("rf", "hgb", "svc", "knn", "dt")}
-    members.update(dict(recipe.members))
-    with open(space, "w") as fh:
-        yaml.safe_dump({"inputs": list(recipe.inputs), **members}, fh)
-    sweep = os.path.join(work, "sweep")
-    run_sweep(TuneMLConfig(space=space, output=sweep, dataset=train_ds, group_by="group",
-                           n_splits=2, num_samples=1, seed=seed, overwrite=True, verbose=0))
+    sweeps = [_sweep(features, train, work, recipe.inputs, recipe.members, seed, "ml")]
+    bands: dict[str, tuple[str, ...]] = {}
+    if recipe.narrow_inputs:
+        sweeps.append(_sweep(narrow_features, narrow_train, work, recipe.narrow_inputs,
+                             recipe.narrow_members or recipe.members, seed, "ml_narrow"))
+        bands = {"wide": ("ml",), "narrow": ("ml_narrow",)}
     assemble_bundle(AssembleConfig(
-        members=(sweep,), name=name, version=version, output=bundle, overwrite=True,
+        members=tuple(sweeps), name=name, version=version, output=bundle, overwrite=True,
         threshold_rule="false_alarm_rate" if threshold_reports else "eer",
         target_false_alarm_rate=recipe.target_false_alarm_rate,
-        threshold_reports=threshold_reports, evaluation=evaluation or {}))
-    shutil.rmtree(train_ds, ignore_errors=True)
+        threshold_reports=threshold_reports, evaluation=evaluation or {}, bands=bands))
     return bundle
 
 
@@ -287,16 +382,39 @@ def score(bundle: str, rows: pd.DataFrame, root: str, out: str, run_id: str) -> 
 
 
 def evaluate(report: str, labels: pd.DataFrame, root: str, out: str, threshold: float,
-             tag: str) -> dict:
-    """``evaluate_report`` of ``report`` restricted to ``labels``' rows, at ``threshold``."""
+             tag: str, band: str | None = None) -> dict:
+    """``evaluate_report`` of ``report`` restricted to ``labels``' rows (and to the rows
+    judged as ``band``), at ``threshold``."""
     from spoofray.reports import EvaluateConfig, evaluate_report
 
     # Manifests name audio below their own folder: the labels live in the data root.
     name = f"labels-{abs(hash((report, tag))):x}.csv"
     manifest = pool_mod.write_manifest(labels, os.path.join(root, name))
     result = evaluate_report(EvaluateConfig(report=report, output=os.path.join(out, tag),
-                                            labels=manifest, threshold=threshold))
+                                            labels=manifest, threshold=threshold, band=band))
     return {"overall": result["metrics"][0], "counts": result["counts"]}
+
+
+def evaluate_bands(report: str, labels: pd.DataFrame, root: str, out: str,
+                   thresholds: dict, tag: str) -> dict:
+    """Counts and rates of ``labels``' rows, each judged at the threshold of the band that
+    judged it (``thresholds``: band -> threshold; ``{None: t}`` for a bundle without bands).
+
+    A 16 kHz telephone copy with noise added after the call has energy above 4 kHz again,
+    so it is judged wideband; such copies are counted in the band that judged them.
+    """
+    from spoofray.errors import MetricError
+
+    parts, judged = [], {}
+    for band, threshold in thresholds.items():
+        try:
+            part = _rates(evaluate(report, labels, root, out, threshold, f"{tag}-{band}",
+                                   band=band))
+        except MetricError:  # no labelled row of this band
+            continue
+        parts.append(part)
+        judged[str(band)] = part["n_bonafide"] + part["n_spoof"]
+    return {**_counts(parts), "files_by_band": judged}
 
 
 def _rates(ev: dict) -> dict:
@@ -319,28 +437,55 @@ def false_alarms_by_corpus(results: dict) -> dict[str, tuple[int, int]]:
     return {corpus: (fp, n) for corpus, (fp, n) in sorted(counts.items())}
 
 
+def _counts(evs: list[dict]) -> dict:
+    """False alarms and misses added up over folds (each at its own held-out threshold)."""
+    fp = sum(e["fp"] or 0 for e in evs)
+    tn = sum(e["tn"] or 0 for e in evs)
+    tp = sum(e["tp"] or 0 for e in evs)
+    fn = sum(e["fn"] or 0 for e in evs)
+    return {"n_bonafide": fp + tn, "n_spoof": tp + fn, "fp": fp, "tp": tp, "tn": tn, "fn": fn,
+            "false_alarm_rate": fp / (fp + tn) if fp + tn else None,
+            "recall": tp / (tp + fn) if tp + fn else None}
+
+
 def headline(results: dict) -> dict:
     """The numbers the model card quotes, as recorded in the shipped bundle.json."""
     folds = results["folds"]
     eers = {f: e["original"]["eer"] for f, e in folds.items() if e["original"]["eer"] is not None}
     fa = {c: fp / n for c, (fp, n) in false_alarms_by_corpus(results).items()}
-    return {"protocol": "leave-one-source-out over devcorpus + trainpool, file level",
-            "recipe": results["recipe"]["name"], "seed": results["seed"],
-            "pooled_eer": results["pooled"]["eer"], "pooled_auc": results["pooled"]["auc"],
-            "threshold": results["shipped_threshold"],
-            "target_false_alarm_rate": results["recipe"]["target_false_alarm_rate"],
-            "recall_at_threshold": results["pooled"]["recall"],
-            "false_alarm_rate_at_threshold": results["pooled"]["false_alarm_rate"],
-            "false_alarm_rate_8khz_telephone": results["pooled_telephone_bonafide"][
-                "false_alarm_rate"],
-            "eer_by_held_out_source": eers, "worst_source_eer": max(eers.values()),
-            "false_alarm_rate_by_real_corpus": fa}
+    out = {"protocol": "leave-one-source-out over devcorpus + trainpool, file level",
+           "recipe": results["recipe"]["name"], "seed": results["seed"],
+           "pooled_eer": results["pooled"]["eer"], "pooled_auc": results["pooled"]["auc"],
+           "threshold": results["shipped_threshold"],
+           "target_false_alarm_rate": results["recipe"]["target_false_alarm_rate"],
+           "recall_at_threshold": results["pooled"]["recall"],
+           "false_alarm_rate_at_threshold": results["pooled"]["false_alarm_rate"],
+           "false_alarm_rate_8khz_telephone": results["pooled_telephone_bonafide"][
+               "false_alarm_rate"],
+           "eer_by_held_out_source": eers, "worst_source_eer": max(eers.values()),
+           "false_alarm_rate_by_real_corpus": fa}
+    if "narrowband" in results:
+        nb = results["narrowband"]
+        out["narrowband"] = {
+            "threshold": nb["shipped_threshold"], "pooled_eer": nb["pooled"]["eer"],
+            "pooled_auc": nb["pooled"]["auc"],
+            "recall_at_fold_thresholds": nb["held_out"]["recall"],
+            "false_alarm_rate_at_fold_thresholds": nb["held_out"]["false_alarm_rate"],
+            "eer_by_codec": {c: v["eer"] for c, v in nb["pooled_by_codec"].items()},
+            "false_alarm_rate_by_codec": {c: v["false_alarm_rate"]
+                                          for c, v in nb["held_out_by_codec"].items()},
+            "false_alarm_rate_16khz_telephone_copies": nb["held_out_telephone_copies"][
+                "false_alarm_rate"]}
+    return out
 
 
 def run(recipe: Recipe, work: str, seed: int, ship: bool) -> dict:
     from spoofray.models.assemble import threshold_from_reports
     from spoofray.pipeline.runtime import init_ray
+    from spoofray.reports import read_report
 
+    banded = bool(recipe.narrow_inputs)
+    wide, narrow = ("wide", "narrow") if banded else (None, None)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     root = pool_mod.link_root(os.path.join(work, "data"))
@@ -359,11 +504,23 @@ def run(recipe: Recipe, work: str, seed: int, ship: bool) -> dict:
     parts = [capped]
     # Every bona fide clip gets a telephone copy: held out, they measure 8 kHz false alarms.
     tel = channel_copies(root, clips[clips["label"] == "bonafide"], ("telephone",))
+    tel_spoof = channel_copies(root, capped[capped["label"] == "spoof"], ("telephone",))
     if recipe.channel_copies:
-        parts += [channel_copies(root, capped[capped["label"] == "spoof"], ("telephone",)),
-                  channel_copies(root, capped, ("channel",)),
+        parts += [tel_spoof, channel_copies(root, capped, ("channel",)),
                   tel[tel["origin"].isin(capped["path"])]]
     timings["channel_copies_s"] = time.perf_counter() - t0
+    telfiles = pd.DataFrame(columns=[*clips.columns, "codec"])
+    narrow_usable = None
+    if banded:
+        t = time.perf_counter()
+        # Every clip, both classes: held out they measure narrowband EER and false alarms.
+        telfiles = telephone_files(root, clips)
+        telfiles["fold"] = telfiles["source"].map(fold_of)
+        narrow_usable = pd.concat([telfiles[telfiles["origin"].isin(capped["path"])],
+                                   tel[tel["origin"].isin(capped["path"])], tel_spoof],
+                                  ignore_index=True)
+        narrow_usable["fold"] = narrow_usable["source"].map(fold_of)
+        timings["telephone_files_s"] = time.perf_counter() - t
     if recipe.copysyn_vocoders:
         t = time.perf_counter()
         parts.append(copy_syntheses(root, capped, recipe, seed=0))
@@ -373,11 +530,14 @@ def run(recipe: Recipe, work: str, seed: int, ship: bool) -> dict:
     tel["fold"] = tel["source"].map(fold_of)
     everything = pd.concat([clips, tel, usable], ignore_index=True).drop_duplicates("path")
     t = time.perf_counter()
-    feat_name = f"features-pad{recipe.pad}-trim{recipe.trim_db}-{'-'.join(recipe.feature_kinds())}"
-    feat_name += "".join(f"-{k}{v}" for k, v in recipe.feature_overrides)
-    features = extract(root, everything, os.path.join(work, feat_name), recipe)
+    features = extract(root, everything, work, recipe, kinds_of(recipe.inputs))
+    narrow_features = None
+    if banded:
+        # The narrowband member's rows, with its kinds only (the same feature settings).
+        narrow_features = extract(root, narrow_usable.drop(columns=["codec"]), work, recipe,
+                                  kinds_of(recipe.narrow_inputs))
     timings["extract_s"] = time.perf_counter() - t
-    for frame in (usable, tel):
+    for frame in (usable, tel, telfiles, *([] if narrow_usable is None else [narrow_usable])):
         frame["uri"] = [os.path.join(root, p) for p in frame["path"]]
 
     out = os.path.join(work, f"{recipe.name}-seed{seed}")
@@ -390,10 +550,14 @@ def run(recipe: Recipe, work: str, seed: int, ship: bool) -> dict:
         os.makedirs(fwork, exist_ok=True)
         train = usable[usable["fold"] != fold]
         bundle = train_bundle(features, train, fwork, recipe, seed, name=f"loso-{recipe.name}",
-                              version=fold.replace("/", "__"))
+                              version=fold.replace("/", "__"),
+                              narrow_train=None if narrow_usable is None else
+                              narrow_usable[narrow_usable["fold"] != fold],
+                              narrow_features=narrow_features)
         test = pd.concat([clips[clips["fold"] == fold],
                           tel[(tel["fold"] == fold) & (tel["role"] == "telephone")
-                              & (tel["label"] == "bonafide")]])
+                              & (tel["label"] == "bonafide")],
+                          telfiles[telfiles["fold"] == fold].drop(columns=["codec"])])
         reports[fold] = score(bundle, test, root, os.path.join(fwork, "report"),
                               run_id=f"fold-{seed}")
         print(f"fold {fold}: train {len(train)} clips, test {len(test)}")
@@ -403,43 +567,75 @@ def run(recipe: Recipe, work: str, seed: int, ship: bool) -> dict:
     pooled_frames = []
     for fold in folds:
         others = tuple(reports[f] for f in folds if f != fold)
-        threshold, _ = threshold_from_reports(others, recipe.target_false_alarm_rate)
+        threshold, _ = threshold_from_reports(others, recipe.target_false_alarm_rate, band=wide)
         held = clips[clips["fold"] == fold]
         bona_tel = tel[(tel["fold"] == fold) & (tel["role"] == "telephone")
                        & (tel["label"] == "bonafide")]
         ev_dir = os.path.join(out, "folds", fold.replace("/", "__"), "eval")
         entry = {"threshold": threshold, "n_clips": int(len(held))}
-        entry["original"] = _rates(evaluate(reports[fold], held, root, ev_dir, threshold, "original"))
+        entry["original"] = _rates(evaluate(reports[fold], held, root, ev_dir, threshold,
+                                            "original", band=wide))
+        narrow_t = threshold
+        if banded:
+            narrow_t, _ = threshold_from_reports(others, recipe.target_false_alarm_rate,
+                                                 band=narrow)
+            entry["narrow_threshold"] = narrow_t
+            fold_tf = telfiles[telfiles["fold"] == fold]
+            entry["telfile"] = _rates(evaluate(reports[fold], fold_tf, root, ev_dir, narrow_t,
+                                               "telfile", band=narrow))
+            for codec, g in fold_tf.groupby("codec"):
+                entry.setdefault("telfile_by_codec", {})[codec] = _rates(evaluate(
+                    reports[fold], g, root, ev_dir, narrow_t, f"telfile-{codec}", band=narrow))
         if len(bona_tel):
-            entry["telephone_bonafide"] = _rates(evaluate(reports[fold], bona_tel, root, ev_dir,
-                                                          threshold, "telephone"))
+            entry["telephone_bonafide"] = evaluate_bands(
+                reports[fold], bona_tel, root, ev_dir,
+                {wide: threshold, narrow: narrow_t} if banded else {None: threshold},
+                "telephone")
         for corpus, g in held[held["label"] == "bonafide"].groupby("corpus"):
             entry.setdefault("bonafide_by_corpus", {})[corpus] = _rates(
-                evaluate(reports[fold], g, root, ev_dir, threshold, f"bona-{corpus}"))
+                evaluate(reports[fold], g, root, ev_dir, threshold, f"bona-{corpus}", band=wide))
         results["folds"][fold] = entry
-        from spoofray.reports import read_report
-
         rep = read_report(reports[fold])
         rep["fold_threshold"] = threshold
         pooled_frames.append(rep)
     pooled_dir = os.path.join(out, "pooled")
     os.makedirs(pooled_dir, exist_ok=True)
     pooled = pd.concat(pooled_frames, ignore_index=True)
-    pooled.to_parquet(os.path.join(pooled_dir, "report.parquet"))
+    pooled_report = os.path.join(pooled_dir, "report.parquet")
+    pooled.to_parquet(pooled_report)
     shipped_threshold, details = threshold_from_reports(tuple(reports.values()),
-                                                        recipe.target_false_alarm_rate)
+                                                        recipe.target_false_alarm_rate, band=wide)
     results["shipped_threshold"] = shipped_threshold
-    results["pooled"] = _rates(evaluate(os.path.join(pooled_dir, "report.parquet"), clips, root,
-                                        pooled_dir, shipped_threshold, "original"))
-    results["pooled_telephone_bonafide"] = _rates(evaluate(
-        os.path.join(pooled_dir, "report.parquet"),
-        tel[(tel["role"] == "telephone") & (tel["label"] == "bonafide")], root, pooled_dir,
-        shipped_threshold, "telephone"))
+    results["pooled"] = _rates(evaluate(pooled_report, clips, root, pooled_dir, shipped_threshold,
+                                        "original", band=wide))
+    shipped_narrow = shipped_threshold
+    if banded:
+        shipped_narrow, _ = threshold_from_reports(tuple(reports.values()),
+                                                   recipe.target_false_alarm_rate, band=narrow)
+        nb = {"shipped_threshold": shipped_narrow,
+              "pooled": _rates(evaluate(pooled_report, telfiles, root, pooled_dir,
+                                        shipped_narrow, "telfile", band=narrow)),
+              "pooled_by_codec": {
+                  c: _rates(evaluate(pooled_report, g, root, pooled_dir, shipped_narrow,
+                                     f"telfile-{c}", band=narrow))
+                  for c, g in telfiles.groupby("codec")},
+              "held_out": _counts([e["telfile"] for e in results["folds"].values()]),
+              "held_out_by_codec": {
+                  c: _counts([e["telfile_by_codec"][c] for e in results["folds"].values()
+                              if c in e.get("telfile_by_codec", {})])
+                  for c in sorted(telfiles["codec"].unique())},
+              "held_out_telephone_copies": _counts(
+                  [e["telephone_bonafide"] for e in results["folds"].values()
+                   if "telephone_bonafide" in e])}
+        results["narrowband"] = nb
+    results["pooled_telephone_bonafide"] = evaluate_bands(
+        pooled_report, tel[(tel["role"] == "telephone") & (tel["label"] == "bonafide")], root,
+        pooled_dir, {wide: shipped_threshold, narrow: shipped_narrow} if banded
+        else {None: shipped_threshold}, "telephone")
     by_family = {}
     for fam, g in clips[clips["label"] == "spoof"].groupby("family"):
-        ev = evaluate(os.path.join(pooled_dir, "report.parquet"),
-                      pd.concat([g, clips[clips["label"] == "bonafide"]]), root, pooled_dir,
-                      shipped_threshold, f"family-{fam}")
+        ev = evaluate(pooled_report, pd.concat([g, clips[clips["label"] == "bonafide"]]), root,
+                      pooled_dir, shipped_threshold, f"family-{fam}", band=wide)
         by_family[fam] = _rates(ev)
     results["pooled_by_family"] = by_family
     if ship:
@@ -449,7 +645,8 @@ def run(recipe: Recipe, work: str, seed: int, ship: bool) -> dict:
         shipped = train_bundle(features, usable, os.path.join(out, "ship"), recipe, seed,
                                name=default.NAME, version=SHIPPED_VERSION,
                                threshold_reports=tuple(reports.values()),
-                               evaluation=headline(results))
+                               evaluation=headline(results), narrow_train=narrow_usable,
+                               narrow_features=narrow_features)
         shutil.rmtree(default.FOLDER, ignore_errors=True)
         shutil.copytree(shipped, default.FOLDER)
         results["shipped_bundle"] = default.FOLDER
@@ -459,7 +656,8 @@ def run(recipe: Recipe, work: str, seed: int, ship: bool) -> dict:
     with open(os.path.join(out, "results.json"), "w") as fh:
         json.dump(results, fh, indent=2, default=str)
     print(json.dumps({"pooled": results["pooled"], "telephone": results["pooled_telephone_bonafide"],
-                      "timings": timings}, indent=2, default=str))
+                      "narrowband": results.get("narrowband"), "timings": timings},
+                     indent=2, default=str))
     return results
 
 

@@ -2,6 +2,12 @@
 recordings, for the same false-alarm budget as the shipped file threshold.
 
     python experiments/segment_rule.py --work /tmp/gen [--write-bundle]   # after generalisation.py --ship
+    python experiments/segment_rule.py --work /tmp/gen --band narrow --write-bundle
+
+``--band narrow`` calibrates the rule of a banded bundle's narrowband members: the
+recordings are made of the same clips' 8 kHz telephone files (``generalisation.py`` wrote
+them under ``<work>/data/aug/telfile/``), read through ``audio.load`` like user input, and
+the rule is written into that band of ``bundle.json``.
 
 Long recordings: each leave-one-source-out fold's bona fide clips (devcorpus + trainpool,
 the folds of ``generalisation.py``), shuffled, ordered by speaker and concatenated into
@@ -32,6 +38,7 @@ recorded by the tie rule. The shipped model does catch generators it was trained
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import sys
@@ -49,9 +56,18 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KS = (1, 2, 3, 4, 5, 6)
 
 
-def _read(path: str, sr: int) -> np.ndarray:
+def _read(path: str, sr: int, telfiles: str | None = None) -> np.ndarray:
+    """A clip at ``sr``; with ``telfiles``, its telephone file instead (any extension)."""
     from spoofray import audio
+    from spoofray.config import AudioConfig
 
+    if telfiles is not None:
+        stem = os.path.join(telfiles, os.path.splitext(path)[0])
+        found = [f for f in glob.glob(glob.escape(stem) + ".*") if not f.endswith(".tmp")]
+        if len(found) != 1:
+            raise FileNotFoundError(f"{stem}.*: expected one telephone file, found {found}")
+        with open(found[0], "rb") as fh:
+            return audio.load(fh.read(), found[0], AudioConfig(sample_rate=sr)).samples
     y, rate = sf.read(os.path.join(pool.SHARED, path), dtype="float32", always_2d=True)
     return audio.resample(np.ascontiguousarray(audio.to_mono(y.T)), rate, sr)
 
@@ -89,9 +105,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arrangements", type=int, default=2)
     p.add_argument("--target", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=os.path.join(REPO, "docs", "segment_rule.json"))
+    p.add_argument("--out", default=None, help="default: docs/segment_rule.json, "
+                   "docs/segment_rule_narrow.json for --band narrow")
     p.add_argument("--write-bundle", action="store_true")
+    p.add_argument("--band", choices=("wide", "narrow"), default=None,
+                   help="a banded bundle's band (default: a bundle without bands)")
     args = p.parse_args(argv)
+    if args.band == "narrow" and args.work is None:
+        p.error("--band narrow reads the telephone files under --work")
+    telfiles = (os.path.join(args.work, "data", "aug", "telfile") if args.band == "narrow"
+                else None)
+    args.out = args.out or os.path.join(
+        REPO, "docs", "segment_rule_narrow.json" if args.band == "narrow" else "segment_rule.json")
     if args.folds is None:
         args.folds = os.path.join(args.work, f"{SHIPPED}-seed0", "folds")
     rng = np.random.default_rng(args.seed)
@@ -99,7 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     shipped_path = os.path.join(default.default_bundle(), "bundle.json")
     with open(shipped_path) as fh:
         shipped = json.load(fh)
-    file_threshold = float(shipped["threshold"])
+    if ("bands" in shipped) != (args.band is not None):
+        p.error("give --band wide or --band narrow for a bundle with bands, and no --band for "
+                "one without")
+    file_threshold = float(shipped["bands"][args.band]["threshold"] if args.band
+                           else shipped["threshold"])
     clips = pool.load_pool()
     clips["fold"] = clips["source"].map(fold_of)
     real_runs, insert_runs, n_real, seconds_real = {k: [] for k in KS}, [], 0, 0.0
@@ -114,20 +143,22 @@ def main(argv: list[str] | None = None) -> int:
         mine = clips[clips["fold"] == fold]
         real = mine[mine["label"] == "bonafide"]
         spoofs = mine[(mine["label"] == "spoof") & mine["duration_s"].between(3.0, 12.0)]
+        if args.band:
+            kinds = bundle.kinds_by_band()[args.band]
         for paths in _recordings(real, args.seconds, args.arrangements, rng):
-            x = np.concatenate([_read(q, sr) for q in paths])
+            x = np.concatenate([_read(q, sr, telfiles) for q in paths])
             feats, _, _ = window_features(x, cfg, kinds)
-            s = bundle.score_windows(feats)["spoof_score"]
+            s = bundle.score_windows(feats, args.band)["spoof_score"]
             n_real += 1
             seconds_real += len(x) / sr
             for k in KS:
                 real_runs[k].append(scoring.run_score(s, k))
             if len(spoofs):
-                ins = _read(spoofs["path"].iloc[int(rng.integers(len(spoofs)))], sr)
+                ins = _read(spoofs["path"].iloc[int(rng.integers(len(spoofs)))], sr, telfiles)
                 at = int(rng.integers(len(x)))
                 y = np.concatenate([x[:at], ins, x[at:]])
                 feats, _, _ = window_features(y, cfg, kinds)
-                s = bundle.score_windows(feats)["spoof_score"]
+                s = bundle.score_windows(feats, args.band)["spoof_score"]
                 insert_runs.append({"fold": fold, "mean": float(np.mean(s)),
                                     **{f"run{k}": scoring.run_score(s, k) for k in KS}})
         print(f"{fold}: {n_real} real recordings so far, {len(insert_runs)} with inserts",
@@ -152,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         "protocol": "leave-one-source-out fold bundles on long recordings of their held-out "
                     "bona fide clips; held-out spoof clips (3-12 s) inserted",
         "seconds_per_recording": args.seconds, "arrangements": args.arrangements,
-        "seed": args.seed, "n_real_recordings": n_real, "real_hours": seconds_real / 3600,
+        "seed": args.seed, "band": args.band, "n_real_recordings": n_real,
+        "real_hours": seconds_real / 3600,
         "n_insert_recordings": len(insert_runs), "target_false_alarm_rate": args.target,
         "file_threshold": file_threshold, "detection_rate_file_mean_only": mean_only,
         "by_k": table, "chosen": {"k": best["k"], "threshold": best["threshold"]},
@@ -161,12 +193,16 @@ def main(argv: list[str] | None = None) -> int:
         json.dump(result, fh, indent=2)
     print(json.dumps(result["chosen"]), "mean-only detection", mean_only)
     if args.write_bundle:
-        shipped["segment_rule"] = {
+        rule = {
             "k": best["k"], "threshold": best["threshold"],
             "method": "false_alarm_rate_on_long_held_out_real_recordings",
             "details": {k: result[k] for k in ("target_false_alarm_rate", "n_real_recordings",
                                                "seconds_per_recording", "real_hours")},
         }
+        if args.band:
+            shipped["bands"][args.band]["segment_rule"] = rule
+        if args.band in (None, "wide"):
+            shipped["segment_rule"] = rule
         with open(shipped_path, "w") as fh:
             json.dump(shipped, fh, indent=2)
         print(f"wrote segment_rule into {shipped_path}")

@@ -3,8 +3,10 @@
     python experiments/write_docs.py --work /tmp/gen --shipped /tmp/gen/subband-high-seed0/results.json
 
 ``--shipped`` is the run that built the shipped bundle from scratch (``make default-bundle``):
-its folds fill the per-source tables and its wall times the timing line; ``--work`` holds
-the ablation runs (every ``<recipe>-seed<N>/results.json``).
+its folds fill the per-source and narrowband tables and its wall times the timing line;
+``--work`` holds the ablation runs (every ``<recipe>-seed<N>/results.json``). Ablation rows
+of recipes that have no run in ``--work`` are kept from the current docs/quality.md (each
+recipe's row is replaced only by a new run of it).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import glob
 import json
 import os
 import sys
+from collections.abc import Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -62,7 +65,7 @@ def family_table(r: dict) -> list[str]:
 
 
 def headline_rows(h: dict) -> list[str]:
-    return ["| what | value |", "|---|---|",
+    rows = ["| what | value |", "|---|---|",
             f"| pooled EER | {100 * h['pooled_eer']:.1f} % |",
             f"| pooled AUC | {h['pooled_auc']:.3f} |",
             f"| worst held-out source EER | {100 * h['worst_source_eer']:.1f} % |",
@@ -72,10 +75,61 @@ def headline_rows(h: dict) -> list[str]:
             f"{pct(h['false_alarm_rate_at_threshold'])} |",
             f"| false alarms at the threshold, 8 kHz telephone copies of held-out real | "
             f"{pct(h['false_alarm_rate_8khz_telephone'])} |"]
+    nb = h.get("narrowband")
+    if nb:
+        rows[-1] = (f"| false alarms, 8 kHz telephone copies of held-out real (16 kHz FLAC, "
+                    f"each judged by the band it measures) | "
+                    f"{pct(h['false_alarm_rate_8khz_telephone'])} |")
+        rows += [f"| narrowband: pooled EER, 8 kHz files of both classes | "
+                 f"{pct(nb['pooled_eer'])} |",
+                 f"| narrowband decision threshold | {nb['threshold']:.4f} |",
+                 f"| narrowband: recall at the fold thresholds | "
+                 f"{pct(nb['recall_at_fold_thresholds'])} |",
+                 f"| narrowband: false alarms at the fold thresholds, real 8 kHz files | "
+                 f"{pct(nb['false_alarm_rate_at_fold_thresholds'])} |"]
+    return rows
 
 
-def ablation_table(runs: dict[str, dict]) -> list[str]:
-    """One row per recipe; several seeds show as their values separated by slashes."""
+def narrowband_table(r: dict) -> list[str]:
+    """The narrowband member on 8 kHz files of both classes, per codec: EER pooled over
+    the folds, recall and false alarms at each fold's own (held-out) narrow threshold."""
+    nb = r["narrowband"]
+    lines = ["| 8 kHz files, as written | real / spoof files | EER (pooled folds) | recall at "
+             "the fold thresholds | false alarms at the fold thresholds |",
+             "|---|---|---|---|---|"]
+    rows = [(c, nb["pooled_by_codec"][c], nb["held_out_by_codec"][c])
+            for c in sorted(nb["pooled_by_codec"])]
+    rows.append(("**all codecs**", nb["pooled"], nb["held_out"]))
+    for name, pooled, held in rows:
+        lines.append(f"| {name} | {held['n_bonafide']} / {held['n_spoof']} | "
+                     f"{pct(pooled['eer'])} | {pct(held['recall'])} | "
+                     f"{pct(held['false_alarm_rate'])} |")
+    tel = nb["held_out_telephone_copies"]
+    lines.append(f"| 16 kHz FLAC copies of 8 kHz calls, real only (each judged by the band it "
+                 f"measures: noise added after the call puts energy above 4 kHz again) | "
+                 f"{tel['n_bonafide']} / 0 | – | – | {pct(tel['false_alarm_rate'])} |")
+    return lines
+
+
+def kept_ablation_rows(quality_md: str, rerun: set[str]) -> list[str]:
+    """The ablation rows of docs/quality.md whose recipe has no new run."""
+    rows, inside = [], False
+    for line in quality_md.splitlines():
+        if line.startswith("| recipe | what changes |"):
+            inside = True
+            continue
+        if inside and line.startswith("|---"):
+            continue
+        if inside and not line.startswith("|"):
+            break
+        if inside and line.split("|")[1].strip() not in rerun:
+            rows.append(line)
+    return rows
+
+
+def ablation_table(runs: dict[str, dict], kept: Sequence[str] = ()) -> list[str]:
+    """One row per recipe; several seeds show as their values separated by slashes; then
+    ``kept`` rows of earlier runs."""
     from generalisation import ABOUT
 
     by_recipe: dict[str, list[dict]] = {}
@@ -103,7 +157,7 @@ def ablation_table(runs: dict[str, dict]) -> list[str]:
             f"{each(rs, lambda r: r['pooled']['recall'])} | "
             f"{each(rs, lambda r: r['pooled']['false_alarm_rate'])} | "
             f"{each(rs, lambda r: r['pooled_telephone_bonafide']['false_alarm_rate'])} |")
-    return lines
+    return lines + list(kept)
 
 
 def timings_text(results: dict) -> str:
@@ -136,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     h = bundle["evaluation"]
     with open(os.path.join(REPO, "docs", "quality.md.in")) as fh:
         quality = fh.read()
+    with open(os.path.join(REPO, "docs", "quality.md")) as fh:
+        kept = kept_ablation_rows(fh.read(), {r["recipe"]["name"] for r in runs.values()})
     with open(os.path.join(REPO, "docs", "model_card.md.in")) as fh:
         card = fh.read()
     fill = {
@@ -143,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         "{{FOLDS}}": "\n".join(fold_table(base)),
         "{{CORPORA}}": "\n".join(corpus_table(base)),
         "{{FAMILIES}}": "\n".join(family_table(base)),
-        "{{ABLATION}}": "\n".join(ablation_table(runs)),
+        "{{ABLATION}}": "\n".join(ablation_table(runs, kept)),
+        "{{NARROWBAND}}": "\n".join(narrowband_table(base)) if "narrowband" in base else "",
         "{{TIMINGS}}": timings_text(_read_json(args.from_scratch or args.shipped)),
         "{{VERSION}}": bundle["version"],
         "{{EVALUATION_JSON}}": json.dumps(h, sort_keys=True),
