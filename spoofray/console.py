@@ -9,12 +9,17 @@ environment variable so that Ray workers started on this machine inherit it. No 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib.abc
 import importlib.util
+import logging
 import os
+import re
 import sys
 import tempfile
+import threading
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -38,6 +43,116 @@ def set_verbose(on: bool) -> None:
         # Read by TensorFlow when it is imported; 3 hides its C++ notices and errors
         # (failures still raise Python exceptions).
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        quiet_other_loggers()
+        ignore_known_warnings()
+
+
+#: Loggers whose INFO lines a quiet job shows (every other library's start at WARNING).
+OWN_LOGGER = "spoofray"
+
+
+def quiet_other_loggers() -> None:
+    """Other libraries' INFO lines off (``matplotlib.font_manager: generated new
+    fontManager``), spoofray's kept: the root logger goes to WARNING and the ``spoofray``
+    logger keeps the level the root had (``SPOOFRAY_LOG_LEVEL``, INFO by default)."""
+    root = logging.getLogger()
+    own = logging.getLogger(OWN_LOGGER)
+    if root.level < logging.WARNING:
+        if own.level == logging.NOTSET:
+            own.setLevel(root.level)
+        root.setLevel(logging.WARNING)
+
+
+#: Python warnings of upstream code a quiet job does not show, by exact message start and
+#: category name: each harmless, about code that is not ours. Anything else is shown.
+KNOWN_WARNINGS = (
+    # Ray Data 2.60 warns about its own use of a deprecated option (Ray Train's dataset
+    # config sets it); nothing a user of spoofray can change.
+    ("RayDeprecationWarning",
+     "`ExecutionOptions.exclude_resources` is deprecated and will be removed"),
+)
+
+
+def ignore_known_warnings() -> None:
+    """Drop :data:`KNOWN_WARNINGS` where warnings are shown (``warnings.showwarning``): by
+    category name, as the category class is not importable without importing Ray."""
+    shown = warnings.showwarning
+    if getattr(shown, "_spoofray", False):
+        return
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        text = str(message)
+        if any(category.__name__ == c and text.startswith(m) for c, m in KNOWN_WARNINGS):
+            return
+        shown(message, category, filename, lineno, file, line)
+
+    showwarning._spoofray = True  # type: ignore[attr-defined]
+    warnings.showwarning = showwarning
+
+
+#: Lines native code (Ray's C++ core worker in the driver) writes to stderr that a quiet
+#: job drops, as regular expressions matched against the whole line. Each is harmless:
+#: Ray Data's and Ray Train's actors are restartable and take constructor arguments from
+#: the object store, which Ray's core worker logs at error level for every such actor.
+KNOWN_NATIVE_LINES = (
+    re.compile(r"^\[[0-9-]+ [0-9:,]+ E \d+ \d+\] core_worker\.cc:\d+: Actor with class name: "
+               r"'[^']*' and ID: '[0-9a-f]+' has constructor arguments in the object store "
+               r"and max_restarts > 0\. If the arguments in the object store go out of scope "
+               r"or are lost, the actor restart will fail\..*$"),
+)
+
+_FILTER: dict[str, Any] = {}
+
+
+def drop_known_native_lines() -> None:
+    """From now on, lines written to this process's file descriptor 2 pass through a
+    filter that drops :data:`KNOWN_NATIVE_LINES` and writes every other line on, at once
+    and unchanged (Python's own ``sys.stderr`` goes through it too). Native code writes
+    there directly, so no logging setting reaches it. Undone when the process exits."""
+    if _FILTER:
+        return
+    sys.stderr.flush()
+    real = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def pump() -> None:
+        with os.fdopen(read_end, "rb", buffering=0) as pipe:
+            pending = b""
+            while True:
+                try:
+                    chunk = pipe.read(65536)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    if pending:
+                        os.write(real, pending)
+                    return
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    text = line.decode("utf-8", "replace")
+                    if not any(p.match(text) for p in KNOWN_NATIVE_LINES):
+                        os.write(real, line + b"\n")
+
+    thread = threading.Thread(target=pump, name="spoofray-stderr-filter", daemon=True)
+    thread.start()
+    _FILTER.update(real=real, thread=thread)
+    atexit.register(_stop_filter)
+
+
+def _stop_filter() -> None:
+    """Put the real stderr back and let the filter write what it still holds."""
+    if not _FILTER:
+        return
+    try:
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    os.dup2(_FILTER["real"], 2)  # the pipe's last writer here is gone: the pump ends
+    _FILTER["thread"].join(timeout=5)
+    _FILTER.clear()
 
 
 @contextlib.contextmanager
