@@ -90,69 +90,102 @@ def ignore_known_warnings() -> None:
     warnings.showwarning = showwarning
 
 
-#: Lines native code (Ray's C++ core worker in the driver) writes to stderr that a quiet
-#: job drops, as regular expressions matched against the whole line. Each is harmless:
-#: Ray Data's and Ray Train's actors are restartable and take constructor arguments from
-#: the object store, which Ray's core worker logs at error level for every such actor.
-KNOWN_NATIVE_LINES = (
+#: Lines a quiet job drops from its console, as regular expressions matched against the
+#: whole line (Ray colours its prefixes: the escapes are optional). Each is harmless, and
+#: nothing a spoofray user can act on:
+KNOWN_LINES = (
+    # Ray's C++ core worker in the driver logs, at error level and straight to stderr, that
+    # a restartable actor (Ray Data's map workers, Ray Train's) takes constructor
+    # arguments from the object store.
     re.compile(r"^\[[0-9-]+ [0-9:,]+ E \d+ \d+\] core_worker\.cc:\d+: Actor with class name: "
                r"'[^']*' and ID: '[0-9a-f]+' has constructor arguments in the object store "
                r"and max_restarts > 0\. If the arguments in the object store go out of scope "
                r"or are lost, the actor restart will fail\..*$"),
+    # The raylet's hint, pushed to the driver's stdout, when a loaded machine starts Ray
+    # Tune's or Train's worker processes slower than they are asked for.
+    re.compile(r"^(\x1b\[\d+m)?\(raylet\)(\x1b\[0m)? WARNING: \d+ PYTHON worker processes "
+               r"have been started on node: [0-9a-f]+ with address: \S+, which is \d+x the "
+               r"maximum expected startup concurrency \(\d+\)\. This could be a result of "
+               r"using a large number of actors, tasks blocked in ray\.get\(\) calls, or "
+               r"tasks with fractional CPU requests .*$"),
 )
+#: How a :data:`KNOWN_LINES` line can start: a line that starts otherwise is passed on as
+#: it comes, before its end (a progress line that ends in ``\r`` shows at once).
+_KNOWN_STARTS = (b"[", b"\x1b[", b"(raylet)")
 
-_FILTER: dict[str, Any] = {}
+_FILTERS: dict[int, tuple[int, threading.Thread]] = {}
 
 
-def drop_known_native_lines() -> None:
-    """From now on, lines written to this process's file descriptor 2 pass through a
-    filter that drops :data:`KNOWN_NATIVE_LINES` and writes every other line on, at once
-    and unchanged (Python's own ``sys.stderr`` goes through it too). Native code writes
-    there directly, so no logging setting reaches it. Undone when the process exits."""
-    if _FILTER:
-        return
-    sys.stderr.flush()
-    real = os.dup(2)
-    read_end, write_end = os.pipe()
-    os.dup2(write_end, 2)
-    os.close(write_end)
+def _could_be_known(start: bytes) -> bool:
+    return any(start.startswith(s) or s.startswith(start) for s in _KNOWN_STARTS)
 
-    def pump() -> None:
-        with os.fdopen(read_end, "rb", buffering=0) as pipe:
-            pending = b""
-            while True:
-                try:
-                    chunk = pipe.read(65536)
-                except OSError:
-                    chunk = b""
-                if not chunk:
-                    if pending:
-                        os.write(real, pending)
-                    return
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
+
+def _pump(read_end: int, real: int) -> None:
+    """Copy the pipe to ``real``, line by line, without :data:`KNOWN_LINES`."""
+    pending, mid_line = b"", False
+    with os.fdopen(read_end, "rb", buffering=0) as pipe:
+        while True:
+            try:
+                chunk = pipe.read(65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                if pending:
+                    os.write(real, pending)
+                return
+            buf, out = pending + chunk, bytearray()
+            while buf:
+                end = buf.find(b"\n")
+                if mid_line:  # the rest of a line already passed on
+                    out += buf if end < 0 else buf[: end + 1]
+                    buf, mid_line = (b"", True) if end < 0 else (buf[end + 1:], False)
+                elif end < 0:
+                    if _could_be_known(buf):
+                        break  # held until its end tells what it is
+                    out += buf
+                    buf, mid_line = b"", True
+                else:
+                    line, buf = buf[:end], buf[end + 1:]
                     text = line.decode("utf-8", "replace")
-                    if not any(p.match(text) for p in KNOWN_NATIVE_LINES):
-                        os.write(real, line + b"\n")
-
-    thread = threading.Thread(target=pump, name="spoofray-stderr-filter", daemon=True)
-    thread.start()
-    _FILTER.update(real=real, thread=thread)
-    atexit.register(_stop_filter)
+                    if not any(p.match(text) for p in KNOWN_LINES):
+                        out += line + b"\n"
+            pending = buf
+            if out:
+                os.write(real, bytes(out))
 
 
-def _stop_filter() -> None:
-    """Put the real stderr back and let the filter write what it still holds."""
-    if not _FILTER:
+def drop_known_lines() -> None:
+    """From now on, what this process writes to file descriptors 1 and 2 passes through a
+    filter that drops :data:`KNOWN_LINES` and passes every other line on unchanged (Python's
+    ``sys.stdout``/``sys.stderr`` and native code alike: Ray's core worker writes to fd 2
+    directly, so no logging setting reaches it). Undone when the process exits."""
+    if _FILTERS:
         return
-    try:
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
-    os.dup2(_FILTER["real"], 2)  # the pipe's last writer here is gone: the pump ends
-    _FILTER["thread"].join(timeout=5)
-    _FILTER.clear()
+    for fd, stream in ((1, sys.stdout), (2, sys.stderr)):
+        stream.flush()
+        real = os.dup(fd)
+        read_end, write_end = os.pipe()
+        os.dup2(write_end, fd)
+        os.close(write_end)
+        thread = threading.Thread(target=_pump, args=(read_end, real), daemon=True,
+                                  name=f"spoofray-console-filter-{fd}")
+        thread.start()
+        _FILTERS[fd] = (real, thread)
+    atexit.register(_stop_filters)
+
+
+def _stop_filters() -> None:
+    """Put the real stdout and stderr back and let the filters write what they still hold."""
+    for fd, stream in ((1, sys.stdout), (2, sys.stderr)):
+        if fd not in _FILTERS:
+            continue
+        real, thread = _FILTERS.pop(fd)
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+        os.dup2(real, fd)  # the pipe's last writer here is gone: its pump ends
+        thread.join(timeout=5)
 
 
 @contextlib.contextmanager

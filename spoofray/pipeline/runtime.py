@@ -53,8 +53,8 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
         ray.init(**kwargs)
     finally:
         ray_log.setLevel(level)
-    if quiet:  # the driver's core worker logs harmless notices straight to stderr
-        console.drop_known_native_lines()
+    if quiet:  # Ray's core worker and raylet notices that reach the console unasked
+        console.drop_known_lines()
     resources = ray.cluster_resources()
     log.log(logging.DEBUG if quiet else logging.INFO, "Ray resources: %s", resources)
 
