@@ -49,12 +49,17 @@ def set_verbose(on: bool) -> None:
 
 #: Loggers whose INFO lines a quiet job shows (every other library's start at WARNING).
 OWN_LOGGER = "spoofray"
+#: The log level jobs set up (``jobs/_bootstrap.py``).
+LOG_LEVEL_ENV = "SPOOFRAY_LOG_LEVEL"
 
 
 def quiet_other_loggers() -> None:
     """Other libraries' INFO lines off (``matplotlib.font_manager: generated new
     fontManager``), spoofray's kept: the root logger goes to WARNING and the ``spoofray``
-    logger keeps the level the root had (``SPOOFRAY_LOG_LEVEL``, INFO by default)."""
+    logger keeps the level the root had. Left alone when ``SPOOFRAY_LOG_LEVEL`` is set:
+    whoever asks for a level (DEBUG, to see botocore's retries) gets it for everyone."""
+    if os.environ.get(LOG_LEVEL_ENV):
+        return
     root = logging.getLogger()
     own = logging.getLogger(OWN_LOGGER)
     if root.level < logging.WARNING:

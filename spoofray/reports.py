@@ -169,10 +169,11 @@ def read_segments(uri: str) -> pd.DataFrame:
     return _read_side_table(uri, SEGMENTS_DIR, SEGMENTS_SCHEMA)
 
 
-def read_windows(uri: str) -> pd.DataFrame:
-    """A run's windows table (:data:`WINDOW_COLUMNS`); empty for a run written before
-    window scores were kept (it has no ``windows/`` folder)."""
-    return _read_side_table(uri, WINDOWS_DIR, WINDOWS_SCHEMA)
+def read_windows(uri: str, uris: Sequence[str] | None = None) -> pd.DataFrame:
+    """A run's windows table (:data:`WINDOW_COLUMNS`), or only the windows of ``uris``
+    (read with a filter: a big run's table holds every window of every file); empty for a
+    run written before window scores were kept (it has no ``windows/`` folder)."""
+    return _read_side_table(uri, WINDOWS_DIR, WINDOWS_SCHEMA, uris)
 
 
 def split_windows(scored: pa.Table) -> tuple[pa.Table, pa.Table]:
@@ -189,17 +190,19 @@ def split_windows(scored: pa.Table) -> tuple[pa.Table, pa.Table]:
             pa.Table.from_pylist(rows, schema=WINDOWS_SCHEMA))
 
 
-def _read_side_table(uri: str, name: str, schema: pa.Schema) -> pd.DataFrame:
+def _read_side_table(uri: str, name: str, schema: pa.Schema,
+                     uris: Sequence[str] | None = None) -> pd.DataFrame:
     base = report_folder(uri)
     run = base[: -len(REPORT_DIR)].rstrip("/")
     folder = storage.join(run, name)
     parts = storage.list_dir(folder, suffix=".parquet") if storage.exists(folder) else []
-    if not parts:
+    if not parts or (uris is not None and not len(uris)):
         return schema.empty_table().to_pandas()
+    wanted = None if uris is None else [("uri", "in", list(uris))]
 
     def read(part: str) -> pd.DataFrame:
         fs, path = storage.filesystem(part)
-        return pd.read_parquet(path, filesystem=fs)
+        return pd.read_parquet(path, filesystem=fs, filters=wanted)
 
     return pd.concat([storage.retrying(p, "reading", lambda p=p: read(p)) for p in parts],
                      ignore_index=True)

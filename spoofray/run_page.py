@@ -41,6 +41,11 @@ log = logging.getLogger(__name__)
 PAGE_NAME = "index.html"
 #: Most rows the page's table lists (flagged files first, by score); the report has all.
 MAX_TABLE_ROWS = 500
+#: The report columns the page reads (not the member scores, ...).
+PAGE_COLUMNS = ("uri", "channel", "status", "predicted_label", "decision_rule", "spoof_score",
+                "max_window_score", "top_window_start_s", "top_window_end_s", "n_segments",
+                "duration_s", "channels", "true_label", "threshold", "segment_threshold",
+                "segment_k")
 #: Seconds of context either side of the most suspicious window in the page's audio clip.
 CLIP_CONTEXT_S = 1.0
 
@@ -151,6 +156,9 @@ tr.spoof td:first-child{border-left:.35em solid #c0392b}
 section.file{border-top:1px solid #ccc;padding-top:.6em;margin-top:1.2em}
 .note{color:#555;font-size:.9em}
 img{max-width:100%;display:block;margin:.4em 0}
+img.plot{max-width:720px}
+.facts{display:flex;flex-wrap:wrap;gap:0 2em;align-items:flex-start}
+.facts>div{flex:1 1 380px;min-width:0}
 audio{display:block;margin:.3em 0}
 """
 
@@ -263,6 +271,7 @@ def render_run_page(summary: Mapping[str, Any], evaluation: Mapping[str, Any] | 
     by_rule = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in
                         counts.get("spoof_by_rule", {}).items()) or "none"
     errors = ", ".join(f"{k}: {v}" for k, v in counts.get("errors_by_type", {}).items())
+    parts.append("<div class='facts'><div><h2>This run</h2>")
     parts.append(_facts({
         "archive": summary["input"], "report": summary.get("run_uri", ""),
         "started": summary["started_at"], "files": counts["files"],
@@ -278,14 +287,15 @@ def render_run_page(summary: Mapping[str, Any], evaluation: Mapping[str, Any] | 
                          f"({rule.get('method')}) call a file spoof" if rule else "none"),
     }))
     headline = model_headline(evaluation)
-    parts.append("<h2>The model</h2>")
+    parts.append("</div><div><h2>The model</h2>")
     if headline:
-        parts.append("<p>How well this bundle did when it was evaluated (its model card); "
-                     "read these rates before acting on a spoof rate.</p>")
+        parts.append("<p class='note'>How well this bundle did when it was evaluated (its "
+                     "model card); read these rates before acting on a spoof rate.</p>")
         parts.append(_facts({"bundle": f"{bundle['name']} {bundle['version']}", **headline}))
     else:
         parts.append("<p>This bundle records no evaluation (<code>bundle.json</code> has no "
                      "<code>evaluation</code>): its error rates are unknown here.</p>")
+    parts.append("</div></div>")
     names = dict(zip(table["uri"], reports.short_names(table["uri"].tolist())))
     anchors = {s["row"]["uri"]: s["anchor"] for s in shown}
     n_flagged = int((table["predicted_label"] == "spoof").sum())
@@ -298,8 +308,6 @@ def render_run_page(summary: Mapping[str, Any], evaluation: Mapping[str, Any] | 
                      "listed; read the report for the rest.</p>")
     labelled = "true_label" in table and table["true_label"].notna().any()
     parts.append(_files_table(table, names, anchors, bool(labelled)))
-    for name, png in plots.items():
-        parts.append(_img(png, name.rsplit(".", 1)[0].replace("_", " "), "plot"))
     if shown:
         parts.append(f"<h2>Timelines of the top {len(shown)}</h2><p class='note'>Each "
                      "window's score over the recording, the file threshold (dashed; the "
@@ -328,6 +336,10 @@ def render_run_page(summary: Mapping[str, Any], evaluation: Mapping[str, Any] | 
         if s.get("note"):
             parts.append(f"<p class='note'>{_esc(s['note'])}</p>")
         parts.append("</section>")
+    if plots:
+        parts.append("<h2>All files of the run</h2>")
+    for name, png in plots.items():
+        parts.append(_img(png, name.rsplit(".", 1)[0].replace("_", " "), "plot"))
     parts.append(f"<script>{_SORT_SCRIPT}</script></body></html>")
     return "\n".join(parts)
 
@@ -361,14 +373,14 @@ def write_run_page(run: str, summary: Mapping[str, Any], *, evaluation: Mapping[
     """
     from spoofray import features
 
-    report = reports.read_report(run)
-    windows = reports.read_windows(run)
-    segments = reports.read_segments(run)
-    ranked = ranked_files(report)
+    ranked = ranked_files(reports.read_report(run, columns=PAGE_COLUMNS))
     table = table_rows(ranked, top_n)
+    top = ranked.head(top_n)
+    windows = reports.read_windows(run, uris=top["uri"].tolist())
+    segments = reports.read_segments(run)
     sr = feature_config.audio.sample_rate
     shown = []
-    for i, row in enumerate(ranked.head(top_n).to_dict("records"), 1):
+    for i, row in enumerate(top.to_dict("records"), 1):
         if timeline.file_windows(windows, row["uri"]).empty:
             continue  # a run written before window scores were kept
         window = top_window(windows, row["uri"])
