@@ -132,7 +132,8 @@ def _rule_lines(row: Mapping[str, Any], prefix: str = "") -> list[str]:
     """Which rule fired for one report row, and each rule's numbers against its threshold."""
     score, threshold = float(row["spoof_score"]), float(row["threshold"])
     seg, k = float(row["segment_threshold"]), int(row["segment_k"])
-    fired = set((row.get("decision_rule") or "").split("+")) - {""}
+    rule = row.get("decision_rule")
+    fired = set(rule.split("+")) if isinstance(rule, str) and rule else set()
     mean = (f"file mean {score:.3f} {'reaches' if score >= threshold else 'is under'} the "
             f"file threshold {threshold:.3f}")
     top = float(row["max_window_score"])
