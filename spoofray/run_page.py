@@ -46,6 +46,9 @@ PAGE_COLUMNS = ("uri", "channel", "status", "predicted_label", "decision_rule", 
                 "max_window_score", "top_window_start_s", "top_window_end_s", "n_segments",
                 "duration_s", "channels", "true_label", "threshold", "segment_threshold",
                 "segment_k")
+#: Longest file the page reads again for its spectrogram (decoding is whole-file: a
+#: longer recording would hold that much audio in the driver's memory).
+MAX_REREAD_S = 1800.0
 #: Seconds of context either side of the most suspicious window in the page's audio clip.
 CLIP_CONTEXT_S = 1.0
 
@@ -388,6 +391,11 @@ def write_run_page(run: str, summary: Mapping[str, Any], *, evaluation: Mapping[
                                 "timeline": timeline.timeline_png(windows, segments, row),
                                 "spectrogram": None, "audio": None, "note": None}
         channel, start, end, _ = window
+        if float(row["duration_s"] or 0.0) > MAX_REREAD_S:
+            item["note"] = (f"no spectrogram: the file is longer than {MAX_REREAD_S:.0f} s, "
+                            "which the page does not decode again; `spoofray explain` it")
+            shown.append(item)
+            continue
         try:
             clip = window_audio(row["uri"], feature_config, channel, start - CLIP_CONTEXT_S,
                                 end + CLIP_CONTEXT_S)
