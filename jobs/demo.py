@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     step(8, f"evaluation: {os.path.join(out, 'evaluation')}  (file-level EER "
          f"{overall.get('eer', 'n/a')}, on synthetic audio)")
     print(f"\nThe report is in {run['run_uri']}/report/ — read it with pandas, pyarrow or DuckDB.")
+    print(f"Its page (open it in a browser): {run['run_uri']}/index.html")
     return 0
 
 

@@ -294,7 +294,7 @@ def require(parser: argparse.ArgumentParser, args: argparse.Namespace, *names: s
 COMMANDS = {"score": "score_archive", "extract": "extract_features", "tune": "tune_ml",
             "train": "train_dl", "bundle": "bundle", "audit": "nightly_audit",
             "evaluate": "evaluate", "export": "export_scores", "make-spoofs": "make_spoofs",
-            "demo": "demo"}
+            "explain": "explain", "demo": "demo"}
 
 
 def jobs_folder() -> str:

@@ -749,6 +749,32 @@ def log_mel(windows: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     return _spectral_batch(_as_windows(windows), cfg, ("logmel",))["logmel"]
 
 
+def log_spectrogram(samples: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """Log power spectrogram in dB on a linear frequency axis (what an analyst reads: a
+    vocoder's missing or smeared high band, a splice): the STFT of :func:`log_mel` without
+    the mel filterbank.
+
+    Parameters
+    ----------
+    samples : ndarray, shape (T,)
+        Mono audio at ``cfg.audio.sample_rate`` (at least ``cfg.n_fft // 2 + 1`` samples).
+    cfg : FeatureConfig
+        Uses ``n_fft``, ``win_length``, ``hop_length``.
+
+    Returns
+    -------
+    ndarray, shape (n_fft // 2 + 1, 1 + T // hop_length), float32
+        Row ``i`` is ``i * sample_rate / n_fft`` Hz.
+    """
+    x = np.asarray(samples, dtype=np.float32)
+    if x.ndim != 1 or x.size <= cfg.n_fft // 2:
+        raise ConfigError(f"log_spectrogram needs mono samples, more than n_fft // 2 = "
+                          f"{cfg.n_fft // 2} of them; got shape {x.shape}")
+    magnitude = _magnitude_spectrogram(x[None, :], cfg.n_fft, cfg.win_length,
+                                       cfg.hop_length, "reflect")[0]
+    return _to_db(np.square(magnitude)).T
+
+
 def mfcc(windows: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     """MFCCs (DCT-II of :func:`log_mel`), with delta and delta-delta rows if ``cfg.deltas``.
 

@@ -6,8 +6,10 @@ run folder (see :mod:`spoofray.pipeline.score`) is::
     <output>/run_id=<id>/report/part-*.parquet   one row per input file (``channel`` None),
                                                  plus one per channel of files scored per channel
     <output>/run_id=<id>/segments/part-*.parquet suspicious spans (:data:`SEGMENT_COLUMNS`)
+    <output>/run_id=<id>/windows/part-*.parquet  every window's fused score (:data:`WINDOW_COLUMNS`)
     <output>/run_id=<id>/summary.json
     <output>/run_id=<id>/plots/*.png
+    <output>/run_id=<id>/index.html              the run page (:mod:`spoofray.run_page`)
     <output>/run_id=<id>/_SUCCESS                written last
 
 :func:`evaluate_report` joins a report with labels and writes the metric table
@@ -42,6 +44,18 @@ SEGMENTS_SCHEMA = pa.schema([("uri", pa.string()), ("channel", pa.int64()),
                              ("start_s", pa.float64()), ("end_s", pa.float64()),
                              ("score", pa.float64()), ("n_windows", pa.int64())])
 SEGMENT_COLUMNS = tuple(SEGMENTS_SCHEMA.names)
+WINDOWS_DIR = "windows"
+#: The windows table: one row per scored window, its fused score (``score``, what the file
+#: mean and the segment rule are computed from) and span. ``channel`` as in the segments
+#: table; a file scored per channel has its channels' windows (its roll-up row has none).
+WINDOWS_SCHEMA = pa.schema([("uri", pa.string()), ("channel", pa.int64()),
+                            ("window_index", pa.int64()), ("start_s", pa.float64()),
+                            ("end_s", pa.float64()), ("score", pa.float64())])
+WINDOW_COLUMNS = tuple(WINDOWS_SCHEMA.names)
+#: How the scorer's rows carry their windows to the driver (a list per report row, in
+#: window order), which moves them into the windows table (:func:`split_windows`).
+WINDOWS_FIELD = pa.field("windows", pa.list_(pa.struct([
+    ("start_s", pa.float64()), ("end_s", pa.float64()), ("score", pa.float64())])))
 SUMMARY_NAME = "summary.json"
 PLOTS_DIR = "plots"
 SUCCESS_MARKER = "_SUCCESS"
@@ -52,6 +66,8 @@ SUMMARY_COLUMNS = ("uri", "channel", "status", "error_type", "spoof_score", "pre
                    "top_window_start_s", "true_label", "band")
 #: How many files the "most suspicious" plot and summary list show.
 TOP_N = 20
+#: Bar colours of files called spoof and of files not called spoof, in every score-bar plot.
+FLAGGED_COLOR, UNFLAGGED_COLOR = "tab:red", "tab:gray"
 #: Report columns renamed since reports were first written, old name -> current name.
 #: Readers rename on read, so old reports stay readable.
 RENAMED_COLUMNS = {"label": "predicted_label", "sample_rate": "source_sample_rate"}
@@ -151,16 +167,43 @@ def _read_part(uri: str, columns: list[str] | None) -> pd.DataFrame:
 def read_segments(uri: str) -> pd.DataFrame:
     """A run's segments table (:data:`SEGMENT_COLUMNS`); empty for a run written before
     segments were (it has no ``segments/`` folder)."""
+    return _read_side_table(uri, SEGMENTS_DIR, SEGMENTS_SCHEMA)
+
+
+def read_windows(uri: str, uris: Sequence[str] | None = None) -> pd.DataFrame:
+    """A run's windows table (:data:`WINDOW_COLUMNS`), or only the windows of ``uris``
+    (read with a filter: a big run's table holds every window of every file); empty for a
+    run written before window scores were kept (it has no ``windows/`` folder)."""
+    return _read_side_table(uri, WINDOWS_DIR, WINDOWS_SCHEMA, uris)
+
+
+def split_windows(scored: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """A scored block (the scorer's rows, with a :data:`WINDOWS_FIELD` list per row) →
+    (the block without it, its windows table rows, :data:`WINDOWS_SCHEMA`)."""
+    if WINDOWS_FIELD.name not in scored.column_names:
+        return scored, WINDOWS_SCHEMA.empty_table()
+    rows = [{"uri": u, "channel": c, "window_index": i, **w}
+            for u, c, ws in zip(scored.column("uri").to_pylist(),
+                                scored.column("channel").to_pylist(),
+                                scored.column(WINDOWS_FIELD.name).to_pylist())
+            for i, w in enumerate(ws or ())]
+    return (scored.drop_columns([WINDOWS_FIELD.name]),
+            pa.Table.from_pylist(rows, schema=WINDOWS_SCHEMA))
+
+
+def _read_side_table(uri: str, name: str, schema: pa.Schema,
+                     uris: Sequence[str] | None = None) -> pd.DataFrame:
     base = report_folder(uri)
     run = base[: -len(REPORT_DIR)].rstrip("/")
-    folder = storage.join(run, SEGMENTS_DIR)
+    folder = storage.join(run, name)
     parts = storage.list_dir(folder, suffix=".parquet") if storage.exists(folder) else []
-    if not parts:
-        return SEGMENTS_SCHEMA.empty_table().to_pandas()
+    if not parts or (uris is not None and not len(uris)):
+        return schema.empty_table().to_pandas()
+    wanted = None if uris is None else [("uri", "in", list(uris))]
 
     def read(part: str) -> pd.DataFrame:
         fs, path = storage.filesystem(part)
-        return pd.read_parquet(path, filesystem=fs)
+        return pd.read_parquet(path, filesystem=fs, filters=wanted)
 
     return pd.concat([storage.retrying(p, "reading", lambda p=p: read(p)) for p in parts],
                      ignore_index=True)
@@ -355,9 +398,19 @@ def report_plots(report: pd.DataFrame, *, threshold: float, input_uri: str | Non
     fig, ax = plt.subplots(figsize=(8, max(3.0, 0.3 * len(top) + 1)))
     # Positions, not names, on the axis: barh merges bars that share a label.
     names = [_label(n) for n in short_names(top["uri"].tolist())]
-    ax.barh(np.arange(len(top))[::-1], top["spoof_score"].to_numpy(), color="tab:orange")
-    ax.set_yticks(np.arange(len(top))[::-1], names, fontsize=8)
-    ax.axvline(threshold, color="k", linestyle="--")
+    flagged = (top["predicted_label"] == "spoof").to_numpy()
+    y = np.arange(len(top))[::-1]
+    scores = top["spoof_score"].to_numpy()
+    # Flagged apart from not flagged: a file under the threshold may be flagged by the
+    # segment rule, and one over it is flagged by its mean.
+    for hit, color, what in ((True, FLAGGED_COLOR, "flagged spoof"),
+                             (False, UNFLAGGED_COLOR, "not flagged")):
+        if (flagged == hit).any():
+            ax.barh(y[flagged == hit], scores[flagged == hit], color=color, label=what)
+    ax.set_yticks(y, names, fontsize=8)
+    ax.axvline(threshold, color="k", linestyle="--", label=f"threshold {threshold:.3f}")
+    if len(top):
+        ax.legend(fontsize=8, loc="lower right")
     ax.set(xlabel="spoof score", xlim=(0, 1),
            title=f"{len(top)} most suspicious {'file' if len(top) == 1 else 'files'}")
     if not len(top):

@@ -53,8 +53,8 @@ def test_mixed_archive_every_file_exactly_once(ray_session, tmp_path):
     listed = sources.resolve_inputs(archive.root)
     run = os.path.join(out, "run_id=r1")
     assert sorted(os.listdir(out)) == ["run_id=r1"]  # nothing temporary left behind
-    assert sorted(os.listdir(run)) == ["_SUCCESS", "_resume.json", "plots", "report",
-                                       "segments", "summary.json"]
+    assert sorted(os.listdir(run)) == ["_SUCCESS", "_resume.json", "index.html", "plots",
+                                       "report", "segments", "summary.json", "windows"]
     for png in os.listdir(os.path.join(run, "plots")):
         with open(os.path.join(run, "plots", png), "rb") as fh:
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"

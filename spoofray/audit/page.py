@@ -23,6 +23,7 @@ import pandas as pd
 
 from spoofray.audit.drift import OVERALL
 from spoofray.reports import with_current_names
+from spoofray.run_page import MODEL_HEADLINE, model_headline  # noqa: F401  (both pages)
 
 log = logging.getLogger(__name__)
 
@@ -163,29 +164,6 @@ def _img(name: str, png: bytes) -> str:
     alt = html.escape(name.rsplit(".", 1)[0].replace("_", " "))
     data = base64.b64encode(png).decode("ascii")
     return f'<img alt="{alt}" src="data:image/png;base64,{data}">'
-
-
-#: ``bundle.json["evaluation"]`` keys the page shows, and how it names them.
-MODEL_HEADLINE = {
-    "protocol": "evaluated by", "pooled_eer": "EER (pooled)", "pooled_auc": "ROC AUC (pooled)",
-    "threshold": "threshold", "recall_at_threshold": "spoofs caught at the threshold",
-    "false_alarm_rate_at_threshold": "real speech flagged at the threshold",
-    "false_alarm_rate_8khz_telephone": "8 kHz telephone speech flagged",
-    "worst_source_eer": "EER of the worst held-out source",
-}
-
-
-def model_headline(evaluation: Mapping[str, Any] | None) -> dict[str, str]:
-    """The model card's headline numbers from a bundle's ``evaluation`` record (what
-    ``bundle.json["evaluation"]`` holds), worded for the page; empty when there is none."""
-    out: dict[str, str] = {}
-    for key, name in MODEL_HEADLINE.items():
-        value = (evaluation or {}).get(key)
-        if isinstance(value, float):
-            value = f"{value:.3f}" if key in ("threshold", "pooled_auc") else f"{100 * value:.1f} %"
-        if value is not None:
-            out[name] = str(value)
-    return out
 
 
 def failures_table(current: pd.DataFrame, n: int = MAX_FAILURES) -> pd.DataFrame:

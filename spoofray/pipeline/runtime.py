@@ -38,6 +38,13 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
     if quiet:
         console.set_verbose(False)  # workers started here inherit it (TensorFlow notices)
         quiet_ray_data()
+        # What tasks and actors print (Ray Train's workers and controller, Ray Data's
+        # SplitCoordinator, ...) stays in their log files (<ray tmp>/session_latest/logs/
+        # worker-*.out/.err); a failure still comes back as the exception it raised.
+        kwargs["log_to_driver"] = False
+        # Tune's new output engine prints its configuration box and a TensorBoard hint
+        # even at verbosity 0; the old one is silent at 0 (training/tune.py passes 0).
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     ray_log = logging.getLogger("ray")
     level = ray_log.level
     if quiet:  # token-auth and start-up notices
@@ -46,6 +53,8 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
         ray.init(**kwargs)
     finally:
         ray_log.setLevel(level)
+    if quiet:  # Ray's core worker and raylet notices that reach the console unasked
+        console.drop_known_lines()
     resources = ray.cluster_resources()
     log.log(logging.DEBUG if quiet else logging.INFO, "Ray resources: %s", resources)
 

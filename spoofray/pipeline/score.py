@@ -25,8 +25,10 @@ published; ``_SUCCESS`` last)::
                                     file, plus one per channel of a file scored per channel
     segments/part-<key>.parquet ... suspicious spans (:data:`reports.SEGMENT_COLUMNS`) of the
                                     report part with the same key
+    windows/part-<key>.parquet ...  every window's score (:data:`reports.WINDOW_COLUMNS`)
     summary.json                    counts, spoof rate, score quantiles, hours, throughput
     plots/*.png                     score histogram, spoof rate per folder, top suspicious
+    index.html                      the run page (:mod:`spoofray.run_page`)
     _resume.json                    the settings the parts depend on (bundle, threshold, ...)
     _SUCCESS
 
@@ -67,7 +69,8 @@ from spoofray.featurize import FileFeatures, featurize_file
 from spoofray.models.bundle import BundleSpec, load_payload
 from spoofray.models.registry import LATEST, bundle_note, resolve_bundle
 from spoofray.pipeline import plan, resume, runtime, tasks
-from spoofray.reports import PLOTS_DIR, REPORT_DIR, SEGMENTS_DIR, SUCCESS_MARKER, SUMMARY_NAME
+from spoofray.reports import (PLOTS_DIR, REPORT_DIR, SEGMENTS_DIR, SUCCESS_MARKER, SUMMARY_NAME,
+                              WINDOWS_DIR)
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +105,7 @@ class ScoreConfig(ScoreSettings):
                                "a name of letters, digits, '-', '_', '.'")],
         "limit": [None, Interval(int, 1)],
         "resume": [bool],
+        "page": [bool], "page_audio": [bool], "page_files": [Interval(int, 0, 1000)],
     }
 
     input: str = setting("", "folder, s3:// prefix, manifest or ASVspoof protocol", path=True)
@@ -117,6 +121,12 @@ class ScoreConfig(ScoreSettings):
                                  default_help="UTC time + random suffix")
     limit: int | None = setting(None, "only the first N listed files (smoke tests, quick "
                                 "looks)", default_help="all")
+    page: bool = setting(True, "write the run page <run>/index.html (spoofray.run_page)")
+    page_files: int = setting(20, "files the run page shows the window-score timeline and "
+                              "spectrogram of (the most suspicious)")
+    page_audio: bool = setting(False, "embed each of those files' most suspicious window as "
+                               "audio in the run page (off: the page holds no audio, so it "
+                               "can be passed around)")
     resume: bool = setting(False, "continue the unfinished run --run-id: keep the files its "
                            "finished report parts cover, score only the rest (refused when "
                            "the bundle, threshold or feature config differ)")
@@ -284,8 +294,9 @@ SEGMENTS_FIELD = pa.field("segments", pa.list_(pa.struct([
 
 
 def scorer_columns(member_names: Sequence[str]) -> pa.Schema:
-    """What :class:`BundleScorer` returns: :func:`report_columns` plus ``segments``."""
-    return report_columns(member_names).append(SEGMENTS_FIELD)
+    """What :class:`BundleScorer` returns: :func:`report_columns` plus ``segments`` and
+    ``windows`` (:data:`reports.WINDOWS_FIELD`)."""
+    return report_columns(member_names).append(SEGMENTS_FIELD).append(reports.WINDOWS_FIELD)
 
 
 def aggregate_file(window: dict[str, np.ndarray], start_s: np.ndarray, end_s: np.ndarray,
@@ -307,7 +318,7 @@ def aggregate_file(window: dict[str, np.ndarray], start_s: np.ndarray, end_s: np
         ``spoof_score`` (mean window score), ``decision_rule`` and ``predicted_label``
         (:func:`scoring.decision_rule`), member means, ``max_window_score``, the most
         suspicious window's start/end, ``segments`` (:func:`scoring.suspicious_spans`) and
-        their count.
+        their count, ``windows`` (each window's span and fused score).
     """
     rule = rule or scoring.SegmentRule(threshold, scoring.DEFAULT_SEGMENT_K, "derived")
     fused = np.asarray(window["spoof_score"], dtype=np.float64)
@@ -321,7 +332,9 @@ def aggregate_file(window: dict[str, np.ndarray], start_s: np.ndarray, end_s: np
                top_window_end_s=float(end_s[top]), n_segments=len(spans),
                segment_threshold=rule.threshold, segment_k=rule.k,
                segments=[{"start_s": a, "end_s": b, "score": sc, "n_windows": n}
-                         for a, b, sc, n in spans])
+                         for a, b, sc, n in spans],
+               windows=[{"start_s": float(a), "end_s": float(b), "score": float(sc)}
+                        for a, b, sc in zip(start_s, end_s, fused)])
     return out
 
 
@@ -534,11 +547,12 @@ def split_segments(scored: pa.Table) -> tuple[pa.Table, pa.Table]:
     return report, pa.Table.from_pylist(rows, schema=reports.SEGMENTS_SCHEMA)
 
 
-def _write_parts(tmp: str, part: pa.Table, spans: pa.Table) -> None:
-    """A report part and its spans under one key; the report part last, as it is what marks
-    the part finished for ``--resume``."""
+def _write_parts(tmp: str, part: pa.Table, spans: pa.Table, windows: pa.Table) -> None:
+    """A report part, its spans and its windows under one key; the report part last, as it
+    is what marks the part finished for ``--resume``."""
     name = report_part_name(part)
     _write_table(storage.join(tmp, SEGMENTS_DIR, name), spans)
+    _write_table(storage.join(tmp, WINDOWS_DIR, name), windows)
     _write_table(storage.join(tmp, REPORT_DIR, name), part)
 
 
@@ -690,12 +704,14 @@ def score_archive(cfg: ScoreConfig,
             blocks = _report_blocks(_scored_blocks(cfg, bundle, bundle_uri, thresholds, run_id,
                                                      todo, rules), left=left)
             for scored in _gathered(_counted(blocks, shown), every_s=cfg.part_every_s):
+                scored, windows = reports.split_windows(scored)
                 part, spans = split_segments(scored)
-                _write_parts(tmp, part, spans)
+                _write_parts(tmp, part, spans, windows)
                 kept.append(part.select(list(reports.SUMMARY_COLUMNS)))
             shown.close()
         if not kept and earlier is None:  # an empty archive still has a (empty) report
-            _write_parts(tmp, schema.empty_table(), reports.SEGMENTS_SCHEMA.empty_table())
+            _write_parts(tmp, schema.empty_table(), reports.SEGMENTS_SCHEMA.empty_table(),
+                         reports.WINDOWS_SCHEMA.empty_table())
         new = (pa.concat_tables(kept) if kept else
                schema.empty_table().select(list(reports.SUMMARY_COLUMNS))).to_pandas()
         report = new if earlier is None else pd.concat([earlier, new], ignore_index=True)
@@ -732,6 +748,12 @@ def score_archive(cfg: ScoreConfig,
             for name, png in reports.report_plots(report, threshold=bundle.threshold,
                                                   input_uri=cfg.input).items():
                 storage.write_bytes_atomic(storage.join(tmp, PLOTS_DIR, name), png)
+        if cfg.page:
+            from spoofray import run_page
+
+            run_page.write_run_page(tmp, summary, evaluation=bundle.manifest.get("evaluation"),
+                                    feature_config=bundle.feature_config,
+                                    top_n=cfg.page_files, audio=cfg.page_audio)
         publish_run(tmp, final)
     except StorageUnavailableError:
         log.error("scoring run %s could not finish; %s", run_id, left)
@@ -789,11 +811,13 @@ def _earlier_rows(tmp: str, items: Sequence[sources.AudioItem]) -> pd.DataFrame:
         log.warning("removing %s: it shares files with another part (they are scored again)",
                     part)
         storage.remove(part)
-    # Spans whose report part is not finished (or was just removed) are scored again too.
+    # Spans and windows whose report part is not finished (or was just removed) are scored
+    # again too.
     finished = {posixpath.basename(p) for p in kept}
-    for spans in storage.list_dir(storage.join(tmp, SEGMENTS_DIR), suffix=".parquet"):
-        if posixpath.basename(spans) not in finished:
-            storage.remove(spans)
+    for side in (SEGMENTS_DIR, WINDOWS_DIR):
+        for spans in storage.list_dir(storage.join(tmp, side), suffix=".parquet"):
+            if posixpath.basename(spans) not in finished:
+                storage.remove(spans)
     rows = (pd.concat([frames[p] for p in kept], ignore_index=True) if kept
             else pd.DataFrame({c: pd.Series(dtype=object) for c in cols}))
     gone = sorted(set(rows["uri"]) - {it.uri for it in items})

@@ -80,3 +80,54 @@ def write_many_clips(root, n_files: int, *, seed: int, duration_range_s: tuple[f
         signals.write_wav(folder / f"c{i:04d}.wav", x, 8000)
     (root / "fake" / "broken.wav").write_bytes(b"RIFF, not audio")
     return str(root)
+
+
+#: The devcorpus clips :func:`make_spliced_calls` builds from (paths in its manifest).
+SPLICE_SPEAKER = "LS2609"
+SPLICE_INSERT = "ljspeech/spoof/espnet_tacotron2.v1_GL/LJ049-0041_1db6a29fa1.flac"
+
+
+def make_spliced_calls(folder: str | os.PathLike, devcorpus: str | os.PathLike
+                       ) -> dict[str, object]:
+    """Real long recordings with a generated insert, written as WAV into ``folder`` (a
+    test's temporary folder; nothing of the devcorpus is copied anywhere else):
+
+    ``call.wav``          ~90 s of one LibriSpeech speaker (ten clips), as recorded
+    ``call_spliced.wav``  the same with one generated LJSpeech clip (Tacotron 2 +
+                          Griffin-Lim, ~7 s) inserted after the fifth clip
+    ``two_sided.wav``     a two-channel call: channel 0 the first five clips, channel 1
+                          the next five with the insert in the middle (zero-padded to
+                          one length)
+
+    Returns
+    -------
+    dict
+        ``uris`` (name → path), ``insert`` (name → (channel or None, start_s, end_s) of
+        the insert).
+    """
+    import pandas as pd
+    import soundfile as sf
+
+    root = os.fspath(devcorpus)
+    m = pd.read_csv(os.path.join(root, "manifest.csv"))
+    clips = [sf.read(os.path.join(root, p), dtype="float32")[0]
+             for p in sorted(m.loc[m["speaker"] == SPLICE_SPEAKER, "path"])][:10]
+    insert = sf.read(os.path.join(root, SPLICE_INSERT), dtype="float32")[0]
+    before = np.concatenate(clips[:5])
+    out = os.fspath(folder)
+    os.makedirs(out, exist_ok=True)
+    uris = {"call.wav": signals.write_wav(os.path.join(out, "call.wav"),
+                                          np.concatenate(clips), SR),
+            "call_spliced.wav": signals.write_wav(
+                os.path.join(out, "call_spliced.wav"),
+                np.concatenate([before, insert, *clips[5:]]), SR)}
+    side_a = before
+    half = len(clips[5]) + len(clips[6])
+    side_b = np.concatenate([*clips[5:7], insert, *clips[7:]])
+    n = max(len(side_a), len(side_b))
+    two = np.zeros((2, n), np.float32)
+    two[0, :len(side_a)], two[1, :len(side_b)] = side_a, side_b
+    uris["two_sided.wav"] = signals.write_wav(os.path.join(out, "two_sided.wav"), two, SR)
+    spans = {"call_spliced.wav": (None, len(before) / SR, (len(before) + len(insert)) / SR),
+             "two_sided.wav": (1, half / SR, (half + len(insert)) / SR)}
+    return {"uris": uris, "insert": spans}

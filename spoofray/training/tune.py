@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from spoofray import storage
+from spoofray import console, storage
 from spoofray.config import Config, Interval, Options, setting
 from spoofray.errors import ConfigError, OutputExistsError
 from spoofray.models.ml import SpoofVotingEnsemble, did_you_mean, make_ensemble, save_ensemble
@@ -110,7 +110,8 @@ class TuneMLConfig(Config):
     overwrite: bool = setting(False, "replace an existing --output")
     address: str | None = setting(None, "Ray cluster address",
                                   default_help="RAY_ADDRESS, else local Ray")
-    verbose: int = setting(1, "Tune progress output")
+    verbose: int = setting(1, "Tune progress output (shown with --verbose only: a quiet "
+                           "job shows spoofray's lines alone)")
 
     def _check(self) -> None:
         if not self.space or not self.output:
@@ -430,7 +431,7 @@ def run_sweep(cfg: TuneMLConfig) -> dict[str, Any]:
             ),
             run_config=tune.RunConfig(
                 name=cfg.name, storage_path=cfg.storage_path, storage_filesystem=state_fs,
-                verbose=cfg.verbose,
+                verbose=cfg.verbose if console.verbose() else 0,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 failure_config=tune.FailureConfig(max_failures=0),
             ),
