@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from spoofray.testing.waiting import WaitAborted, WaitTimeout, process_exited, wait_for
+from spoofray.testing.waiting import (WaitAborted, WaitTimeout, process_exited, run_to_end,
+                                      wait_for)
 
 
 def test_returns_the_first_value_that_counts_as_the_event():
@@ -42,3 +43,26 @@ def test_an_event_seen_in_the_same_look_as_the_exit_still_counts():
     proc.wait()
     assert wait_for(lambda: "written", timeout_s=60, what="the file",
                     abort_if=process_exited(proc)) == "written"
+
+
+def test_a_run_past_its_deadline_is_killed_with_what_it_started_and_says_what_it_printed():
+    code = ("import subprocess, sys, time; child = subprocess.Popen(['sleep', '600']); "
+            "print('started', child.pid, flush=True); print('stuck here', file=sys.stderr, "
+            "flush=True); time.sleep(600)")
+    with pytest.raises(WaitTimeout, match=r"(?s)no end of a stuck run after 2 s; its stdout "
+                                          r"ends:\nstarted \d+.*stderr ends:\nstuck here"
+                       ) as caught:
+        run_to_end([sys.executable, "-c", code], timeout_s=2, what="a stuck run")
+    child = int(caught.value.last[0].split()[1])
+    # The grandchild went with it (it was in the run's process group); a zombie, at
+    # most, until init reaps it.
+    try:
+        with open(f"/proc/{child}/stat") as fh:
+            assert fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        pass
+
+
+def test_a_run_that_ends_in_time_is_a_completed_process():
+    run = run_to_end([sys.executable, "-c", "print('2')"], timeout_s=120, what="a print")
+    assert (run.returncode, run.stdout) == (0, "2\n")

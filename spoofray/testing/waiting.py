@@ -96,3 +96,25 @@ def process_exited(proc, log_path=None, *, tail_chars: int = 3000) -> Callable[[
         return reason
 
     return check
+
+
+def run_to_end(args, *, timeout_s: float, what: str, **kwargs):
+    """``subprocess.run(args, capture_output=True, text=True, **kwargs)`` with a deadline,
+    in a process group of its own: a run still going after ``timeout_s`` is SIGKILLed with
+    everything it started (a local Ray's processes too) and raises :class:`WaitTimeout`
+    carrying the ends of what it printed so far, which tell the step it was stuck at."""
+    import os
+    import signal
+    import subprocess
+
+    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True, **kwargs) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()  # all it printed, from the start
+            raise WaitTimeout(f"no end of {what} after {timeout_s:.0f} s; its stdout ends:\n"
+                              f"{out[-2000:]}\nits stderr ends:\n{err[-3000:]}",
+                              (out, err)) from None
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
