@@ -101,6 +101,9 @@ class Node:
                "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
         env.pop("RAY_ADDRESS", None)
         self.log = open(log, "w")
+        self.started = time.monotonic()
+        #: Seconds from ``ray start`` to this node seen alive (set by :func:`_start_node`).
+        self.up_after_s: float | None = None
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True, env=env)
 
@@ -195,6 +198,7 @@ def _start_node(nodes: list[Node], live_after: int, logs: Path, name: str, *, te
         nodes.append(node)
         try:
             _wait_nodes(address, live_after, node)
+            node.up_after_s = round(time.monotonic() - node.started, 1)
             return node, address
         except WaitAborted as exc:  # the node's process exited: its log is in the message
             failures.append(f"{name}-{attempt}: {exc}")
@@ -350,7 +354,8 @@ def test_scoring_survives_losing_a_node(cluster, archive, bundle, tmp_path, reco
                    f"_SUCCESS; Ray retried "
                    f"{kill['tasks_retried_by_ray']} task(s) lost with the node; statuses, "
                    "labels and spoof scores identical to the undisturbed run",
-        "counts": {**counts, "ok": ok, "errors": len(report) - ok}})
+        "counts": {**counts, "ok": ok, "errors": len(report) - ok},
+        "second_node_up_after_s": node.up_after_s})
 
 
 def test_scoring_resumes_after_losing_the_head(archive, bundle, tmp_path, record):
@@ -446,4 +451,5 @@ def test_scoring_resumes_after_losing_the_head(archive, bundle, tmp_path, record
         "outcome": f"the same --run-id with --resume scored {scored_now} files (exactly the "
                    f"rest) and published in {resumed_wall_s} s with _SUCCESS; statuses, "
                    "labels and spoof scores identical to an undisturbed run",
-        "counts": {**counts, "ok": ok, "errors": len(report) - ok}})
+        "counts": {**counts, "ok": ok, "errors": len(report) - ok},
+        "node_up_after_s": {Path(n.log.name).stem: n.up_after_s for n in nodes}})
