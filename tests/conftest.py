@@ -150,7 +150,7 @@ def ray_head(tmp_path_factory, s3_server):
             return f"not yet: {exc}"
 
     try:
-        # A head with its dashboard takes ~10 s on a quiet machine, minutes on a busy one.
+        # A head with its dashboard: seconds when quiet, minutes on a busy machine.
         wait_for(dashboard_answer, timeout_s=HEAD_START_S, poll_s=1,
                  what=f"answer from the test head's dashboard at {address}",
                  until=lambda seen: seen.startswith("answered"),

@@ -33,8 +33,8 @@ PER_TASK = 50
 #: Kill once this many report parts are finished.
 PARTS_BEFORE_KILL = 4
 #: Deadlines on a loaded 2-core machine: the job starting its own Ray and finishing
-#: PARTS_BEFORE_KILL parts (~15 s when quiet); a whole run; SIGKILLed processes going
-#: (a process with a large heap takes a moment to exit and be reaped).
+#: PARTS_BEFORE_KILL parts (15 s in the run of docs/reliability.md); a whole run (19 s
+#: there); SIGKILLed processes going (a large heap takes a moment to free).
 PARTS_S = 300
 JOB_S = 900
 GONE_S = 60

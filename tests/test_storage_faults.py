@@ -49,7 +49,7 @@ BUDGET_S = 20.0
 SHORT_OUTAGE_S = 4.0
 RUN_GIVES_UP_S = 300
 #: Deadlines for the driver: one run (start to RESULT) of N_FILES on its 2-CPU local Ray
-#: (~30 s when quiet), and the GETs that show a run is reading (~5 s when quiet).
+#: (8-12 s in the run of docs/reliability.md), and the GETs that show a run is reading.
 RUN_S = 600
 READING_S = 300
 #: GETs of input audio seen before the server is stopped: the run is really under way.

@@ -73,7 +73,7 @@ def test_stopping_early_cancels_the_tasks_still_running(ray_session):
     assert next(results) == 0.0  # a long nap is running now
     results.close()
     # A task that needs every CPU of the cluster runs only once the nap is gone. Its
-    # deadline covers a fresh worker starting on a loaded machine (seconds when quiet) and
-    # still ends long before the nap would.
+    # deadline covers a fresh worker starting on a loaded machine and still ends long
+    # before the nap would.
     whole = ray.remote(nap).options(num_cpus=ray.cluster_resources()["CPU"])
     assert ray.get(whole.remote(0.0), timeout=NAP_S / 2) == 0.0
