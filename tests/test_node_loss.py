@@ -410,6 +410,7 @@ def test_scoring_resumes_after_losing_the_head(archive, bundle, tmp_path, record
               "--part-every-s", "0", "--no-plots"]
     nodes: list[Node] = []
     temp_dirs: list[str] = []
+    proc = None
 
     def start_cluster(name: str) -> str:
         temp_dir = tempfile.mkdtemp(prefix="rhl-", dir="/tmp")
@@ -459,6 +460,9 @@ def test_scoring_resumes_after_losing_the_head(archive, bundle, tmp_path, record
                                                 "clean"], logs / "score-clean.log"),
                 logs / "score-clean.log")
     finally:
+        if proc is not None and proc.poll() is None:  # the killed run's driver, on a failure
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
         for node in reversed(nodes):
             node.stop()
         for temp_dir in temp_dirs:
