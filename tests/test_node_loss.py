@@ -325,9 +325,15 @@ def _run_and_kill(job: str, args: list[str], node: Node, task: str, log: Path) -
     started = time.monotonic()
     # The last look is the node's Ray workers: idle ones, or none at all, tell apart a run
     # that schedules elsewhere from a node that never got workers.
-    workers = wait_for(node.ray_workers, timeout_s=FIRST_TASK_S, poll_s=0.1, abort_if=process_exited(proc, log),
-                       what=f"a {task} task on the second node",
-                       until=lambda titles: any(task in t for t in titles))
+    try:
+        workers = wait_for(node.ray_workers, timeout_s=FIRST_TASK_S, poll_s=0.1,
+                           abort_if=process_exited(proc, log),
+                           what=f"a {task} task on the second node",
+                           until=lambda titles: any(task in t for t in titles))
+    except BaseException:
+        proc.kill()  # never leave the driver behind a failed wait
+        proc.wait()
+        raise
     busy = [t for t in workers if task in t]
     raylet = node.raylet_pid()
     assert raylet is not None
