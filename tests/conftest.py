@@ -26,6 +26,8 @@ os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 # A loaded 2-core CI box can take over a minute to start a raylet; Ray's default wait is 60 s.
 os.environ.setdefault("RAY_raylet_start_wait_time_s", "240")
+#: How long the ``ray_head`` fixture's ``ray start --head`` may take to answer.
+HEAD_START_S = 300
 
 
 @pytest.fixture(scope="session")
@@ -120,9 +122,10 @@ def ray_head(tmp_path_factory, s3_server):
     import signal
     import subprocess
     import sys
-    import time
     import urllib.error
     import urllib.request
+
+    from spoofray.testing.waiting import WaitAborted, WaitTimeout, process_exited, wait_for
 
     ray_cli = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")
     ports = {name: _free_port() for name in ("gcs", "dashboard", "client", "agent")}
@@ -136,20 +139,27 @@ def ray_head(tmp_path_factory, s3_server):
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=_head_env(),
     )
     address = f"http://127.0.0.1:{ports['dashboard']}"
-    deadline = time.time() + 120
-    while True:
+
+    def dashboard_answer() -> str:
         try:
-            urllib.request.urlopen(f"{address}/api/version", timeout=2)
-            break
-        except urllib.error.HTTPError:  # answering (token auth says 401): it is up
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                if proc.poll() is None:  # never leave a half-started head behind
-                    os.killpg(proc.pid, signal.SIGKILL)
-                log.close()
-                raise RuntimeError(f"ray head did not start; see {log.name}")
-            time.sleep(1)
+            urllib.request.urlopen(f"{address}/api/version", timeout=5)
+            return "answered"
+        except urllib.error.HTTPError as exc:  # answering (token auth says 401): it is up
+            return f"answered {exc.code}"
+        except OSError as exc:
+            return f"not yet: {exc}"
+
+    try:
+        # A head with its dashboard: seconds when quiet, minutes on a busy machine.
+        wait_for(dashboard_answer, timeout_s=HEAD_START_S, poll_s=1,
+                 what=f"answer from the test head's dashboard at {address}",
+                 until=lambda seen: seen.startswith("answered"),
+                 abort_if=process_exited(proc, log.name))
+    except (WaitTimeout, WaitAborted):
+        if proc.poll() is None:  # never leave a half-started head behind
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+        raise
     yield address
     os.killpg(proc.pid, signal.SIGTERM)
     try:

@@ -25,6 +25,10 @@ bundles
     Small real bundles assembled from those members.
 archives
     Tiny archives of real WAV files in a local folder or an ``s3://`` prefix.
+processes
+    Process trees from ``/proc``, for the fault drills.
+waiting
+    ``wait_for``: every test's wait for an outside event, a deadline with the last look.
 """
 
 from spoofray.testing.signals import (chirp, make_broken_files, sine, voiced, wav_header,

@@ -22,3 +22,20 @@ def descendants(root: int) -> list[int]:
             out.append(child)
             stack.append(child)
     return out
+
+
+def group_members(pgid: int) -> list[int]:
+    """Processes of process group ``pgid`` that still run (zombies, already dead and only
+    waiting to be reaped, are left out), read from ``/proc``."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            # After the command: state, ppid, pgrp.
+            if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+                out.append(int(entry))
+    return out
