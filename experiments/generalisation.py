@@ -93,10 +93,10 @@ class Recipe:
 
 def kinds_of(inputs: tuple[str, ...]) -> tuple[str, ...]:
     """The feature kinds model inputs are computed from, in FEATURE_KINDS order."""
-    from spoofray.config import FEATURE_KINDS
+    from spoofray.config import ordered_kinds
     from spoofray.models.ml import INPUTS
 
-    return tuple(k for k in FEATURE_KINDS if k in {INPUTS[i] for i in inputs})
+    return ordered_kinds(INPUTS[i] for i in inputs)
 
 
 BASE = Recipe("base")

@@ -28,6 +28,14 @@ T = TypeVar("T", bound="Config")
 #: Feature kinds. ``lfcc_narrow`` is the LFCC of the telephone band only
 #: (:data:`TELEPHONE_BAND_HZ`): what a narrowband member reads.
 FEATURE_KINDS = ("logmel", "mfcc", "lfcc", "lfcc_narrow", "stats")
+
+
+def ordered_kinds(kinds) -> tuple[str, ...]:
+    """Feature kinds without repeats, in :data:`FEATURE_KINDS` order."""
+    wanted = set(kinds)
+    return tuple(k for k in FEATURE_KINDS if k in wanted)
+
+
 #: What extraction computes when not told otherwise.
 DEFAULT_FEATURE_KINDS = ("logmel", "mfcc", "lfcc", "stats")
 #: The bands a file is routed by (:func:`spoofray.audio.measure_band`): ``wide`` has speech

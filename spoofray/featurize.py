@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from spoofray import audio, features
-from spoofray.config import CHANNEL_MODES, FEATURE_KINDS, AudioConfig, FeatureConfig
+from spoofray.config import CHANNEL_MODES, AudioConfig, FeatureConfig, ordered_kinds
 from spoofray.errors import InputFileError, InvalidAudioError, UnsupportedBandError
 from spoofray.reader import read_item_bytes
 
@@ -127,8 +127,7 @@ def kinds_for_bands(uri: str, bands: Sequence[str],
             f"{'/'.join(sorted(kinds_by_band))}band audio: it has no model that sees this "
             "file's band, so it gives no score. Use a bundle with a member for this band "
             "(spoofray-base 1.2.0 or later has one for telephone audio)")
-    wanted = {k for b in bands for k in kinds_by_band[b]}
-    return tuple(k for k in FEATURE_KINDS if k in wanted)
+    return ordered_kinds(k for b in bands for k in kinds_by_band[b])
 
 
 def featurize_file(item: Mapping[str, Any], cfg: FeatureConfig,

@@ -31,11 +31,11 @@ import numpy as np
 
 import spoofray
 from spoofray import dataset, scoring, storage
-from spoofray.config import BANDS, Config, FeatureConfig, Interval, Options, setting
+from spoofray.config import BANDS, Config, FeatureConfig, Interval, Options, ordered_kinds, setting
 from spoofray.errors import BundleIntegrityError, ConfigError, MetricError, OutputExistsError
 from spoofray.models.bundle import (
     BUNDLE_JSON, FORMAT_NAME, FORMAT_VERSION, MEMBER_KINDS, MEMBERS_DIR, Bundle,
-    _check_compatible, _ordered_kinds, check_member_sidecar, member_input_shapes, member_inputs,
+    _check_compatible, check_member_sidecar, member_input_shapes, member_inputs,
     member_kinds, sha256_bytes, utc_now,
 )
 from spoofray.models.fusion import Fusion, fit_logistic_fusion, mean_fusion
@@ -146,7 +146,7 @@ def write_bundle(out_dir: str, *, name: str, version: str, members: Sequence[Mem
         raise ConfigError(f"a bundle needs members with unique names, got {names}; rename "
                           "a member in its sidecar")
     base = members[0].feature_config
-    needed = _ordered_kinds([k for m in members for k in m.kinds])
+    needed = ordered_kinds([k for m in members for k in m.kinds])
     cfg = dataclasses.replace(base, kinds=needed, store_float16=False)
     for m in members[1:]:
         try:

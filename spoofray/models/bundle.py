@@ -50,7 +50,7 @@ from typing import Any, Protocol, Self
 import numpy as np
 
 from spoofray import storage
-from spoofray.config import BANDS, FEATURE_KINDS, FeatureConfig
+from spoofray.config import BANDS, FEATURE_KINDS, FeatureConfig, ordered_kinds
 from spoofray.errors import BundleIntegrityError, ConfigError
 from spoofray.models.fusion import Fusion, fusion_over
 
@@ -103,10 +103,6 @@ def _diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[
     return out
 
 
-def _ordered_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
-    return tuple(k for k in FEATURE_KINDS if k in set(kinds))
-
-
 # --- member sidecars ------------------------------------------------------------------------
 
 
@@ -140,7 +136,7 @@ def member_kinds(kind: str, inputs: Sequence[str], *, where: str) -> tuple[str, 
     if bad:
         raise ConfigError(f"{where}: {kind} member inputs {list(inputs)} invalid; expected "
                           f"{'one of' if kind == 'keras' else 'names from'} {valid}")
-    return _ordered_kinds(kinds)
+    return ordered_kinds(kinds)
 
 
 def check_member_sidecar(sidecar: Mapping[str, Any], *, where: str) -> None:
@@ -224,7 +220,7 @@ def load_member(kind: str, path: str, inputs: Sequence[str]) -> WindowMember:
 
 def member_input_shapes(kinds: Sequence[str], cfg: FeatureConfig) -> dict[str, tuple[int, ...]]:
     """One window's tensor shape per feature kind, under ``cfg``."""
-    shapes = dataclasses.replace(cfg, kinds=_ordered_kinds(kinds)).feature_shapes()
+    shapes = dataclasses.replace(cfg, kinds=ordered_kinds(kinds)).feature_shapes()
     return {k: tuple(shapes[k]) for k in kinds}
 
 
@@ -339,7 +335,7 @@ class BundleSpec:
     @property
     def needed_kinds(self) -> tuple[str, ...]:
         """Feature kinds its members read, in :data:`FEATURE_KINDS` order."""
-        return _ordered_kinds([k for m in self.members for k in m.kinds])
+        return ordered_kinds([k for m in self.members for k in m.kinds])
 
     @property
     def member_names(self) -> tuple[str, ...]:
@@ -348,7 +344,7 @@ class BundleSpec:
     def kinds_by_band(self) -> dict[str, tuple[str, ...]]:
         """Feature kinds the members of each band read."""
         kinds = {m.name: m.kinds for m in self.members}
-        return {b: _ordered_kinds([k for name in spec.members for k in kinds[name]])
+        return {b: ordered_kinds([k for name in spec.members for k in kinds[name]])
                 for b, spec in self.bands.items()}
 
     @classmethod
@@ -484,7 +480,7 @@ class Bundle(BundleSpec):
         chosen = [m for m in self.members if members is None or m.name in members]
         shapes = dataclasses.replace(self.feature_config, kinds=FEATURE_KINDS).feature_shapes()
         n = None
-        for kind in _ordered_kinds([k for m in chosen for k in m.kinds]):
+        for kind in ordered_kinds([k for m in chosen for k in m.kinds]):
             if kind not in features:
                 raise ConfigError(f"bundle {self.name} {self.version} needs feature {kind!r}; "
                                   f"got {sorted(features)}")

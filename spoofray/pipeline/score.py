@@ -62,7 +62,7 @@ import pyarrow.parquet as pq
 
 from spoofray import preflight as preflight_checks
 from spoofray import console, dataset, progress, reports, scoring, sources, storage
-from spoofray.config import Check, FeatureConfig, Interval, ScoreSettings, setting
+from spoofray.config import Check, FeatureConfig, Interval, ScoreSettings, ordered_kinds, setting
 from spoofray.errors import (ConfigError, OutputExistsError, SpoofrayError,
                              StorageUnavailableError)
 from spoofray.featurize import FileFeatures, featurize_file
@@ -228,7 +228,7 @@ def featurize_batch(batch: pa.Table, *, features: dict[str, Any],
     its band does not read)."""
     cfg = FeatureConfig.from_dict(features)
     wanted = {b: tuple(k) for b, k in kinds_by_band.items()}
-    kinds = union_kinds(wanted)
+    kinds = ordered_kinds(k for ks in wanted.values() for k in ks)
     rows = []
     for raw in batch.to_pylist():
         row, tensors = featurized_file(raw, cfg, wanted, channels)
@@ -241,13 +241,6 @@ def featurize_batch(batch: pa.Table, *, features: dict[str, Any],
         rows.append(row)
     return pa.Table.from_pylist(rows, schema=files_schema(kinds))
 
-
-def union_kinds(kinds_by_band: dict[str, Sequence[str]]) -> list[str]:
-    """Every kind some band reads, in FEATURE_KINDS order (the tensor columns)."""
-    from spoofray.config import FEATURE_KINDS
-
-    wanted = {k for ks in kinds_by_band.values() for k in ks}
-    return [k for k in FEATURE_KINDS if k in wanted]
 
 
 # --- stage 2: score (actor pool) -------------------------------------------------------------
