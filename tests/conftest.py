@@ -72,11 +72,10 @@ def s3_server():
     The AWS_* variables are set in this process before Ray starts workers, so Ray
     workers inherit them too.
     """
-    from moto.server import ThreadedMotoServer
+    from spoofray.testing.s3_server import start_moto_server
 
     port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
+    server = start_moto_server(port)
     endpoint = f"http://127.0.0.1:{port}"
     saved = {k: os.environ.get(k) for k in _S3_ENV}
     os.environ.update(

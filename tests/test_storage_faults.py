@@ -128,10 +128,9 @@ class RestartableMoto:
         logging.getLogger("werkzeug").setLevel(logging.INFO)
 
     def start(self) -> None:
-        from moto.server import ThreadedMotoServer
+        from spoofray.testing.s3_server import start_moto_server
 
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self.server.start()
+        self.server = start_moto_server(self.port, verbose=False)
 
     def stop(self) -> None:
         self.server.stop()  # werkzeug closes the listening socket: connections are refused

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -66,3 +68,35 @@ def test_a_run_past_its_deadline_is_killed_with_what_it_started_and_says_what_it
 def test_a_run_that_ends_in_time_is_a_completed_process():
     run = run_to_end([sys.executable, "-c", "print('2')"], timeout_s=120, what="a print")
     assert (run.returncode, run.stdout) == (0, "2\n")
+
+
+def test_moto_server_start_has_a_deadline_and_names_the_port():
+    """A port held by another socket (bound, not listening: connections are refused) makes
+    moto's own start() wait forever; ours gives up at its deadline and says where."""
+    from spoofray.testing.s3_server import start_moto_server
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        port = holder.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(WaitTimeout, match=f"127.0.0.1:{port}"):
+            start_moto_server(port, timeout_s=2.0, verbose=False)
+        assert time.monotonic() - started < 30
+
+
+def test_moto_server_start_returns_a_server_that_answers_s3():
+    import boto3
+
+    from spoofray.testing.s3_server import start_moto_server
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = start_moto_server(port, verbose=False)
+    try:
+        s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                          aws_access_key_id="k", aws_secret_access_key="s")
+        s3.create_bucket(Bucket="deadline-check")
+        assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["deadline-check"]
+    finally:
+        server.stop()

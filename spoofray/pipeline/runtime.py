@@ -50,13 +50,36 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
     if quiet:  # token-auth and start-up notices
         ray_log.setLevel(logging.ERROR)
     try:
-        ray.init(**kwargs)
+        _init_with_startup_retries(ray, kwargs, local=address == "local")
     finally:
         ray_log.setLevel(level)
     if quiet:  # Ray's core worker and raylet notices that reach the console unasked
         console.drop_known_lines()
     resources = ray.cluster_resources()
     log.log(logging.DEBUG if quiet else logging.INFO, "Ray resources: %s", resources)
+
+
+# Ray waits a fixed 30 s for a new local node to register (hard-coded in ray._private.node);
+# on a loaded machine start-up can take longer than that while nothing is wrong.
+RAY_STARTUP_TRIES = 3
+_STARTUP_TIMEOUT_TEXT = "timed out during startup"
+
+
+def _init_with_startup_retries(ray, kwargs: dict, *, local: bool) -> None:
+    """``ray.init(**kwargs)``; a local start that ran out of Ray's own start-up wait is shut
+    down and started again, up to :data:`RAY_STARTUP_TRIES` times. Joining a cluster is not
+    retried: there the timeout is about someone else's cluster."""
+    for attempt in range(1, RAY_STARTUP_TRIES + 1):
+        try:
+            ray.init(**kwargs)
+            return
+        except Exception as e:  # Ray raises a bare Exception for this one
+            if not local or _STARTUP_TIMEOUT_TEXT not in str(e) or attempt == RAY_STARTUP_TRIES:
+                raise
+            log.warning("the local Ray did not start within Ray's 30 s start-up wait "
+                        "(a busy machine?); starting it again (try %d of %d)",
+                        attempt + 1, RAY_STARTUP_TRIES)
+            ray.shutdown()
 
 
 def _local_worker_setup():
