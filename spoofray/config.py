@@ -26,8 +26,9 @@ from spoofray.errors import ConfigError
 T = TypeVar("T", bound="Config")
 
 #: Feature kinds. ``lfcc_narrow`` is the LFCC of the telephone band only
-#: (:data:`TELEPHONE_BAND_HZ`): what a narrowband member reads.
-FEATURE_KINDS = ("logmel", "mfcc", "lfcc", "lfcc_narrow", "stats")
+#: (:data:`TELEPHONE_BAND_HZ`): what a narrowband member reads. ``whisper`` is Whisper
+#: tiny.en's encoder states pooled per window (:func:`spoofray.features.whisper_states`).
+FEATURE_KINDS = ("logmel", "mfcc", "lfcc", "lfcc_narrow", "stats", "whisper")
 
 
 def ordered_kinds(kinds) -> tuple[str, ...]:
@@ -380,6 +381,7 @@ class FeatureConfig(Config):
             "lfcc": (rows * self.n_lfcc, self.n_frames),
             "lfcc_narrow": (rows * self.n_lfcc, self.n_frames),
             "stats": (len(STATS_NAMES),),
+            "whisper": (5, 768),  # features.WHISPER_STATES_SHAPE (Whisper tiny.en)
         }
         return {k: all_shapes[k] for k in self.kinds}
 

@@ -807,6 +807,82 @@ def lfcc(windows: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     return _spectral_batch(_as_windows(windows), cfg, ("lfcc",))["lfcc"]
 
 
+#: Whisper's front-end (``whisper/audio.py`` of the reference code): 16 kHz, a 400-sample
+#: periodic Hann window and FFT, hop 160, 80 Slaney mel bands, the last STFT frame dropped.
+WHISPER_SAMPLE_RATE = 16_000
+WHISPER_N_FFT = 400
+WHISPER_HOP = 160
+WHISPER_N_MELS = 80
+#: log10 mel power is floored this far below its maximum, then mapped by (x + 4) / 4.
+WHISPER_DYNAMIC_RANGE = 8.0
+
+
+def whisper_log_mel(windows: np.ndarray) -> np.ndarray:
+    """Whisper's normalised log-mel spectrogram, one per window.
+
+    As the reference ``log_mel_spectrogram``: centred reflect-padded STFT frames, power
+    ``|X|²`` of all but the last frame, Slaney mel filterbank (librosa's, as Whisper's
+    ``mel_filters.npz``), ``log10(max(mel, 1e-10))`` floored at its maximum minus 8 (the
+    maximum of each window here; the reference takes it over the clip it is given),
+    then ``(x + 4) / 4``.
+
+    Parameters
+    ----------
+    windows : ndarray, shape (B, T)
+        Mono audio at 16 kHz, ``T >= 201``.
+
+    Returns
+    -------
+    ndarray, shape (B, 80, T // 160), float32
+    """
+    windows = _as_windows(windows)
+    framed = _centred_frames(windows, WHISPER_N_FFT, WHISPER_N_FFT, WHISPER_HOP, "reflect")
+    power = _frames_magnitude(framed[:, :-1], WHISPER_N_FFT) ** 2
+    mel = power @ _mel_filterbank_t(WHISPER_SAMPLE_RATE, WHISPER_N_FFT, WHISPER_N_MELS, 0.0,
+                                    WHISPER_SAMPLE_RATE / 2)
+    log_spec = np.log10(np.maximum(mel, np.float32(AMIN)))
+    floor = log_spec.max(axis=(1, 2), keepdims=True) - np.float32(WHISPER_DYNAMIC_RANGE)
+    log_spec = (np.maximum(log_spec, floor) + np.float32(4.0)) / np.float32(4.0)
+    return np.ascontiguousarray(log_spec.transpose(0, 2, 1), dtype=np.float32)
+
+
+def whisper_states(windows: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """Whisper tiny.en's encoder states pooled per window: for each state (the first block's
+    input, then each block's output, :meth:`spoofray.whisper.WhisperEncoder.hidden_states`),
+    the mean and the standard deviation over the window's frames.
+
+    Parameters
+    ----------
+    windows : ndarray, shape (B, T)
+        Mono audio at 16 kHz (``cfg.audio.sample_rate`` must be 16000).
+    cfg : FeatureConfig
+
+    Returns
+    -------
+    ndarray, shape (B, 5, 768), float32
+        ``[..., :384]`` the mean, ``[..., 384:]`` the standard deviation of each state.
+    """
+    from spoofray.whisper import load_encoder
+
+    if cfg.audio.sample_rate != WHISPER_SAMPLE_RATE:
+        raise ConfigError(f"the 'whisper' feature kind needs 16 kHz windows; cfg.audio "
+                          f"gives {cfg.audio.sample_rate} Hz")
+    windows = _as_windows(windows)
+    encoder = load_encoder()
+    out = np.empty((windows.shape[0], *WHISPER_STATES_SHAPE), np.float32)
+    for start in range(0, windows.shape[0], WHISPER_BATCH):
+        part = slice(start, start + WHISPER_BATCH)
+        states = encoder.hidden_states(whisper_log_mel(windows[part]))  # (b, S, T, d)
+        out[part] = np.concatenate([states.mean(axis=2), states.std(axis=2)], axis=-1)
+    return out
+
+
+#: (states, 2 * width) of Whisper tiny.en: the block input and 4 blocks, 384 wide.
+WHISPER_STATES_SHAPE = (5, 768)
+#: Windows per encoder call: bounds the attention matrices (8 x 6 x 200² floats at 4 s).
+WHISPER_BATCH = 8
+
+
 def summary_stats(windows: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     """The 26 DEEP-VOICE summary features of each window, in ``STATS_NAMES`` order.
 
@@ -871,4 +947,6 @@ def extract(windows: np.ndarray, cfg: FeatureConfig,
         out.update(_spectral_batch(windows, cfg, spectral, window_hop))
     if "stats" in cfg.kinds:
         out["stats"] = summary_stats(windows, cfg)
+    if "whisper" in cfg.kinds:
+        out["whisper"] = whisper_states(windows, cfg)
     return {kind: out[kind] for kind in cfg.kinds}

@@ -42,6 +42,9 @@ INPUTS = {
     "mfcc_dynamics": "mfcc",
     "lfcc_dynamics": "lfcc",
     "lfcc_narrow_dynamics": "lfcc_narrow",
+    # One Whisper encoder state each (0: the first block's input, 4: the last block's
+    # output after the final norm), already pooled per window: [mean, std] over frames.
+    **{f"whisper_l{k}": "whisper" for k in range(5)},
 }
 
 #: Members that see standardised inputs (distance- and margin-based).
@@ -115,7 +118,8 @@ def input_array(features: Mapping[str, np.ndarray], name: str) -> np.ndarray:
     Returns
     -------
     block : ndarray, shape (n, 26) for ``stats``, (n, 2 * rows) for ``<kind>_pooled``,
-        (n, 3 * c - 1) for ``<kind>_dynamics`` (``c`` coefficients, deltas stored).
+        (n, 3 * c - 1) for ``<kind>_dynamics`` (``c`` coefficients, deltas stored),
+        (n, 768) for ``whisper_l<k>`` (state ``k``'s mean and std over frames).
         Pooled blocks are ``[mean over frames (rows), std over frames (rows)]``.
         Dynamics blocks are ``[std over frames of coefficients 1..c-1, std of the delta
         rows, mean |delta rows|]``: no per-window mean of a static coefficient, so a fixed
@@ -138,6 +142,12 @@ def input_array(features: Mapping[str, np.ndarray], name: str) -> np.ndarray:
         c = arr.shape[1] // 3
         return np.concatenate([arr[:, 1:c].std(axis=2), arr[:, c:].std(axis=2),
                                np.abs(arr[:, c:]).mean(axis=2)], axis=1)
+    if name.startswith("whisper_l"):
+        state = int(name.removeprefix("whisper_l"))
+        if arr.ndim != 3 or arr.shape[1] <= state:
+            raise ConfigError(f"{name!r} needs 'whisper' of shape (n, states, 2 * width) with "
+                              f"more than {state} states; got {arr.shape}")
+        return arr[:, state]
     if name == "stats":
         if arr.ndim != 2:
             raise ConfigError(f"'stats' must have shape (n, 26), got {arr.shape}")
