@@ -89,6 +89,9 @@ class Recipe:
     narrow_inputs: tuple[str, ...] = ()
     #: The narrowband member's estimators (default: ``members``).
     narrow_members: tuple[tuple[str, object], ...] = ()
+    #: Whether the 16 kHz telephone copies also train the wideband member (with a
+    #: narrowband member they are mostly judged narrow, so they are its data).
+    wide_telephone: bool = True
 
 
 def kinds_of(inputs: tuple[str, ...]) -> tuple[str, ...]:
@@ -130,6 +133,13 @@ RECIPES = {r.name: r for r in (
                         feature_overrides=(("fmin", 4000.0),),
                         narrow_inputs=("lfcc_narrow_dynamics",)),
 )}
+# Whisper tiny.en encoder states (pooled mean + std per window) for wideband files, the
+# banded recipe's LFCC narrowband member for narrow ones.
+for _name, _inputs in (("whisper-l2", ("whisper_l2",)),
+                       ("whisper-all", tuple(f"whisper_l{k}" for k in range(5))),
+                       ("whisper-l2-lfcc", ("whisper_l2", "lfcc_dynamics"))):
+    RECIPES[_name] = dataclasses.replace(RECIPES["banded"], name=_name, inputs=_inputs,
+                                         wide_telephone=False)
 RECIPES["banded-narrow-hgb"] = dataclasses.replace(
     RECIPES["banded"], name="banded-narrow-hgb", narrow_members=BASE.members + (
         ("weight_hgb", 1.0), ("hgb__class_weight", "balanced"), ("hgb__max_iter", 150)))
@@ -161,6 +171,11 @@ ABOUT = {
     "banded": "subband-high-no-stats for wideband files + a narrowband member (LFCC dynamics "
               "over 0.3-3.4 kHz, trained on 8 kHz telephone files of both classes) for files "
               "measured narrow; shipped as spoofray-base 1.2.0",
+    "whisper-l2": "Whisper tiny.en encoder, block 2's output (mean + std per window), LR, for "
+                  "wideband files; banded's LFCC narrowband member; no telephone copies in the "
+                  "wideband member's training",
+    "whisper-all": "as whisper-l2 with all five encoder states (block input, blocks 1-4)",
+    "whisper-l2-lfcc": "as whisper-l2 with the 4-8 kHz LFCC dynamics beside it (one LR)",
     "banded-narrow-hgb": "banded, its narrowband member with a HistGradientBoosting estimator "
                          "beside the LR (equal weight)",
 }
@@ -479,7 +494,49 @@ def headline(results: dict) -> dict:
     return out
 
 
-def run(recipe: Recipe, work: str, seed: int, ship: bool) -> dict:
+def score_lockbox(bundle: str, root: str, out: str) -> dict:
+    """Score the lockbox (trainpool2) once with ``bundle`` through ``score_archive``: its
+    clips as published and an 8 kHz telephone file of each; ``evaluate_report`` at the
+    bundle's own band thresholds. Singing corpora are reported apart as well as pooled."""
+    with open(os.path.join(bundle, "bundle.json")) as fh:
+        spec = json.load(fh)
+    bands = spec.get("bands") or {}
+    wide_t = bands["wide"]["threshold"] if bands else spec["threshold"]
+    narrow_t = bands["narrow"]["threshold"] if bands else spec["threshold"]
+    wide, narrow = ("wide", "narrow") if bands else (None, None)
+    box = pool_mod.load_pool(corpora=(pool_mod.LOCKBOX,))
+    box["role"], box["channel"], box["origin"] = "original", "none", box["path"]
+    telfiles = telephone_files(root, box)
+    report = score(bundle, pd.concat([box, telfiles.drop(columns=["codec"])]), root,
+                   os.path.join(out, "report"), run_id="lockbox")
+    ev_dir = os.path.join(out, "eval")
+    singing = box["corpus"].str.endswith("_singing")
+    result = {"bundle": bundle, "wide_threshold": wide_t, "narrow_threshold": narrow_t,
+              "n_clips": int(len(box)),
+              "pooled": _rates(evaluate(report, box, root, ev_dir, wide_t, "all", band=wide)),
+              "speech": _rates(evaluate(report, box[~singing], root, ev_dir, wide_t, "speech",
+                                        band=wide)),
+              "singing": _rates(evaluate(report, box[singing], root, ev_dir, wide_t, "singing",
+                                         band=wide)),
+              "narrowband": _rates(evaluate(report, telfiles, root, ev_dir, narrow_t,
+                                            "telfile", band=narrow)),
+              "by_corpus": {}, "false_alarm_rate_by_real_corpus": {}}
+    for corpus, g in box.groupby("corpus"):
+        if g["label"].nunique() == 2:
+            result["by_corpus"][corpus] = _rates(evaluate(report, g, root, ev_dir, wide_t,
+                                                          f"corpus-{corpus}", band=wide))
+        bona = g[g["label"] == "bonafide"]
+        if len(bona):
+            r = _rates(evaluate(report, bona, root, ev_dir, wide_t, f"bona-{corpus}", band=wide))
+            result["false_alarm_rate_by_real_corpus"][corpus] = (r["fp"], r["n_bonafide"])
+    bona_tel = telfiles[telfiles["label"] == "bonafide"]
+    r = _rates(evaluate(report, bona_tel, root, ev_dir, narrow_t, "telfile-bona", band=narrow))
+    result["false_alarm_rate_8khz"] = (r["fp"], r["n_bonafide"])
+    return result
+
+
+def run(recipe: Recipe, work: str, seed: int, ship: bool,
+        lockbox: bool = False) -> dict:
     from spoofray.models.assemble import threshold_from_reports
     from spoofray.pipeline.runtime import init_ray
     from spoofray.reports import read_report
@@ -506,8 +563,10 @@ def run(recipe: Recipe, work: str, seed: int, ship: bool) -> dict:
     tel = channel_copies(root, clips[clips["label"] == "bonafide"], ("telephone",))
     tel_spoof = channel_copies(root, capped[capped["label"] == "spoof"], ("telephone",))
     if recipe.channel_copies:
-        parts += [tel_spoof, channel_copies(root, capped, ("channel",)),
-                  tel[tel["origin"].isin(capped["path"])]]
+        tel_parts = [tel_spoof, tel[tel["origin"].isin(capped["path"])]]
+        if not recipe.wide_telephone:
+            tel_parts = [tel_spoof.iloc[:0], tel.iloc[:0]]
+        parts += [tel_parts[0], channel_copies(root, capped, ("channel",)), tel_parts[1]]
     timings["channel_copies_s"] = time.perf_counter() - t0
     telfiles = pd.DataFrame(columns=[*clips.columns, "codec"])
     narrow_usable = None
@@ -528,9 +587,8 @@ def run(recipe: Recipe, work: str, seed: int, ship: bool) -> dict:
     usable = pd.concat(parts, ignore_index=True)
     usable["fold"] = usable["source"].map(fold_of)
     tel["fold"] = tel["source"].map(fold_of)
-    everything = pd.concat([clips, tel, usable], ignore_index=True).drop_duplicates("path")
     t = time.perf_counter()
-    features = extract(root, everything, work, recipe, kinds_of(recipe.inputs))
+    features = extract(root, usable.drop_duplicates("path"), work, recipe, kinds_of(recipe.inputs))
     narrow_features = None
     if banded:
         # The narrowband member's rows, with its kinds only (the same feature settings).
@@ -638,6 +696,17 @@ def run(recipe: Recipe, work: str, seed: int, ship: bool) -> dict:
                       pooled_dir, shipped_threshold, f"family-{fam}", band=wide)
         by_family[fam] = _rates(ev)
     results["pooled_by_family"] = by_family
+    if lockbox:
+        # Trained on every usable row, thresholds from the fold reports: as --ship trains
+        # the shipped bundle, so the lockbox measures what would ship.
+        t = time.perf_counter()
+        lwork = os.path.join(out, "lockbox")
+        bundle = train_bundle(features, usable, lwork, recipe, seed,
+                              name=f"lockbox-{recipe.name}", version="all",
+                              threshold_reports=tuple(reports.values()),
+                              narrow_train=narrow_usable, narrow_features=narrow_features)
+        results["lockbox"] = score_lockbox(bundle, root, lwork)
+        timings["lockbox_s"] = time.perf_counter() - t
     if ship:
         from spoofray.models import default
 
@@ -656,7 +725,8 @@ def run(recipe: Recipe, work: str, seed: int, ship: bool) -> dict:
     with open(os.path.join(out, "results.json"), "w") as fh:
         json.dump(results, fh, indent=2, default=str)
     print(json.dumps({"pooled": results["pooled"], "telephone": results["pooled_telephone_bonafide"],
-                      "narrowband": results.get("narrowband"), "timings": timings},
+                      "narrowband": results.get("narrowband"), "lockbox": results.get("lockbox"),
+                      "timings": timings},
                      indent=2, default=str))
     return results
 
@@ -668,8 +738,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recipe", default=SHIPPED, choices=sorted(RECIPES))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ship", action="store_true", help="also train the shipped bundle")
+    p.add_argument("--lockbox", action="store_true",
+                   help="also train on every usable row and score trainpool2 once (do this "
+                        "only for the recipe the folds chose)")
     args = p.parse_args(argv)
-    run(RECIPES[args.recipe], os.path.abspath(args.work), args.seed, args.ship)
+    run(RECIPES[args.recipe], os.path.abspath(args.work), args.seed, args.ship, args.lockbox)
     return 0
 
 

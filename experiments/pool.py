@@ -23,6 +23,8 @@ import pandas as pd
 
 SHARED = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
 CORPORA = ("devcorpus", "trainpool")
+#: Kept out of every recipe choice: scored once by the chosen recipe (issue #27).
+LOCKBOX = "trainpool2"
 
 
 def family_of(attack: str) -> str:
@@ -41,15 +43,16 @@ def _not_shippable(row: pd.Series) -> bool:
     return "research" in text or row["corpus"] == "daps"
 
 
-def load_pool(shared: str = SHARED) -> pd.DataFrame:
-    """One row per clip of both corpora.
+def load_pool(shared: str = SHARED, corpora: tuple[str, ...] = CORPORA) -> pd.DataFrame:
+    """One row per clip of ``corpora`` (default: the two training corpora; ``(LOCKBOX,)``
+    for the lockbox).
 
     Columns: ``path`` (relative to :func:`link_root`'s folder), ``label``, ``attack``,
     ``speaker``, ``group``, ``corpus``, ``source``, ``family``, ``license``, ``shippable``,
     ``duration_s``, ``dataset``.
     """
     frames = []
-    for name in CORPORA:
+    for name in corpora:
         m = pd.read_csv(os.path.join(shared, name, "manifest.csv"), keep_default_na=False)
         m["dataset"] = name
         m["source"] = m["source"].str.split("@").str[0].str.removeprefix("github:")
@@ -75,7 +78,7 @@ def load_pool(shared: str = SHARED) -> pd.DataFrame:
 def link_root(folder: str, shared: str = SHARED) -> str:
     """``folder`` with one symbolic link per corpus; returns the folder."""
     os.makedirs(folder, exist_ok=True)
-    for name in CORPORA:
+    for name in (*CORPORA, LOCKBOX):
         link = os.path.join(folder, name)
         if not os.path.islink(link):
             os.symlink(os.path.join(shared, name), link)

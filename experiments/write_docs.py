@@ -111,6 +111,43 @@ def narrowband_table(r: dict) -> list[str]:
     return lines
 
 
+def lockbox_table(runs: dict[str, dict]) -> list[str]:
+    """One row per run that scored the lockbox (trainpool2): trained on every usable row of
+    devcorpus + trainpool, thresholds from its folds, scored once."""
+    lines = ["| recipe (seed) | clips | pooled EER | speech EER (singing left out) | singing EER | "
+             "recall at the shipped threshold | false alarms at it | narrowband EER (8 kHz "
+             "files) | real 8 kHz false alarms |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in sorted(runs.items()):
+        box = r.get("lockbox")
+        if not box:
+            continue
+        fp, n = box["false_alarm_rate_8khz"]
+        lines.append(f"| {name} | {box['n_clips']} | {pct(box['pooled']['eer'])} | "
+                     f"{pct(box['speech']['eer'])} | {pct(box['singing']['eer'])} | "
+                     f"{pct(box['pooled']['recall'])} | "
+                     f"{pct(box['pooled']['false_alarm_rate'])} | "
+                     f"{pct(box['narrowband']['eer'])} | {pct(fp / n if n else None)} |")
+    return lines
+
+
+def lockbox_corpus_table(runs: dict[str, dict]) -> list[str]:
+    """Per lockbox corpus: EER (where it has both classes) and real-speech false alarms."""
+    boxes = {name: r["lockbox"] for name, r in sorted(runs.items()) if r.get("lockbox")}
+    if not boxes:
+        return []
+    corpora = sorted({c for b in boxes.values() for c in b["false_alarm_rate_by_real_corpus"]})
+    lines = ["| corpus | " + " | ".join(f"{n}: EER / real false alarms" for n in boxes) + " |",
+             "|---|" + "---|" * len(boxes)]
+    for corpus in corpora:
+        cells = []
+        for b in boxes.values():
+            eer = b["by_corpus"].get(corpus, {}).get("eer")
+            fp, n = b["false_alarm_rate_by_real_corpus"].get(corpus, (0, 0))
+            cells.append(f"{pct(eer)} / {fp} of {n}")
+        lines.append(f"| {corpus} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def kept_ablation_rows(quality_md: str, rerun: set[str]) -> list[str]:
     """The ablation rows of docs/quality.md whose recipe has no new run."""
     rows, inside = [], False
@@ -200,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         "{{CORPORA}}": "\n".join(corpus_table(base)),
         "{{FAMILIES}}": "\n".join(family_table(base)),
         "{{ABLATION}}": "\n".join(ablation_table(runs, kept)),
+        "{{LOCKBOX}}": "\n".join(lockbox_table(runs)),
+        "{{LOCKBOX_CORPORA}}": "\n".join(lockbox_corpus_table(runs)),
         "{{NARROWBAND}}": "\n".join(narrowband_table(base)) if "narrowband" in base else "",
         "{{TIMINGS}}": timings_text(_read_json(args.from_scratch or args.shipped)),
         "{{VERSION}}": bundle["version"],
