@@ -10,7 +10,7 @@ channels
     Audio channel effects named by specs that chain (:func:`apply_channel`,
     :data:`CHANNEL_SPECS`): noise, band limit, reverb, codec and telephone round trips, gain,
     silence; tempo and pitch (:func:`perturb`).
-rawboost
+raw_boost
     RawBoost's notch filters and three algorithms, the ``rawboost:<n>`` channel effects.
 vocoders
     Copy-synthesis kernels: Griffin-Lim, WORLD, HiFi-GAN (:func:`copy_synthesize`,
@@ -20,9 +20,6 @@ corpus
     :func:`make_copysyn_corpus`; ``jobs/make_spoofs.py`` runs it on Ray).
 _common
     The sample-array helpers the audio submodules share (:func:`fit_length`).
-
-``augment.rawboost`` is the function, as before the split: it shadows the submodule of that
-name, so import the module's names directly (``from spoofray.augment.rawboost import ...``).
 """
 
 from spoofray.augment._common import fit_length
@@ -37,7 +34,7 @@ from spoofray.augment.corpus import (MANIFEST_COLUMNS, CopysynConfig, copysyn_it
                                      source_key)
 from spoofray.augment.features import (FeatureAugmentConfig, augment_batch, cutmix, mixup,
                                        spec_augment)
-from spoofray.augment.rawboost import (RAWBOOST, NotchFilters, rawboost, rawboost_convolutive,
+from spoofray.augment.raw_boost import (RAWBOOST, NotchFilters, rawboost, rawboost_convolutive,
                                        rawboost_impulsive, rawboost_stationary)
 from spoofray.augment.vocoders import (VOCODERS, copy_synthesize, copysyn_griffin_lim,
                                        copysyn_hifigan, copysyn_world)
@@ -52,7 +49,7 @@ __all__ = [
     "RANDOM_GAIN_DB", "TELEPHONE_CODECS", "add_noise", "apply_channel", "band_limit",
     "codec_roundtrip", "g711_roundtrip", "gain", "pad_silence", "perturb",
     "pitch_shift", "reverberate", "synthetic_rir", "telephone", "time_stretch", "trim_silence",
-    # rawboost
+    # raw_boost
     "NotchFilters", "RAWBOOST", "rawboost", "rawboost_convolutive", "rawboost_impulsive",
     "rawboost_stationary",
     # vocoders

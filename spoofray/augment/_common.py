@@ -1,5 +1,5 @@
 """Sample-array helpers shared by the audio submodules (:mod:`~spoofray.augment.channels`,
-:mod:`~spoofray.augment.rawboost`, :mod:`~spoofray.augment.vocoders`): the mono float32
+:mod:`~spoofray.augment.raw_boost`, :mod:`~spoofray.augment.vocoders`): the mono float32
 check and trimming or padding to a length."""
 
 from __future__ import annotations

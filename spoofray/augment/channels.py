@@ -1,7 +1,7 @@
 """Audio channel effects for training audio: time-stretch, pitch-shift, additive noise at a
 set SNR, band-limiting, synthetic room reverberation, codec round-trips and an 8 kHz
 telephone channel (ffmpeg; G.711 in numpy), level changes, silence trimmed or padded, and
-RawBoost (:mod:`spoofray.augment.rawboost`), named by specs that chain (:func:`apply_channel`)."""
+RawBoost (:mod:`spoofray.augment.raw_boost`), named by specs that chain (:func:`apply_channel`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import subprocess
 import numpy as np
 
 from spoofray.augment._common import _as_float, fit_length
-from spoofray.augment.rawboost import rawboost
+from spoofray.augment.raw_boost import rawboost
 from spoofray.errors import ConfigError, SpoofrayError
 
 
