@@ -133,6 +133,8 @@ RECIPES = {r.name: r for r in (
                         feature_overrides=(("fmin", 4000.0),),
                         narrow_inputs=("lfcc_narrow_dynamics",)),
 )}
+RECIPES["banded-no-wide-tel"] = dataclasses.replace(RECIPES["banded"], name="banded-no-wide-tel",
+                                                   wide_telephone=False)
 # Whisper tiny.en encoder states (pooled mean + std per window) for wideband files, the
 # banded recipe's LFCC narrowband member for narrow ones.
 for _name, _inputs in (("whisper-l2", ("whisper_l2",)),
@@ -171,6 +173,8 @@ ABOUT = {
     "banded": "subband-high-no-stats for wideband files + a narrowband member (LFCC dynamics "
               "over 0.3-3.4 kHz, trained on 8 kHz telephone files of both classes) for files "
               "measured narrow; shipped as spoofray-base 1.2.0",
+    "banded-no-wide-tel": "banded without the 16 kHz telephone copies in the wideband member's "
+                          "training (the control for the whisper recipes)",
     "whisper-l2": "Whisper tiny.en encoder, block 2's output (mean + std per window), LR, for "
                   "wideband files; banded's LFCC narrowband member; no telephone copies in the "
                   "wideband member's training",
