@@ -7,6 +7,10 @@
         stages); its one-core stage ceiling right before x10 and right after x40; a fused
         ML + CNN bundle; start-up (4 files on warm workers, and right after the fused
         run); peak RSS
+  python benchmarks/benchmark.py encoder [--windows 16] [--repeats 5]
+        Whisper tiny.en's encoder on one core, 4 s windows: spoofray's numpy encoder (every
+        state) vs ctranslate2 float32 and int8 (last state only), interleaved; and the whole
+        'whisper' feature kind (log-mel + encoder + pooling) beside the LFCC kind
 
 Uses the devcorpus (../shared/data/devcorpus) when present, else a generated archive. The
 measurements themselves are in benchmarks/measure.py; nothing here is installed with spoofray.
@@ -95,6 +99,59 @@ def score(args: argparse.Namespace) -> None:
               f"(range {values[0]:.2f}-{values[-1]:.2f} over {len(values)} repeats)")
 
 
+def encoder(args: argparse.Namespace) -> None:
+    """One-core cost per audio second of the Whisper front-end, side by side in one run."""
+    import time
+
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    from benchmarks.measure import machine_info, markdown_table
+    from spoofray import features, whisper
+    from spoofray.config import FeatureConfig
+
+    rng = np.random.default_rng(0)
+    audio_s = 4.0 * args.windows
+    windows = (0.1 * rng.standard_normal((args.windows, 64_000))).astype(np.float32)
+    mel = features.whisper_log_mel(windows)
+    enc = whisper.load_encoder()
+    runs = {"numpy encoder, float32 (5 states)": lambda: enc.hidden_states(mel),
+            "whisper kind (log-mel + numpy encoder + pooling)":
+                lambda: features.extract(windows, FeatureConfig(kinds=("whisper",))),
+            "lfcc kind (for scale)": lambda: features.extract(windows,
+                                                              FeatureConfig(kinds=("lfcc",)))}
+    try:
+        import ctranslate2
+
+        view = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel))
+        for compute_type in ("float32", "int8"):
+            model = ctranslate2.models.Whisper(str(whisper.model_path().parent), device="cpu",
+                                               compute_type=compute_type, intra_threads=1)
+            runs[f"ctranslate2 {compute_type} (last state)"] = (
+                lambda m=model: m.encode(view, to_cpu=True))
+    except ImportError:
+        print("ctranslate2 not installed: its rows are left out")
+    rows = []
+    with threadpool_limits(limits=1):
+        for fn in runs.values():
+            fn()  # warm-up: weights, caches, allocator
+        for repeat in range(args.repeats):
+            for name, fn in runs.items():
+                started = time.process_time()
+                fn()
+                cpu_s = time.process_time() - started
+                rows.append({"repeat": repeat, "what": name, "cpu_s": round(cpu_s, 3),
+                             "ms_per_audio_s": round(1000 * cpu_s / audio_s, 2),
+                             "audio_x_realtime_one_core": round(audio_s / cpu_s, 1)})
+    print(json.dumps({"machine": machine_info(), "windows": args.windows}, indent=2))
+    summary = []
+    for name in runs:
+        values = sorted(r["audio_x_realtime_one_core"] for r in rows if r["what"] == name)
+        summary.append({"what": name, "median_x_realtime_one_core": statistics.median(values),
+                         "range": f"{values[0]}-{values[-1]}", "repeats": len(values)})
+    print(markdown_table(summary, list(summary[0])))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -109,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--repeats", type=int, default=3,
                    help="interleaved repeats of every run (default: %(default)s)")
     s.set_defaults(func=score)
+    w = sub.add_parser("encoder", help="Whisper front-end cost on one core")
+    w.add_argument("--windows", type=int, default=16, help="4 s windows per call")
+    w.add_argument("--repeats", type=int, default=5, help="interleaved repeats")
+    w.set_defaults(func=encoder)
     args = p.parse_args(argv)
     args.func(args)
     return 0
