@@ -22,7 +22,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from generalisation import false_alarms_by_corpus  # noqa: E402
+from generalisation import SHIPPED, false_alarms_by_corpus  # noqa: E402
 
 
 def pct(x) -> str:
@@ -111,15 +111,16 @@ def narrowband_table(r: dict) -> list[str]:
     return lines
 
 
-def lockbox_table(runs: dict[str, dict]) -> list[str]:
+def lockbox_table(runs: dict[str, dict], recipe: str | None = None) -> list[str]:
     """One row per run that scored the lockbox (trainpool2): trained on every usable row of
-    devcorpus + trainpool, thresholds from its folds, scored once."""
+    devcorpus + trainpool, thresholds from its folds, scored once (only ``recipe``'s runs
+    when given)."""
     lines = ["| recipe (seed) | clips | pooled EER | speech EER (singing left out) | singing EER | "
              "recall at the shipped threshold | false alarms at it | narrowband EER (8 kHz "
              "files) | real 8 kHz false alarms |", "|---|---|---|---|---|---|---|---|---|"]
     for name, r in sorted(runs.items()):
         box = r.get("lockbox")
-        if not box:
+        if not box or (recipe is not None and r["recipe"]["name"] != recipe):
             continue
         fp, n = box["false_alarm_rate_8khz"]
         lines.append(f"| {name} | {box['n_clips']} | {pct(box['pooled']['eer'])} | "
@@ -183,8 +184,6 @@ def ablation_table(runs: dict[str, dict], kept: Sequence[str] = ()) -> list[str]
         return max(e["original"]["eer"] for e in r["folds"].values()
                    if e["original"]["eer"] is not None)
 
-    from generalisation import SHIPPED
-
     order = [SHIPPED, "base"] + sorted(k for k in by_recipe if k not in (SHIPPED, "base"))
     for name in (n for n in order if n in by_recipe):
         rs = sorted(by_recipe[name], key=lambda r: r["seed"])
@@ -238,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         "{{FAMILIES}}": "\n".join(family_table(base)),
         "{{ABLATION}}": "\n".join(ablation_table(runs, kept)),
         "{{LOCKBOX}}": "\n".join(lockbox_table(runs)),
+        "{{LOCKBOX_SHIPPED}}": "\n".join(lockbox_table(runs, recipe=SHIPPED)),
         "{{LOCKBOX_CORPORA}}": "\n".join(lockbox_corpus_table(runs)),
         "{{NARROWBAND}}": "\n".join(narrowband_table(base)) if "narrowband" in base else "",
         "{{TIMINGS}}": timings_text(_read_json(args.from_scratch or args.shipped)),
