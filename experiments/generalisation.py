@@ -141,10 +141,6 @@ for _name, _inputs in (("whisper-l2", ("whisper_l2",)),
                        ("whisper-all", tuple(f"whisper_l{k}" for k in range(5)))):
     RECIPES[_name] = dataclasses.replace(RECIPES["banded"], name=_name, inputs=_inputs,
                                          wide_telephone=False)
-# whisper-l2's LR saturates (held-out real files at P(spoof) = 1.0): 100x more regularised.
-RECIPES["whisper-l2-c0.001"] = dataclasses.replace(
-    RECIPES["whisper-l2"], name="whisper-l2-c0.001",
-    members=(("weight_lr", 1.0), ("lr__C", 0.001), ("lr__class_weight", "balanced")))
 RECIPES["banded-narrow-hgb"] = dataclasses.replace(
     RECIPES["banded"], name="banded-narrow-hgb", narrow_members=BASE.members + (
         ("weight_hgb", 1.0), ("hgb__class_weight", "balanced"), ("hgb__max_iter", 150)))
@@ -181,7 +177,6 @@ ABOUT = {
     "whisper-l2": "Whisper tiny.en encoder, block 2's output (mean + std per window), LR, for "
                   "wideband files; banded's LFCC narrowband member; no telephone copies in the "
                   "wideband member's training",
-    "whisper-l2-c0.001": "as whisper-l2 with LR C = 0.001 (100x stronger regularisation)",
     "whisper-all": "as whisper-l2 with all five encoder states (block input, blocks 1-4)",
     "banded-narrow-hgb": "banded, its narrowband member with a HistGradientBoosting estimator "
                          "beside the LR (equal weight)",
