@@ -74,6 +74,12 @@ class ManifestCase:
 # --- small byte builders -------------------------------------------------------------------
 
 
+def _have_ffmpeg() -> bool:
+    import shutil
+
+    return shutil.which("ffmpeg") is not None and shutil.which("ffprobe") is not None
+
+
 def _wav_bytes(x: np.ndarray, sr: int = SR, subtype: str = "PCM_16") -> bytes:
     import soundfile as sf
 
@@ -268,8 +274,10 @@ def make_hostile_corpus(directory: str | os.PathLike, *, seed: int = 0) -> list[
         put("executable.ogg", fh.read(65536), "AudioDecodeError", "an ELF executable")
     put("random.flac", rng.bytes(8192), "AudioDecodeError", "8 KiB of random bytes")
     put("random.mp3", rng.bytes(8192), "AudioDecodeError", "random bytes named .mp3")
-    put("random.m4a", rng.bytes(8192), "AudioDecodeError", "random bytes, ffmpeg path")
-    put("random.opus", rng.bytes(8192), "AudioDecodeError", "random bytes named .opus")
+    # m4a/opus go to ffmpeg only: without it on PATH the file is refused as unsupported.
+    ffmpeg_only = "AudioDecodeError" if _have_ffmpeg() else "UnsupportedFormatError"
+    put("random.m4a", rng.bytes(8192), ffmpeg_only, "random bytes, ffmpeg path")
+    put("random.opus", rng.bytes(8192), ffmpeg_only, "random bytes named .opus")
     put("flac_magic_then_garbage.flac", b"fLaC" + rng.bytes(4096), "AudioDecodeError",
         "FLAC magic, garbage after")
     put("oggs_magic_then_garbage.ogg", b"OggS" + rng.bytes(4096), "AudioDecodeError",
