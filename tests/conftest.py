@@ -26,6 +26,11 @@ os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 # A loaded 2-core CI box can take over a minute to start a raylet; Ray's default wait is 60 s.
 os.environ.setdefault("RAY_raylet_start_wait_time_s", "240")
+# Ray starts its workers at niceness 15 (ray#24928: to leave the GCS and raylet CPU), so on
+# a machine busy with other work at niceness 0 they get ~3 % of a core and the suite's Ray
+# steps take 30x longer (seen under two busy loops: test_extract ran ~20 min). The tests
+# check behaviour, not who yields: their workers compete at the default priority.
+os.environ.setdefault("RAY_worker_niceness", "0")
 #: How long the ``ray_head`` fixture's ``ray start --head`` may take to answer.
 HEAD_START_S = 300
 
