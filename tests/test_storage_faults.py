@@ -240,8 +240,8 @@ def outage_runs(tmp_path_factory):
         if pumping.is_alive() or not lines.empty():
             return None
         err_log.flush()
-        return (f"the driver closed its output (exit code {proc.poll()}); its stderr ends:\n"
-                + (tmp / "driver.err").read_text()[-3000:])
+        return (f"the driver closed its output (exit code {proc.poll()}); its stderr:\n"
+                + _log_excerpt((tmp / "driver.err").read_text()))
 
     def next_line(timeout_s: float, what: str) -> str:
         return wait_for(lambda: _get(lines), timeout_s=timeout_s, poll_s=0.1, what=what,
@@ -288,10 +288,21 @@ def outage_runs(tmp_path_factory):
         err_log.close()
         if moto.server is None:
             moto.start()
-    assert proc.returncode == 0, (tmp / "driver.err").read_text()[-3000:]
+    assert proc.returncode == 0, _log_excerpt((tmp / "driver.err").read_text())
     with _reading_from(moto.endpoint):
         yield results, fs, s3, tmp / "driver.err", "".join(stdout)
     moto.close()
+
+
+#: Lines of a driver's stderr that say why it died; a Ray fatal error is followed by a
+#: stack trace longer than any tail shown.
+_WHY_DIED = re.compile(r"Check failed|FATAL|\*\*\* SIG|Traceback|Error:")
+
+
+def _log_excerpt(text: str, tail_chars: int = 1500) -> str:
+    """The lines of ``text`` that say why the process died (at most 20), then its tail."""
+    why = [line for line in text.splitlines() if _WHY_DIED.search(line)][:20]
+    return "why (first matching lines):\n" + "\n".join(why) + "\n...\n" + text[-tail_chars:]
 
 
 def _get(lines: queue.Queue) -> str | None:

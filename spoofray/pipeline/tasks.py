@@ -22,9 +22,12 @@ MAX_RETRIES = 3
 #: Tasks submitted per slot when no concurrency is given: one running, one queued behind
 #: it, so a worker starts its next task without waiting for the driver.
 IN_FLIGHT_PER_SLOT = 2
-#: Cancels sent to a task that keeps running, and seconds to wait for it after each.
+#: Seconds a task has to end after it is asked to stop (its code gets a KeyboardInterrupt)
+#: before it is forced; then forced cancels sent to one that keeps running, and seconds to
+#: wait for it after each.
+STOP_WAIT_S = 5.0
 CANCEL_TRIES = 5
-CANCEL_WAIT_S = 1.0
+CANCEL_WAIT_S = 2.0
 
 
 def slots(num_cpus_per_task: float = 1.0, concurrency: int | None = None) -> int:
@@ -84,19 +87,28 @@ def run_blocks(fn: Callable[..., Any], blocks: Iterable[Any], *, kwargs: dict[st
 
 
 def _cancel(refs: list[Any]) -> None:
-    """End the tasks of ``refs``, forced, asking again while any is still running.
+    """End the tasks of ``refs``: each is asked once to stop, and forced only if it keeps running.
 
-    A cancel that reaches a task just as it starts is lost (ray-project/ray#32954,
-    #24359; here a plain cancel missed in 3 of 6 tries and a forced one in 1 of 12; asked
-    again, 20 of 20 ended, 2 of them at the second cancel). Forcing ends the worker
-    process, which Ray replaces; a cancelled task is never retried."""
+    Asked, a running task gets a KeyboardInterrupt in its code (a queued one never starts)
+    and its worker lives on. Forcing ends the worker process, which Ray replaces, and it is
+    where Ray's own races are: a driver died of a fatal check in its task-reply handler
+    while forced cancels were repeated every second on a busy machine (CI, 2026-12-07).
+    Only a cancel that reaches a task just as it starts is lost (ray-project/ray#32954,
+    #24359; a plain cancel missed in 3 of 6 such tries, a forced one in 1 of 12; asked
+    again, 20 of 20 ended): those are forced, then asked again. A cancelled task is never
+    retried."""
     import ray
 
+    for ref in refs:
+        ray.cancel(ref, force=False)
+    _, refs = ray.wait(refs, num_returns=len(refs), timeout=STOP_WAIT_S)
     for _ in range(CANCEL_TRIES):
+        if not refs:
+            return
+        log.debug("forcing %d Ray task(s) that kept running after being asked to stop", len(refs))
         for ref in refs:
             ray.cancel(ref, force=True)
         _, refs = ray.wait(refs, num_returns=len(refs), timeout=CANCEL_WAIT_S)
-        if not refs:
-            return
-    log.warning("%d Ray task(s) kept running after %d cancels; they end on their own",
-                len(refs), CANCEL_TRIES)
+    if refs:
+        log.warning("%d Ray task(s) kept running after %d cancels; they end on their own",
+                    len(refs), CANCEL_TRIES + 1)
