@@ -22,12 +22,14 @@ MAX_RETRIES = 3
 #: Tasks submitted per slot when no concurrency is given: one running, one queued behind
 #: it, so a worker starts its next task without waiting for the driver.
 IN_FLIGHT_PER_SLOT = 2
-#: Seconds a task has to end after it is asked to stop (its code gets a KeyboardInterrupt)
-#: before it is forced; then forced cancels sent to one that keeps running, and seconds to
-#: wait for it after each.
-STOP_WAIT_S = 5.0
+#: Seconds a task has to end after it is asked to stop: more than the longest pause between
+#: two storage retries (10 s, storage.with_retries), so a task waiting out an outage ends
+#: without being forced.
+STOP_WAIT_S = 12.0
+#: Forced cancels sent to a task that keeps running, and seconds to wait after each: long
+#: enough for a busy machine to end the worker before it is asked again.
 CANCEL_TRIES = 5
-CANCEL_WAIT_S = 2.0
+CANCEL_WAIT_S = 5.0
 
 
 def slots(num_cpus_per_task: float = 1.0, concurrency: int | None = None) -> int:
@@ -89,14 +91,15 @@ def run_blocks(fn: Callable[..., Any], blocks: Iterable[Any], *, kwargs: dict[st
 def _cancel(refs: list[Any]) -> None:
     """End the tasks of ``refs``: each is asked once to stop, and forced only if it keeps running.
 
-    Asked, a running task gets a KeyboardInterrupt in its code (a queued one never starts)
-    and its worker lives on. Forcing ends the worker process, which Ray replaces, and it is
-    where Ray's own races are: a driver died of a fatal check in its task-reply handler
-    while forced cancels were repeated every second on a busy machine (CI, 2026-12-07).
-    Only a cancel that reaches a task just as it starts is lost (ray-project/ray#32954,
-    #24359; a plain cancel missed in 3 of 6 such tries, a forced one in 1 of 12; asked
-    again, 20 of 20 ended): those are forced, then asked again. A cancelled task is never
-    retried."""
+    Asked, a running task gets a KeyboardInterrupt at its next Python bytecode (a queued one
+    never starts) and its worker lives on; one inside a long C call (a sleep, a blocking
+    read) sees it only when the call returns. Forcing ends the worker process, which Ray
+    replaces, and it is where Ray's own races are: a driver died of a fatal check in its
+    task-reply handler while forced cancels were repeated every second on a busy machine
+    (CI, 2026-12-07). A cancel that reaches a task just as it starts can be lost
+    (ray-project/ray#32954, #24359; a plain cancel missed in 3 of 6 such tries, a forced one
+    in 1 of 12; asked again, 20 of 20 ended), so a forced one is repeated. A cancelled task
+    is never retried."""
     import ray
 
     for ref in refs:
