@@ -94,9 +94,9 @@ def _cancel(refs: list[Any]) -> None:
     Asked, a running task gets a KeyboardInterrupt at its next Python bytecode (a queued one
     never starts) and its worker lives on; one inside a long C call (a sleep, a blocking
     read) sees it only when the call returns. Forcing ends the worker process, which Ray
-    replaces, and it is where Ray's own races are: a driver died of a fatal check in its
-    task-reply handler while forced cancels were repeated every second on a busy machine
-    (CI, 2026-12-07). A cancel that reaches a task just as it starts can be lost
+    replaces, and is where Ray's known races between cancels and task replies lie
+    (ray-project/ray#54527): a driver died in Ray's C++ task-reply handler while forced
+    cancels were repeated every second on a busy machine (CI, 2026-12-07). A cancel that reaches a task just as it starts can be lost
     (ray-project/ray#32954, #24359; a plain cancel missed in 3 of 6 such tries, a forced one
     in 1 of 12; asked again, 20 of 20 ended), so a forced one is repeated. A cancelled task
     is never retried."""
