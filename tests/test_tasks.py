@@ -78,32 +78,3 @@ def test_stopping_early_cancels_the_tasks_still_running(ray_session):
     whole = ray.remote(nap).options(num_cpus=ray.cluster_resources()["CPU"])
     assert ray.get(whole.remote(0.0), timeout=NAP_S / 2) == 0.0
 
-
-def test_a_failed_run_asks_its_other_tasks_to_stop_before_forcing_them(ray_session, tmp_path):
-    """The other task's code sees the stop: a forced cancel would SIGKILL its worker, and no
-    handler of its would run."""
-    from spoofray.testing.waiting import wait_for
-
-    def nap_or_fail(block, *, folder):
-        napping, stopped = os.path.join(folder, "napping"), os.path.join(folder, "stopped")
-        if block == "bad":  # fails only once the nap is under way, past a task's start
-            wait_for(lambda: os.path.exists(napping), timeout_s=NAP_S / 2, poll_s=0.05,
-                     what="the other task's nap")
-            raise ValueError("bad block")
-        open(napping, "w").close()
-        try:
-            # Short sleeps, as a task that works or waits out storage retries: a stop asked
-            # for reaches Python code between them (not inside one long C call).
-            for _ in range(int(NAP_S / 0.05)):
-                time.sleep(0.05)
-        except KeyboardInterrupt:
-            open(stopped, "w").close()
-            raise
-        return block
-
-    started = time.monotonic()
-    with pytest.raises(ValueError, match="bad block"):
-        list(run_blocks(nap_or_fail, ["nap", "bad"], slots=2, concurrency=2,
-                        kwargs={"folder": str(tmp_path)}))
-    assert (tmp_path / "stopped").exists()
-    assert time.monotonic() - started < NAP_S / 2
