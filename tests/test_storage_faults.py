@@ -162,7 +162,6 @@ class _RequestCounter(logging.Handler):
 
 
 
-
 #: How long an outage waits for spoofray to meet it before the server comes back anyway (the
 #: test then fails on the missing retry warning, not on a hang).
 MET_S = 120.0
