@@ -77,4 +77,3 @@ def test_stopping_early_cancels_the_tasks_still_running(ray_session):
     # before the nap would.
     whole = ray.remote(nap).options(num_cpus=ray.cluster_resources()["CPU"])
     assert ray.get(whole.remote(0.0), timeout=NAP_S / 2) == 0.0
-
