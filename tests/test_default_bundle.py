@@ -85,6 +85,9 @@ def test_model_card_quotes_the_bundles_own_evaluation():
 SHARED = os.path.join(os.path.dirname(REPO), "shared", "data")
 needs_tools = pytest.mark.skipif(not (shutil.which("sox") and shutil.which("ffmpeg")),
                                  reason="needs sox and ffmpeg (make system-deps)")
+needs_shared = pytest.mark.skipif(
+    not all(os.path.exists(os.path.join(SHARED, c, "manifest.csv")) for c in ("devcorpus", "trainpool")),
+    reason=f"devcorpus and trainpool not found in {SHARED} (../shared is absent in this checkout)")
 
 
 def _real_clips(n: int) -> list[str]:
@@ -117,6 +120,7 @@ NARROWBAND_WRITERS = {
 
 
 @needs_tools
+@needs_shared
 def test_real_speech_stored_as_8_khz_files_comes_out_bona_fide(ray_session, tmp_path):
     clips = _real_clips(16)
     folder = tmp_path / "calls"
@@ -154,6 +158,7 @@ def pd_concat(*frames):
 
 
 @needs_tools
+@needs_shared
 def test_a_call_with_generated_speech_on_one_side_flags_that_side(ray_session, tmp_path):
     import pandas as pd
 
