@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO_DIR ?= demo_out
-DEB_PACKAGES := ffmpeg sox espeak-ng chromium
+DEB_PACKAGES := ffmpeg sox espeak-ng flite chromium
 
 .PHONY: demo test system-deps venv clean default-bundle
 
@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # Optional decoders/tools: ffmpeg (m4a/opus, codec augmentation), sox, espeak-ng (spoken
-# summaries), chromium (headless: the run page's browser test, the README's screenshot).
-# Installed when possible; spoofray explains what is missing otherwise.
+# summaries, TTS spoofs), flite (TTS spoofs), chromium (headless: the run page's browser
+# test, the README's screenshot). Installed when possible; spoofray explains what is
+# missing otherwise.
 system-deps:
 	@missing=""; for p in $(DEB_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

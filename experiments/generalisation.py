@@ -77,6 +77,9 @@ class Recipe:
     #: Copy-synthesis spoofs of real clips: off in the shipped recipe, which measured better
     #: without them (docs/quality.md, ablation ``plus-copysyn``).
     copysyn_vocoders: tuple[str, ...] = ()
+    #: TTS spoofs saying the words of real clips (``make_spoofs --tts``): engines of
+    #: ``spoofray.augment.tts``; made of the same ``copysyn_sources`` clips.
+    tts_engines: tuple[str, ...] = ()
     copysyn_sources: int = 100
     shippable_only: bool = True
     cap_per_source_label: int = 150
@@ -141,6 +144,9 @@ for _name, _inputs in (("whisper-l2", ("whisper_l2",)),
                        ("whisper-all", tuple(f"whisper_l{k}" for k in range(5)))):
     RECIPES[_name] = dataclasses.replace(RECIPES["banded"], name=_name, inputs=_inputs,
                                          wide_telephone=False)
+RECIPES["banded-plus-tts"] = dataclasses.replace(
+    RECIPES["banded"], name="banded-plus-tts", tts_engines=("piper", "kokoro", "flite"),
+    copysyn_sources=200)
 RECIPES["banded-narrow-hgb"] = dataclasses.replace(
     RECIPES["banded"], name="banded-narrow-hgb", narrow_members=BASE.members + (
         ("weight_hgb", 1.0), ("hgb__class_weight", "balanced"), ("hgb__max_iter", 150)))
@@ -178,6 +184,10 @@ ABOUT = {
                   "wideband files; banded's LFCC narrowband member; no telephone copies in the "
                   "wideband member's training",
     "whisper-all": "as whisper-l2 with all five encoder states (block input, blocks 1-4)",
+    "banded-plus-tts": "banded + TTS spoofs of 200 real training clips (their Whisper "
+                       "transcripts said by Piper, Kokoro-82M and flite with drawn voices; "
+                       "clips whose transcript Whisper does not trust get none), wideband "
+                       "member only, no channel copies of them",
     "banded-narrow-hgb": "banded, its narrowband member with a HistGradientBoosting estimator "
                          "beside the LR (equal weight)",
 }
@@ -281,11 +291,11 @@ def telephone_files(root: str, clips: pd.DataFrame) -> pd.DataFrame:
 
 
 def copy_syntheses(root: str, clips: pd.DataFrame, recipe: Recipe, seed: int) -> pd.DataFrame:
-    """Copy-synthesis spoofs of some bona fide clips, through ``make_spoofs`` (Ray)."""
+    """Copy-synthesis and TTS spoofs of some bona fide clips, through ``make_spoofs`` (Ray)."""
     from spoofray import augment, sources
     from spoofray.pipeline.make_spoofs import MakeSpoofsConfig, make_spoofs
 
-    name = "-".join(recipe.copysyn_vocoders)
+    name = "-".join((*recipe.copysyn_vocoders, *(f"tts_{e}" for e in recipe.tts_engines)))
     if tuple(recipe.datasets) != pool_mod.CORPORA:
         name += "-from-" + "+".join(recipe.datasets)
     out = os.path.join(root, "aug", f"copysyn-{name}")
@@ -299,14 +309,18 @@ def copy_syntheses(root: str, clips: pd.DataFrame, recipe: Recipe, seed: int) ->
         make_spoofs(MakeSpoofsConfig(
             input=root, output=out, resume=os.path.exists(out),
             copysyn=augment.CopysynConfig(vocoders=recipe.copysyn_vocoders,
-                                          include_bonafide=False, seed=seed)), items=items)
+                                          tts=recipe.tts_engines, include_bonafide=False,
+                                          seed=seed)), items=items)
     made = pd.read_csv(manifest, keep_default_na=False)
     # Copies take their source's fold through the group (a group never spans sources).
     by_group = pool_mod.load_pool().drop_duplicates("group").set_index("group")
     made["path"] = os.path.relpath(out, root) + "/" + made["path"]
+    made_license = made["license"]  # the TTS engine's, empty for copy-syntheses
     for col in ("corpus", "source", "license", "shippable", "dataset"):
         made[col] = made["group"].map(by_group[col])
-    made["family"] = "copysyn"
+    made["license"] = [f"{src}; speech made by {eng}" if eng else src
+                       for src, eng in zip(made["license"], made_license)]
+    made["family"] = ["tts-made" if a.startswith("tts:") else "copysyn" for a in made["attack"]]
     made["role"] = "copysyn"
     return made
 
@@ -582,7 +596,7 @@ def run(recipe: Recipe, work: str, seed: int, ship: bool,
                                   ignore_index=True)
         narrow_usable["fold"] = narrow_usable["source"].map(fold_of)
         timings["telephone_files_s"] = time.perf_counter() - t
-    if recipe.copysyn_vocoders:
+    if recipe.copysyn_vocoders or recipe.tts_engines:
         t = time.perf_counter()
         parts.append(copy_syntheses(root, capped, recipe, seed=0))
         timings["copysyn_s"] = time.perf_counter() - t

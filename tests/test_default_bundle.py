@@ -86,7 +86,8 @@ SHARED = os.path.join(os.path.dirname(REPO), "shared", "data")
 needs_tools = pytest.mark.skipif(not (shutil.which("sox") and shutil.which("ffmpeg")),
                                  reason="needs sox and ffmpeg (make system-deps)")
 needs_shared = pytest.mark.skipif(
-    not all(os.path.exists(os.path.join(SHARED, c, "manifest.csv")) for c in ("devcorpus", "trainpool")),
+    not all(os.path.exists(os.path.join(SHARED, c, "manifest.csv"))
+            for c in ("devcorpus", "trainpool")),
     reason=f"devcorpus and trainpool not found in {SHARED} (../shared is absent in this checkout)")
 
 

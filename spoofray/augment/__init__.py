@@ -15,8 +15,11 @@ raw_boost
 vocoders
     Copy-synthesis kernels: Griffin-Lim, WORLD, HiFi-GAN (:func:`copy_synthesize`,
     :data:`VOCODERS`).
+tts
+    Offline text-to-speech engines with drawn voices: Piper, Kokoro-82M, flite, eSpeak NG
+    (:func:`synthesize_speech`, :data:`TTS_ENGINES`, :data:`TTS_LICENSES`).
 corpus
-    The copy-synthesis corpus driver (:class:`CopysynConfig`, :func:`copysyn_item`,
+    The training-spoof corpus driver (:class:`CopysynConfig`, :func:`copysyn_item`,
     :func:`make_copysyn_corpus`; ``jobs/make_spoofs.py`` runs it on Ray).
 _common
     The sample-array helpers the audio submodules share (:func:`fit_length`).
@@ -29,13 +32,16 @@ from spoofray.augment.channels import (CHANNEL_SPECS, CODEC_RATES, CODECS, G711_
                                        g711_roundtrip, gain, pad_silence, perturb, pitch_shift,
                                        reverberate, synthetic_rir, telephone, time_stretch,
                                        trim_silence)
-from spoofray.augment.corpus import (MANIFEST_COLUMNS, CopysynConfig, copysyn_item,
+from spoofray.augment.corpus import (MANIFEST_COLUMNS, CopysynConfig, Version, copysyn_item,
                                      copysyn_versions, make_copysyn_corpus, manifest_csv,
                                      source_key)
 from spoofray.augment.features import (FeatureAugmentConfig, augment_batch, cutmix, mixup,
                                        spec_augment)
 from spoofray.augment.raw_boost import (RAWBOOST, NotchFilters, rawboost, rawboost_convolutive,
                                        rawboost_impulsive, rawboost_stationary)
+from spoofray.augment.tts import LICENSES as TTS_LICENSES
+from spoofray.augment.tts import TTS_ENGINES, GeneratorUnavailableError
+from spoofray.augment.tts import synthesize as synthesize_speech
 from spoofray.augment.vocoders import (VOCODERS, copy_synthesize, copysyn_griffin_lim,
                                        copysyn_hifigan, copysyn_world)
 
@@ -54,7 +60,9 @@ __all__ = [
     "rawboost_stationary",
     # vocoders
     "VOCODERS", "copy_synthesize", "copysyn_griffin_lim", "copysyn_hifigan", "copysyn_world",
+    # tts
+    "GeneratorUnavailableError", "TTS_ENGINES", "TTS_LICENSES", "synthesize_speech",
     # corpus
-    "MANIFEST_COLUMNS", "CopysynConfig", "copysyn_item", "copysyn_versions",
+    "MANIFEST_COLUMNS", "CopysynConfig", "Version", "copysyn_item", "copysyn_versions",
     "make_copysyn_corpus", "manifest_csv", "source_key",
 ]

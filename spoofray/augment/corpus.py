@@ -1,5 +1,6 @@
-"""The copy-synthesis corpus driver: :func:`copysyn_item` reads one bona fide source clip,
-copy-synthesises it and writes every version through every channel; :func:`make_copysyn_corpus`
+"""The training-spoof corpus driver: :func:`copysyn_item` reads one bona fide source clip,
+copy-synthesises it (and has TTS engines say its words) and writes every version through
+every channel; :func:`make_copysyn_corpus`
 (in this process) and ``jobs/make_spoofs.py`` (on Ray, resumable) turn your own bona fide
 audio into a labelled corpus with it."""
 
@@ -10,17 +11,21 @@ import dataclasses
 import io
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from spoofray.augment.channels import CHANNEL_SPECS, _parse_perturbation, apply_channel, perturb
+from spoofray.augment.tts import LICENSES as TTS_LICENSES
+from spoofray.augment.tts import TTS_ENGINES
 from spoofray.augment.vocoders import VOCODERS, copy_synthesize
 from spoofray.config import Config, Interval, Options, setting
 from spoofray.errors import ConfigError
 
 
-MANIFEST_COLUMNS = ("path", "label", "attack", "speaker", "group")
+#: ``license``: empty for the source and its copy-syntheses (they are the source's
+#: licence), the engine's for a TTS spoof; ``text``: the source's transcript when TTS ran.
+MANIFEST_COLUMNS = ("path", "label", "attack", "speaker", "group", "license", "text")
 _PERTURBED_LABELS = ("spoof", "bonafide", "skip")
 
 
@@ -31,7 +36,10 @@ class CopysynConfig(Config):
     Per source and channel spec (:func:`apply_channel`): the clip itself (``bonafide``,
     when ``include_bonafide``) and one copy per vocoder (``spoof``, attack
     ``copysyn:<vocoder>``); per perturbation spec (:func:`perturb`) the perturbed clip
-    (labelled ``perturbed_label``, see :func:`make_copysyn_corpus`) and its copies.
+    (labelled ``perturbed_label``, see :func:`make_copysyn_corpus`) and its copies; per TTS
+    engine (:mod:`spoofray.augment.tts`) the clip's words spoken by a drawn voice
+    (``spoof``, attack ``tts:<engine>``), when Whisper tiny.en trusts its transcript
+    (:mod:`spoofray.transcribe`).
     """
 
     _constraints = {
@@ -42,6 +50,9 @@ class CopysynConfig(Config):
     }
 
     vocoders: tuple[str, ...] = setting(VOCODERS, f"vocoders, from {list(VOCODERS)}")
+    tts: tuple[str, ...] = setting(
+        (), f"text-to-speech engines saying each clip's words (transcribed by Whisper "
+        f"tiny.en; English only), from {list(TTS_ENGINES)}")
     channels: tuple[str, ...] = setting(
         ("none",), "channels applied to every clip and copy alike, each one effect or several "
         "joined by '+' (applied in order): " + ", ".join(CHANNEL_SPECS))
@@ -61,6 +72,12 @@ class CopysynConfig(Config):
         for v in (*self.vocoders, *self.vocoder_kwargs):
             if v not in VOCODERS:
                 raise ConfigError(f"unknown vocoder {v!r}; choose from {list(VOCODERS)}")
+        for engine in self.tts:
+            if engine not in TTS_ENGINES:
+                raise ConfigError(f"unknown TTS engine {engine!r}; choose from "
+                                  f"{list(TTS_ENGINES)}")
+        if not self.vocoders and not self.tts:
+            raise ConfigError("CopysynConfig makes no spoofs: give vocoders, tts engines or both")
         for spec in self.perturbations:
             _parse_perturbation(spec)
         if not self.channels:
@@ -84,29 +101,77 @@ class CopysynConfig(Config):
             from spoofray import hifigan
 
             hifigan.data_dir()
+        if self.tts:
+            from spoofray import transcribe
+            from spoofray.augment import tts
+
+            for engine in self.tts:
+                tts.check_available(engine)
+            transcribe.load_model()
 
 
-def copysyn_versions(y: np.ndarray, cfg: CopysynConfig) -> list[tuple[str, str, str, np.ndarray]]:
+class Version(NamedTuple):
+    """One clip made of a source, before channel effects."""
+
+    label: str
+    attack: str
+    tag: str  # names the file
+    clip: np.ndarray
+    speaker: str | None = None  # None: the source's speaker
+    license: str = ""  # empty: the source's
+
+
+def copysyn_versions(y: np.ndarray, cfg: CopysynConfig, rng: np.random.Generator | None = None,
+                     ) -> tuple[list[Version], str]:
     """Every clip :class:`CopysynConfig` makes of one source, before channel effects.
+
+    ``rng`` draws the TTS voices (default: seeded by ``cfg.seed``).
 
     Returns
     -------
-    list of (label, attack, file tag, clip)
-        ``("bonafide", "", "bonafide", y)`` first when ``include_bonafide``.
+    versions : list of Version
+        ``Version("bonafide", "", "bonafide", y)`` first when ``include_bonafide``.
+    text : str
+        The source's transcript when TTS engines ran and it was trusted, else "".
     """
-    versions: list[tuple[str, str, str, np.ndarray]] = []
+    versions: list[Version] = []
     for spec in ("", *cfg.perturbations):
         src = perturb(y, cfg.sample_rate, spec) if spec else y
         suffix = "__" + spec.replace(":", "") if spec else ""
         if not spec and cfg.include_bonafide:
-            versions.append(("bonafide", "", "bonafide", y))
+            versions.append(Version("bonafide", "", "bonafide", y))
         elif spec and cfg.perturbed_label != "skip":
             attack = f"perturb:{spec}" if cfg.perturbed_label == "spoof" else ""
-            versions.append((cfg.perturbed_label, attack, "perturbed" + suffix, src))
+            versions.append(Version(cfg.perturbed_label, attack, "perturbed" + suffix, src))
         for v in cfg.vocoders:
-            versions.append(("spoof", f"copysyn:{v}", f"copysyn-{v}{suffix}",
-                             copy_synthesize(src, cfg.sample_rate, v, **cfg.vocoder_kwargs.get(v, {}))))
-    return versions
+            versions.append(Version("spoof", f"copysyn:{v}", f"copysyn-{v}{suffix}",
+                                    copy_synthesize(src, cfg.sample_rate, v,
+                                                    **cfg.vocoder_kwargs.get(v, {}))))
+    text = ""
+    if cfg.tts:
+        versions_tts, text = tts_versions(y, cfg, rng or np.random.default_rng(cfg.seed))
+        versions += versions_tts
+    return versions, text
+
+
+def tts_versions(y: np.ndarray, cfg: CopysynConfig, rng: np.random.Generator
+                 ) -> tuple[list[Version], str]:
+    """The source's words (its Whisper transcript) said by each of ``cfg.tts``, resampled
+    to ``cfg.sample_rate``; none when the transcript is not trusted."""
+    from spoofray import transcribe
+    from spoofray.audio import resample
+    from spoofray.augment import tts
+
+    said = transcribe.transcribe(y, cfg.sample_rate)
+    if not said.usable:
+        return [], ""
+    out = []
+    for engine in cfg.tts:
+        clip, sr, voice = tts.synthesize(said.text, engine, rng)
+        out.append(Version("spoof", f"tts:{engine}", f"tts-{engine}",
+                           resample(clip, sr, cfg.sample_rate), speaker=f"tts:{engine}:{voice}",
+                           license=TTS_LICENSES[engine]))
+    return out, said.text
 
 
 def source_key(uri: str) -> str:
@@ -157,10 +222,10 @@ def copysyn_item(item: Mapping[str, Any], cfg: CopysynConfig, out_root: str
     group = item.get("group") or uri
     rng = np.random.default_rng([cfg.seed, int(key, 16)])
     rows: list[dict[str, str]] = []
-    versions = copysyn_versions(y, cfg)
+    versions, text = copysyn_versions(y, cfg, rng)
     for channel in cfg.channels:
         # Both classes go through the same channel, so the channel cannot give the label away.
-        for label, attack, tag, clip in versions:
+        for label, attack, tag, clip, speaker, license_ in versions:
             out = apply_channel(clip, cfg.sample_rate, channel, rng)
             peak = float(np.max(np.abs(out)))
             if peak > 0.999:  # 16-bit FLAC would clip
@@ -171,7 +236,8 @@ def copysyn_item(item: Mapping[str, Any], cfg: CopysynConfig, out_root: str
             sf.write(buf, out, cfg.sample_rate, format="FLAC", subtype="PCM_16")
             storage.write_bytes_atomic(storage.join(out_root, *rel.split("/")), buf.getvalue())
             rows.append({"path": rel, "label": label, "attack": attack,
-                         "speaker": item.get("speaker") or "", "group": group})
+                         "speaker": speaker or item.get("speaker") or "", "group": group,
+                         "license": license_, "text": text})
     return rows, len(y) / cfg.sample_rate
 
 

@@ -1,4 +1,5 @@
-"""Training spoofs from your own bona fide audio, on Ray: copy-synthesis of every clip.
+"""Training spoofs from your own bona fide audio, on Ray: copy-synthesis of every clip, and
+its words said by TTS engines (``CopysynConfig.tts``).
 
 Stages: list (driver) → ``from_items`` → ``map_batches`` of :func:`make_spoofs_batch` (per
 source clip: :func:`spoofray.augment.copysyn_item` writes its FLAC files, then a done record;
@@ -108,7 +109,7 @@ def make_item(item: dict[str, Any], cfg: augment.CopysynConfig, output: str) -> 
         raise
     except Exception as exc:  # noqa: BLE001 - a vocoder failing on one clip must not stop the run
         return {**row, "status": "error", "error_type": type(exc).__name__,
-                "error_message": f"{item['uri']}: copy-synthesis failed: {exc}",
+                "error_message": f"{item['uri']}: making spoofs failed: {exc}",
                 "seconds": time.perf_counter() - started}
     storage.write_bytes_atomic(done, json.dumps(
         {"uri": item["uri"], "duration_s": duration_s, "rows": rows}).encode())
