@@ -3,6 +3,7 @@
     python experiments/generalisation.py --work /tmp/gen                 # the shipped recipe (SHIPPED)
     python experiments/generalisation.py --work /tmp/gen --recipe no-trim --seed 1
     python experiments/generalisation.py --work /tmp/gen --ship          # also build spoofray-base
+    python experiments/generalisation.py --work /tmp/gen --lofo          # + leave-one-family-out
 
 Data: devcorpus + trainpool (``pool.py``). Folds hold out one source repository at a time
 (a demo page takes its bona fide clips with it; the three tiny real-only sources form one
@@ -20,6 +21,9 @@ folds' reports (a false-alarm budget on real speech, never fitted on the fold it
 to), and ``reports.evaluate_report`` measures each fold at it; pooled numbers come from the
 same evaluation of all fold reports together. Nothing here computes a score, a fusion or a
 threshold itself.
+
+``--lofo`` adds leave-one-family-out folds (:func:`leave_one_family_out`): per spoof family,
+a bundle that saw neither that family nor any clip of the sources holding it.
 
 Writes ``<work>/<recipe>-seed<seed>/results.json`` and ``results.md`` (the tables of
 docs/quality.md). Steps already done in ``--work`` are reused.
@@ -95,6 +99,9 @@ class Recipe:
     #: Whether the 16 kHz telephone copies also train the wideband member (with a
     #: narrowband member they are mostly judged narrow, so they are its data).
     wide_telephone: bool = True
+    #: A second wideband member (its inputs; none: no second member), trained on the same
+    #: rows with the same estimators, mean-fused with the first at equal weight.
+    fused_inputs: tuple[str, ...] = ()
 
 
 def kinds_of(inputs: tuple[str, ...]) -> tuple[str, ...]:
@@ -147,6 +154,9 @@ for _name, _inputs in (("whisper-l2", ("whisper_l2",)),
 RECIPES["banded-plus-tts"] = dataclasses.replace(
     RECIPES["banded"], name="banded-plus-tts", tts_engines=("piper", "kokoro", "flite"),
     copysyn_sources=200)
+# The LFCC member and the whisper-l2 member side by side for wideband files, mean-fused.
+RECIPES["banded-fused-whisper"] = dataclasses.replace(
+    RECIPES["banded-no-wide-tel"], name="banded-fused-whisper", fused_inputs=("whisper_l2",))
 RECIPES["banded-narrow-hgb"] = dataclasses.replace(
     RECIPES["banded"], name="banded-narrow-hgb", narrow_members=BASE.members + (
         ("weight_hgb", 1.0), ("hgb__class_weight", "balanced"), ("hgb__max_iter", 150)))
@@ -188,6 +198,9 @@ ABOUT = {
                        "transcripts said by Piper, Kokoro-82M and flite with drawn voices; "
                        "clips whose transcript Whisper does not trust get none), wideband "
                        "member only, no channel copies of them",
+    "banded-fused-whisper": "banded-no-wide-tel with a second wideband member, whisper-l2's "
+                            "(LR on Whisper block 2 mean + std), mean-fused with the LFCC "
+                            "member at equal weight",
     "banded-narrow-hgb": "banded, its narrowband member with a HistGradientBoosting estimator "
                          "beside the LR (equal weight)",
 }
@@ -383,11 +396,16 @@ def train_bundle(features: str, train: pd.DataFrame, work: str, recipe: Recipe, 
     if os.path.exists(os.path.join(bundle, "bundle.json")):
         return bundle
     sweeps = [_sweep(features, train, work, recipe.inputs, recipe.members, seed, "ml")]
+    wide_members: tuple[str, ...] = ("ml",)
+    if recipe.fused_inputs:
+        sweeps.append(_sweep(features, train, work, recipe.fused_inputs, recipe.members, seed,
+                             "ml_fused"))
+        wide_members += ("ml_fused",)
     bands: dict[str, tuple[str, ...]] = {}
     if recipe.narrow_inputs:
         sweeps.append(_sweep(narrow_features, narrow_train, work, recipe.narrow_inputs,
                              recipe.narrow_members or recipe.members, seed, "ml_narrow"))
-        bands = {"wide": ("ml",), "narrow": ("ml_narrow",)}
+        bands = {"wide": wide_members, "narrow": ("ml_narrow",)}
     assemble_bundle(AssembleConfig(
         members=tuple(sweeps), name=name, version=version, output=bundle, overwrite=True,
         threshold_rule="false_alarm_rate" if threshold_reports else "eer",
@@ -551,8 +569,57 @@ def score_lockbox(bundle: str, root: str, out: str) -> dict:
     return result
 
 
+def leave_one_family_out(recipe: Recipe, clips: pd.DataFrame, usable: pd.DataFrame,
+                         narrow_usable: pd.DataFrame | None, features: str,
+                         narrow_features: str | None, root: str, out: str, seed: int) -> dict:
+    """Leave-one-family-out folds: per spoof family F, a bundle trained without F's spoofs
+    anywhere and without every clip of the sources that hold them (copies included: they
+    carry their source and family); ``score_archive`` on those sources' clips and F's spoofs.
+
+    Per family: the EER of F's spoofs against the real clips held out with them (every
+    family's sources have some), and recall at the threshold that the OTHER families'
+    folds set (1 % false alarms on their held-out real clips, as the LOSO folds do). No
+    pooled number: a source holding two families is tested in both folds.
+    """
+    from spoofray.models.assemble import threshold_from_reports
+
+    wide = "wide" if recipe.narrow_inputs else None
+    spoofs = clips[clips["label"] == "spoof"]
+    families = sorted(spoofs["family"].unique())
+    reports, tests = {}, {}
+    for fam in families:
+        sources = set(spoofs.loc[spoofs["family"] == fam, "source"])
+
+        def held(rows: pd.DataFrame) -> pd.Series:
+            return rows["source"].isin(sources) | ((rows["label"] == "spoof")
+                                                   & (rows["family"] == fam))
+
+        fwork = os.path.join(out, "lofo", fam)
+        os.makedirs(fwork, exist_ok=True)
+        bundle = train_bundle(features, usable[~held(usable)], fwork, recipe, seed,
+                              name=f"lofo-{recipe.name}", version=fam,
+                              narrow_train=None if narrow_usable is None else
+                              narrow_usable[~held(narrow_usable)],
+                              narrow_features=narrow_features)
+        tests[fam] = clips[held(clips)]
+        reports[fam] = score(bundle, tests[fam], root, os.path.join(fwork, "report"),
+                             run_id=f"lofo-{seed}")
+        print(f"lofo {fam}: train {int((~held(usable)).sum())} clips, test {len(tests[fam])}")
+    result = {}
+    for fam in families:
+        threshold, _ = threshold_from_reports(tuple(r for f, r in reports.items() if f != fam),
+                                              recipe.target_false_alarm_rate, band=wide)
+        test = tests[fam]
+        labels = test[(test["label"] == "bonafide") | (test["family"] == fam)]
+        ev = _rates(evaluate(reports[fam], labels, root, os.path.join(out, "lofo", fam, "eval"),
+                             threshold, "family", band=wide))
+        result[fam] = {**ev, "threshold": threshold,
+                       "sources": sorted(set(spoofs.loc[spoofs["family"] == fam, "source"]))}
+    return result
+
+
 def run(recipe: Recipe, work: str, seed: int, ship: bool,
-        lockbox: bool = False) -> dict:
+        lockbox: bool = False, lofo: bool = False) -> dict:
     from spoofray.models.assemble import threshold_from_reports
     from spoofray.pipeline.runtime import init_ray
     from spoofray.reports import read_report
@@ -604,7 +671,8 @@ def run(recipe: Recipe, work: str, seed: int, ship: bool,
     usable["fold"] = usable["source"].map(fold_of)
     tel["fold"] = tel["source"].map(fold_of)
     t = time.perf_counter()
-    features = extract(root, usable.drop_duplicates("path"), work, recipe, kinds_of(recipe.inputs))
+    features = extract(root, usable.drop_duplicates("path"), work, recipe,
+                       kinds_of(recipe.inputs + recipe.fused_inputs))
     narrow_features = None
     if banded:
         # The narrowband member's rows, with its kinds only (the same feature settings).
@@ -712,6 +780,11 @@ def run(recipe: Recipe, work: str, seed: int, ship: bool,
                       pooled_dir, shipped_threshold, f"family-{fam}", band=wide)
         by_family[fam] = _rates(ev)
     results["pooled_by_family"] = by_family
+    if lofo:
+        t = time.perf_counter()
+        results["lofo"] = leave_one_family_out(recipe, clips, usable, narrow_usable, features,
+                                               narrow_features, root, out, seed)
+        timings["lofo_s"] = time.perf_counter() - t
     if lockbox:
         # Trained on every usable row, thresholds from the fold reports: as --ship trains
         # the shipped bundle, so the lockbox measures what would ship.
@@ -740,7 +813,8 @@ def run(recipe: Recipe, work: str, seed: int, ship: bool,
     results["timings"] = timings
     with open(os.path.join(out, "results.json"), "w") as fh:
         json.dump(results, fh, indent=2, default=str)
-    print(json.dumps({"pooled": results["pooled"], "telephone": results["pooled_telephone_bonafide"],
+    print(json.dumps({"pooled": results["pooled"], "lofo": results.get("lofo"),
+                      "telephone": results["pooled_telephone_bonafide"],
                       "narrowband": results.get("narrowband"), "lockbox": results.get("lockbox"),
                       "timings": timings},
                      indent=2, default=str))
@@ -754,11 +828,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recipe", default=SHIPPED, choices=sorted(RECIPES))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ship", action="store_true", help="also train the shipped bundle")
+    p.add_argument("--lofo", action="store_true",
+                   help="also run leave-one-family-out folds (a bundle per spoof family)")
     p.add_argument("--lockbox", action="store_true",
                    help="also train on every usable row and score trainpool2 once (do this "
                         "only for the recipe the folds chose)")
     args = p.parse_args(argv)
-    run(RECIPES[args.recipe], os.path.abspath(args.work), args.seed, args.ship, args.lockbox)
+    run(RECIPES[args.recipe], os.path.abspath(args.work), args.seed, args.ship, args.lockbox,
+        args.lofo)
     return 0
 
 

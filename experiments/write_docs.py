@@ -149,6 +149,43 @@ def lockbox_corpus_table(runs: dict[str, dict]) -> list[str]:
     return lines
 
 
+def lofo_table(runs: dict[str, dict]) -> list[str]:
+    """Leave-one-family-out folds, one column per run that has them: per spoof family, the
+    EER of its spoofs against the real clips held out with them, and recall at the
+    threshold the other families' folds set."""
+    lofo = {name: r["lofo"] for name, r in sorted(runs.items()) if r.get("lofo")}
+    if not lofo:
+        return []
+    families = sorted({f for runs_ in lofo.values() for f in runs_})
+    first = next(iter(lofo.values()))
+    lines = ["| held-out family | its sources | real / spoof files | "
+             + " | ".join(f"{n}: EER / recall" for n in lofo) + " |",
+             "|---|---|---|" + "---|" * len(lofo)]
+    for fam in families:
+        f0 = first.get(fam, {})
+        cells = [f"{pct(runs_[fam]['eer'])} / {pct(runs_[fam]['recall'])}" if fam in runs_
+                 else "–" for runs_ in lofo.values()]
+        lines.append(f"| {fam} | {len(f0.get('sources', []))} | {f0.get('n_bonafide')} / "
+                     f"{f0.get('n_spoof')} | " + " | ".join(cells) + " |")
+    worst = [max(v["eer"] for v in runs_.values() if v["eer"] is not None)
+             for runs_ in lofo.values()]
+    lines.append("| **worst family** | | | " + " | ".join(f"**{pct(w)}**" for w in worst) + " |")
+    return lines
+
+
+def current_table(md: str, header_prefix: str) -> list[str]:
+    """The table of ``md`` whose header line starts with ``header_prefix``, as it stands."""
+    lines, inside = [], False
+    for line in md.splitlines():
+        if line.startswith(header_prefix):
+            inside = True
+        if inside and not line.startswith("|"):
+            break
+        if inside:
+            lines.append(line)
+    return lines
+
+
 def kept_ablation_rows(quality_md: str, rerun: set[str]) -> list[str]:
     """The ablation rows of docs/quality.md whose recipe has no new run."""
     rows, inside = [], False
@@ -200,7 +237,8 @@ def timings_text(results: dict) -> str:
     """Step wall times of ``results``, a run that did every step from scratch."""
     steps = ", ".join(f"{k.removesuffix('_s').replace('_', ' ')} {v / 60:.1f} min"
                       for k, v in results["timings"].items())
-    return f"{steps} (`{results['recipe']['name']}` seed {results['seed']}, with `--ship`)"
+    ship = ", with `--ship`" if "ship_s" in results["timings"] else ""
+    return f"{steps} (`{results['recipe']['name']}` seed {results['seed']}{ship})"
 
 
 def _read_json(path: str) -> dict:
@@ -227,9 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     with open(os.path.join(REPO, "docs", "quality.md.in")) as fh:
         quality = fh.read()
     with open(os.path.join(REPO, "docs", "quality.md")) as fh:
-        kept = kept_ablation_rows(fh.read(), {r["recipe"]["name"] for r in runs.values()})
+        quality_now = fh.read()
+    kept = kept_ablation_rows(quality_now, {r["recipe"]["name"] for r in runs.values()})
     with open(os.path.join(REPO, "docs", "model_card.md.in")) as fh:
         card = fh.read()
+    with open(os.path.join(REPO, "docs", "model_card.md")) as fh:
+        card_now = fh.read()
     fill = {
         "{{HEADLINE}}": "\n".join(headline_rows(h)),
         "{{FOLDS}}": "\n".join(fold_table(base)),
@@ -239,11 +280,19 @@ def main(argv: list[str] | None = None) -> int:
         "{{LOCKBOX}}": "\n".join(lockbox_table(runs)),
         "{{LOCKBOX_SHIPPED}}": "\n".join(lockbox_table(runs, recipe=SHIPPED)),
         "{{LOCKBOX_CORPORA}}": "\n".join(lockbox_corpus_table(runs)),
+        "{{LOFO}}": "\n".join(lofo_table(runs)) or "(no run with `--lofo` yet)",
         "{{NARROWBAND}}": "\n".join(narrowband_table(base)) if "narrowband" in base else "",
         "{{TIMINGS}}": timings_text(_read_json(args.from_scratch or args.shipped)),
         "{{VERSION}}": bundle["version"],
         "{{EVALUATION_JSON}}": json.dumps(h, sort_keys=True),
     }
+    if not any(r.get("lockbox") for r in runs.values()):
+        # The lockbox is scored once per chosen recipe, not with every ablation run: with
+        # no lockbox run in --work, its tables stay as they are.
+        header = "| recipe (seed) | clips |"
+        fill["{{LOCKBOX}}"] = "\n".join(current_table(quality_now, header))
+        fill["{{LOCKBOX_CORPORA}}"] = "\n".join(current_table(quality_now, "| corpus | "))
+        fill["{{LOCKBOX_SHIPPED}}"] = "\n".join(current_table(card_now, header))
     for key, value in fill.items():
         quality, card = quality.replace(key, value), card.replace(key, value)
     with open(os.path.join(REPO, "docs", "quality.md"), "w") as fh:
