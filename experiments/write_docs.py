@@ -186,6 +186,31 @@ def current_table(md: str, header_prefix: str) -> list[str]:
     return lines
 
 
+def merge_tables(now: list[str], new: list[str]) -> list[str]:
+    """Markdown table ``now`` updated by ``new``: a row (keyed by its first cell) or a column
+    (keyed by its header) of ``new`` replaces the one of ``now``, the rest are kept; rows
+    sorted by key, missing cells "–"."""
+    def parse(lines: list[str]) -> tuple[list[str], dict[str, dict[str, str]]]:
+        if len(lines) < 2:
+            return [], {}
+        cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
+        head = cells[0]
+        return head, {row[0]: dict(zip(head[1:], row[1:])) for row in cells[2:]}
+
+    head_now, rows_now = parse(now)
+    head_new, rows_new = parse(new)
+    if not head_new:
+        return now
+    columns = [c for c in head_now[1:] if c not in head_new] + head_new[1:]
+    keys = sorted(set(rows_now) | set(rows_new))
+    lines = ["| " + " | ".join([head_new[0], *columns]) + " |", "|---|" + "---|" * len(columns)]
+    for key in keys:
+        cells = [rows_new.get(key, {}).get(c) or rows_now.get(key, {}).get(c) or "–"
+                 for c in columns]
+        lines.append("| " + " | ".join([key, *cells]) + " |")
+    return lines
+
+
 def kept_ablation_rows(quality_md: str, rerun: set[str]) -> list[str]:
     """The ablation rows of docs/quality.md whose recipe has no new run."""
     rows, inside = [], False
@@ -277,22 +302,21 @@ def main(argv: list[str] | None = None) -> int:
         "{{CORPORA}}": "\n".join(corpus_table(base)),
         "{{FAMILIES}}": "\n".join(family_table(base)),
         "{{ABLATION}}": "\n".join(ablation_table(runs, kept)),
-        "{{LOCKBOX}}": "\n".join(lockbox_table(runs)),
-        "{{LOCKBOX_SHIPPED}}": "\n".join(lockbox_table(runs, recipe=SHIPPED)),
-        "{{LOCKBOX_CORPORA}}": "\n".join(lockbox_corpus_table(runs)),
         "{{LOFO}}": "\n".join(lofo_table(runs)) or "(no run with `--lofo` yet)",
         "{{NARROWBAND}}": "\n".join(narrowband_table(base)) if "narrowband" in base else "",
         "{{TIMINGS}}": timings_text(_read_json(args.from_scratch or args.shipped)),
         "{{VERSION}}": bundle["version"],
         "{{EVALUATION_JSON}}": json.dumps(h, sort_keys=True),
     }
-    if not any(r.get("lockbox") for r in runs.values()):
-        # The lockbox is scored once per chosen recipe, not with every ablation run: with
-        # no lockbox run in --work, its tables stay as they are.
-        header = "| recipe (seed) | clips |"
-        fill["{{LOCKBOX}}"] = "\n".join(current_table(quality_now, header))
-        fill["{{LOCKBOX_CORPORA}}"] = "\n".join(current_table(quality_now, "| corpus | "))
-        fill["{{LOCKBOX_SHIPPED}}"] = "\n".join(current_table(card_now, header))
+    # The lockbox is scored once per chosen recipe, not with every run: rows and columns of
+    # recipes with no lockbox run in --work stay as they are.
+    header = "| recipe (seed) | clips |"
+    fill["{{LOCKBOX}}"] = "\n".join(merge_tables(current_table(quality_now, header),
+                                                 lockbox_table(runs)))
+    fill["{{LOCKBOX_CORPORA}}"] = "\n".join(merge_tables(
+        current_table(quality_now, "| corpus | "), lockbox_corpus_table(runs)))
+    fill["{{LOCKBOX_SHIPPED}}"] = "\n".join(merge_tables(current_table(card_now, header),
+                                                         lockbox_table(runs, recipe=SHIPPED)))
     for key, value in fill.items():
         quality, card = quality.replace(key, value), card.replace(key, value)
     with open(os.path.join(REPO, "docs", "quality.md"), "w") as fh:
