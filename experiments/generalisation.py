@@ -598,9 +598,11 @@ def leave_one_family_out(recipe: Recipe, clips: pd.DataFrame, usable: pd.DataFra
     wide = "wide" if recipe.narrow_inputs else None
     spoofs = clips[clips["label"] == "spoof"]
     families = sorted(spoofs["family"].unique())
+    sources_of = {fam: sorted(set(spoofs.loc[spoofs["family"] == fam, "source"]))
+                  for fam in families}
     reports, tests = {}, {}
     for fam in families:
-        sources = set(spoofs.loc[spoofs["family"] == fam, "source"])
+        sources = sources_of[fam]
 
         def held(rows: pd.DataFrame) -> pd.Series:
             return rows["source"].isin(sources) | ((rows["label"] == "spoof")
@@ -608,7 +610,8 @@ def leave_one_family_out(recipe: Recipe, clips: pd.DataFrame, usable: pd.DataFra
 
         fwork = os.path.join(out, "lofo", fam)
         os.makedirs(fwork, exist_ok=True)
-        bundle = train_bundle(features, usable[~held(usable)], fwork, recipe, seed,
+        train = usable[~held(usable)]
+        bundle = train_bundle(features, train, fwork, recipe, seed,
                               name=f"lofo-{recipe.name}", version=fam,
                               narrow_train=None if narrow_usable is None else
                               narrow_usable[~held(narrow_usable)],
@@ -616,7 +619,7 @@ def leave_one_family_out(recipe: Recipe, clips: pd.DataFrame, usable: pd.DataFra
         tests[fam] = clips[held(clips)]
         reports[fam] = score(bundle, tests[fam], root, os.path.join(fwork, "report"),
                              run_id=f"lofo-{seed}")
-        print(f"lofo {fam}: train {int((~held(usable)).sum())} clips, test {len(tests[fam])}")
+        print(f"lofo {fam}: train {len(train)} clips, test {len(tests[fam])}")
     result = {}
     for fam in families:
         threshold, _ = threshold_from_reports(tuple(r for f, r in reports.items() if f != fam),
@@ -625,8 +628,7 @@ def leave_one_family_out(recipe: Recipe, clips: pd.DataFrame, usable: pd.DataFra
         labels = test[(test["label"] == "bonafide") | (test["family"] == fam)]
         ev = _rates(evaluate(reports[fam], labels, root, os.path.join(out, "lofo", fam, "eval"),
                              threshold, "family", band=wide))
-        result[fam] = {**ev, "threshold": threshold,
-                       "sources": sorted(set(spoofs.loc[spoofs["family"] == fam, "source"]))}
+        result[fam] = {**ev, "threshold": threshold, "sources": sources_of[fam]}
     return result
 
 

@@ -213,18 +213,8 @@ def merge_tables(now: list[str], new: list[str]) -> list[str]:
 
 def kept_ablation_rows(quality_md: str, rerun: set[str]) -> list[str]:
     """The ablation rows of docs/quality.md whose recipe has no new run."""
-    rows, inside = [], False
-    for line in quality_md.splitlines():
-        if line.startswith("| recipe | what changes |"):
-            inside = True
-            continue
-        if inside and line.startswith("|---"):
-            continue
-        if inside and not line.startswith("|"):
-            break
-        if inside and line.split("|")[1].strip() not in rerun:
-            rows.append(line)
-    return rows
+    table = current_table(quality_md, "| recipe | what changes |")
+    return [line for line in table[2:] if line.split("|")[1].strip() not in rerun]
 
 
 def ablation_table(runs: dict[str, dict], kept: Sequence[str] = ()) -> list[str]:
@@ -296,27 +286,27 @@ def main(argv: list[str] | None = None) -> int:
         card = fh.read()
     with open(os.path.join(REPO, "docs", "model_card.md")) as fh:
         card_now = fh.read()
+    # The lockbox is scored once per chosen recipe, not with every run: rows and columns of
+    # recipes with no lockbox run in --work stay as they are.
+    lockbox_header = "| recipe (seed) | clips |"
     fill = {
         "{{HEADLINE}}": "\n".join(headline_rows(h)),
         "{{FOLDS}}": "\n".join(fold_table(base)),
         "{{CORPORA}}": "\n".join(corpus_table(base)),
         "{{FAMILIES}}": "\n".join(family_table(base)),
         "{{ABLATION}}": "\n".join(ablation_table(runs, kept)),
+        "{{LOCKBOX}}": "\n".join(merge_tables(current_table(quality_now, lockbox_header),
+                                              lockbox_table(runs))),
+        "{{LOCKBOX_CORPORA}}": "\n".join(merge_tables(current_table(quality_now, "| corpus | "),
+                                                      lockbox_corpus_table(runs))),
+        "{{LOCKBOX_SHIPPED}}": "\n".join(merge_tables(current_table(card_now, lockbox_header),
+                                                      lockbox_table(runs, recipe=SHIPPED))),
         "{{LOFO}}": "\n".join(lofo_table(runs)) or "(no run with `--lofo` yet)",
         "{{NARROWBAND}}": "\n".join(narrowband_table(base)) if "narrowband" in base else "",
         "{{TIMINGS}}": timings_text(_read_json(args.from_scratch or args.shipped)),
         "{{VERSION}}": bundle["version"],
         "{{EVALUATION_JSON}}": json.dumps(h, sort_keys=True),
     }
-    # The lockbox is scored once per chosen recipe, not with every run: rows and columns of
-    # recipes with no lockbox run in --work stay as they are.
-    header = "| recipe (seed) | clips |"
-    fill["{{LOCKBOX}}"] = "\n".join(merge_tables(current_table(quality_now, header),
-                                                 lockbox_table(runs)))
-    fill["{{LOCKBOX_CORPORA}}"] = "\n".join(merge_tables(
-        current_table(quality_now, "| corpus | "), lockbox_corpus_table(runs)))
-    fill["{{LOCKBOX_SHIPPED}}"] = "\n".join(merge_tables(current_table(card_now, header),
-                                                         lockbox_table(runs, recipe=SHIPPED)))
     for key, value in fill.items():
         quality, card = quality.replace(key, value), card.replace(key, value)
     with open(os.path.join(REPO, "docs", "quality.md"), "w") as fh:
